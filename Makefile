@@ -1,0 +1,49 @@
+# jobrunner — build, run and test. Every target installs what it needs first.
+#
+#   make run     build and start jobrunnerd on config/jobrunner.yaml (state + socket in ./.state)
+#   make test    build and run every test
+#   make build   debug build only
+#   make release optimized build
+
+SHELL := /bin/bash
+SWIFT ?= swift
+CONFIG ?= config/jobrunner.yaml
+STATE_DIR ?= .state
+SOCKET ?= $(STATE_DIR)/jobrunner.sock
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+# System packages the build links against (Debian names).
+APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
+
+.PHONY: all deps build release run test clean
+
+all: build
+
+# Installs missing Debian packages, via sudo when not root. Quiet when all are present.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+run: build
+	@mkdir -p $(STATE_DIR)
+	$$($(SWIFT) build --show-bin-path)/jobrunnerd --config $(CONFIG) --state-directory $(STATE_DIR) --socket $(SOCKET) --log-format text
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+clean:
+	rm -rf .build $(STATE_DIR)

@@ -1,0 +1,136 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "jobrunner",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "jobrunnerd", targets: ["jobrunnerd"]),
+        .executable(name: "jobrunnerctl", targets: ["jobrunnerctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // MARK: - C shims
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        .target(name: "CLinuxSupport"),
+
+        // MARK: - Libraries
+        .target(name: "JobRunnerSchedule", swiftSettings: strict),
+        .target(
+            name: "JobRunnerConfig",
+            dependencies: [
+                "JobRunnerSchedule",
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "JobRunnerCore",
+            dependencies: [
+                "JobRunnerConfig",
+                "JobRunnerSchedule",
+                "CLinuxSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "JobRunnerControl",
+            dependencies: [
+                "CLinuxSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Systemd",
+            dependencies: [
+                "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "JobRunnerDaemon",
+            dependencies: [
+                "JobRunnerConfig",
+                "JobRunnerCore",
+                "JobRunnerControl",
+                "JobRunnerSchedule",
+                "Systemd",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Executables
+        .executableTarget(
+            name: "jobrunnerd",
+            dependencies: [
+                "JobRunnerDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "jobrunnerctl",
+            dependencies: [
+                "JobRunnerControl",
+                "JobRunnerConfig",
+                "JobRunnerSchedule",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Tests
+        .target(
+            name: "TestSupport",
+            dependencies: ["CLinuxSupport"],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "JobRunnerScheduleTests", dependencies: ["JobRunnerSchedule"], swiftSettings: strict),
+        .testTarget(name: "JobRunnerConfigTests", dependencies: ["JobRunnerConfig", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "JobRunnerCoreTests",
+            dependencies: ["JobRunnerCore", "JobRunnerConfig", "TestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "JobRunnerControlTests", dependencies: ["JobRunnerControl", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["JobRunnerControl", "TestSupport"],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

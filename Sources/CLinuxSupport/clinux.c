@@ -1,0 +1,221 @@
+#define _GNU_SOURCE
+#include "include/clinux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+// The child runs on the parent's memory until it execs (vfork), so it may only make system
+// calls and write its failure into the parent's variables; it must never return.
+__attribute__((noreturn)) static void child_fail(volatile int *out_stage, volatile int *out_errno, int stage) {
+    *out_errno = errno;
+    *out_stage = stage;
+    _exit(127);
+}
+
+static void mark_cloexec_from(int first) {
+    if (syscall(SYS_close_range, (unsigned int)first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) {
+        return;
+    }
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536) {
+        max = 65536;
+    }
+    for (int fd = first; fd < max; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && !(flags & FD_CLOEXEC)) {
+            fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+        }
+    }
+}
+
+int jr_spawn(const struct jr_spawn_request *request, pid_t *pid, int *stage) {
+    volatile int child_stage = JR_STAGE_NONE;
+    volatile int child_errno = 0;
+
+    // Block every signal so no handler of the daemon runs in the child before exec.
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+
+    pid_t child = vfork();
+    if (child == 0) {
+        // Default dispositions: the daemon ignores SIGPIPE and handles SIGTERM/SIGHUP; the job
+        // must start with neither.
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < NSIG; sig++) {
+            if (sig == SIGKILL || sig == SIGSTOP) continue;
+            sigaction(sig, &dfl, NULL);
+        }
+        if (request->new_session && setsid() < 0) child_fail(&child_stage, &child_errno, JR_STAGE_SETSID);
+        for (int i = 0; i < request->limit_count; i++) {
+            struct rlimit limit = {
+                .rlim_cur = (rlim_t)request->limits[i].soft,
+                .rlim_max = (rlim_t)request->limits[i].hard,
+            };
+            if (setrlimit(request->limits[i].resource, &limit) < 0) child_fail(&child_stage, &child_errno, JR_STAGE_RLIMIT);
+        }
+        if (request->set_nice && setpriority(PRIO_PROCESS, 0, request->nice_value) < 0) {
+            child_fail(&child_stage, &child_errno, JR_STAGE_NICE);
+        }
+        if (request->set_umask) umask((mode_t)request->umask_value);
+        if (request->set_ids) {
+            // Raw system calls: glibc's wrappers broadcast the change to every thread of the
+            // process, and after vfork those threads are the daemon's.
+            if (syscall(SYS_setgroups, (size_t)request->group_count, request->groups) < 0) {
+                child_fail(&child_stage, &child_errno, JR_STAGE_GROUPS);
+            }
+            if (syscall(SYS_setresgid, request->gid, request->gid, request->gid) < 0) {
+                child_fail(&child_stage, &child_errno, JR_STAGE_SETGID);
+            }
+            if (syscall(SYS_setresuid, request->uid, request->uid, request->uid) < 0) {
+                child_fail(&child_stage, &child_errno, JR_STAGE_SETUID);
+            }
+        }
+        if (request->working_directory && chdir(request->working_directory) < 0) {
+            child_fail(&child_stage, &child_errno, JR_STAGE_CHDIR);
+        }
+        int fds[3] = {request->stdin_fd, request->stdout_fd, request->stderr_fd};
+        // Move sources out of 0..2 first so one dup2 cannot clobber another's source.
+        for (int i = 0; i < 3; i++) {
+            if (fds[i] >= 0 && fds[i] < 3) {
+                int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+                if (moved < 0) child_fail(&child_stage, &child_errno, JR_STAGE_DUP);
+                fds[i] = moved;
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            if (fds[i] >= 0 && dup2(fds[i], i) < 0) child_fail(&child_stage, &child_errno, JR_STAGE_DUP);
+        }
+        mark_cloexec_from(3);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(request->path, request->argv, request->envp);
+        child_fail(&child_stage, &child_errno, JR_STAGE_EXEC);
+    }
+
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (child < 0) {
+        *stage = JR_STAGE_FORK;
+        return fork_errno;
+    }
+    *pid = child;
+    if (child_stage != JR_STAGE_NONE) {
+        *stage = child_stage;
+        return child_errno;
+    }
+    *stage = JR_STAGE_NONE;
+    return 0;
+}
+
+int jr_set_child_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
+int jr_peek_exited_child(pid_t *pid) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    for (;;) {
+        int rc = waitid(P_ALL, 0, &info, WEXITED | WNOWAIT);
+        if (rc == 0) {
+            *pid = info.si_pid;
+            return 0;
+        }
+        if (errno != EINTR) return -1;
+    }
+}
+
+int jr_reap_child(pid_t pid, int *kind, int *status) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    for (;;) {
+        int rc = waitid(P_PID, (id_t)pid, &info, WEXITED);
+        if (rc == 0) break;
+        if (errno != EINTR) return -1;
+    }
+    switch (info.si_code) {
+    case CLD_EXITED: *kind = 1; break;
+    case CLD_KILLED: *kind = 2; break;
+    case CLD_DUMPED: *kind = 3; break;
+    default: *kind = 0; break;
+    }
+    *status = info.si_status;
+    return 0;
+}
+
+int jr_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return -1;
+    *pid = credentials.pid;
+    *uid = credentials.uid;
+    *gid = credentials.gid;
+    return 0;
+}
+
+int jr_realtime_timer_create(void) {
+    return timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC);
+}
+
+int jr_realtime_timer_arm(int fd, int64_t microseconds_since_epoch) {
+    struct itimerspec spec;
+    memset(&spec, 0, sizeof(spec));
+    if (microseconds_since_epoch > 0) {
+        spec.it_value.tv_sec = (time_t)(microseconds_since_epoch / 1000000);
+        spec.it_value.tv_nsec = (long)(microseconds_since_epoch % 1000000) * 1000;
+        return timerfd_settime(fd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &spec, NULL);
+    }
+    return timerfd_settime(fd, 0, &spec, NULL);
+}
+
+int jr_realtime_timer_wait(int fd) {
+    uint64_t expirations = 0;
+    for (;;) {
+        ssize_t n = read(fd, &expirations, sizeof(expirations));
+        if (n == (ssize_t)sizeof(expirations)) return 0;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == ECANCELED) return 1;
+        return -1;
+    }
+}
+
+int64_t jr_boottime_microseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_BOOTTIME, &now);
+    return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
+
+int64_t jr_realtime_microseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
+
+int jr_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
+}

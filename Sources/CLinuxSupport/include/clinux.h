@@ -1,0 +1,85 @@
+#ifndef JOBRUNNER_CLINUX_H
+#define JOBRUNNER_CLINUX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// One resource limit to apply in the child (setrlimit values; RLIM_INFINITY allowed).
+struct jr_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+/// Everything the child does between fork and exec.
+struct jr_spawn_request {
+    const char *path;                 /// executable to run (already resolved)
+    char *const *argv;                /// NULL-terminated
+    char *const *envp;                /// NULL-terminated
+    const char *working_directory;    /// NULL: inherit
+    int stdin_fd;                     /// dup2'ed to 0
+    int stdout_fd;                    /// dup2'ed to 1
+    int stderr_fd;                    /// dup2'ed to 2
+    int new_session;                  /// setsid(): own session and process group
+    int set_umask;                    /// apply umask_value
+    unsigned int umask_value;
+    int set_nice;                     /// apply nice_value with setpriority
+    int nice_value;
+    int set_ids;                      /// setgroups + setgid + setuid
+    uid_t uid;
+    gid_t gid;
+    int group_count;
+    const gid_t *groups;
+    int limit_count;
+    const struct jr_rlimit *limits;
+};
+
+/// Stages the child can fail at, reported with the errno.
+enum jr_spawn_stage {
+    JR_STAGE_NONE = 0,
+    JR_STAGE_FORK = 1,
+    JR_STAGE_SETSID = 2,
+    JR_STAGE_RLIMIT = 3,
+    JR_STAGE_NICE = 4,
+    JR_STAGE_GROUPS = 5,
+    JR_STAGE_SETGID = 6,
+    JR_STAGE_SETUID = 7,
+    JR_STAGE_CHDIR = 8,
+    JR_STAGE_DUP = 9,
+    JR_STAGE_EXEC = 10,
+};
+
+/// Starts a process with vfork semantics (the parent waits only until the child has exec'ed).
+/// Returns 0 and sets *pid on success; returns an errno and sets *stage on failure (the failed
+/// child has already exited with status 127 and must still be reaped by the caller's reaper).
+int jr_spawn(const struct jr_spawn_request *request, pid_t *pid, int *stage);
+
+/// Makes this process a child subreaper: orphaned descendants are re-parented to it.
+int jr_set_child_subreaper(void);
+
+/// waitid(P_ALL, WEXITED|WNOWAIT): which child has ended, without reaping it.
+/// Returns 0 and the pid, or -1 with errno (ECHILD when there are no children).
+int jr_peek_exited_child(pid_t *pid);
+
+/// waitid(P_PID, pid, WEXITED): reaps one child. kind: 1 exited, 2 killed by signal, 3 dumped core.
+int jr_reap_child(pid_t pid, int *kind, int *status);
+
+/// SO_PEERCRED of a connected unix socket.
+int jr_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/// A CLOCK_REALTIME timerfd (blocking reads, close-on-exec).
+int jr_realtime_timer_create(void);
+/// Arms the timer at an absolute realtime instant, cancelled by clock changes; 0 disarms.
+int jr_realtime_timer_arm(int fd, int64_t microseconds_since_epoch);
+/// Blocks until the timer fires. Returns 0 when it expired, 1 when the clock was set, -1 on error.
+int jr_realtime_timer_wait(int fd);
+
+/// pipe2(O_CLOEXEC).
+int jr_pipe_cloexec(int fds[2]);
+
+/// CLOCK_BOOTTIME in microseconds (monotonic, counts suspend).
+int64_t jr_boottime_microseconds(void);
+/// CLOCK_REALTIME in microseconds since the epoch.
+int64_t jr_realtime_microseconds(void);
+
+#endif

@@ -1,0 +1,435 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import JobRunnerSchedule
+import Yams
+
+/// Reads a configuration file and validates all of it, reporting every problem as
+/// `file:line:column: message`.
+///
+/// Loading reads files and the zone database: it is blocking work for the thread pool.
+public struct ConfigLoader: Sendable {
+    /// Largest configuration file accepted; a bigger one is almost certainly a mistake.
+    public static let maximumFileSize = 8 << 20
+    /// Deepest `[`/`{` nesting accepted (the YAML composer recurses once per level).
+    public static let maximumNesting = 256
+
+    static let topLevelKeys = ["daemon", "jobs"]
+    static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace"]
+    static let jobKeys = [
+        "command", "shell", "schedule", "every", "timeout", "kill_grace", "environment", "working_directory", "enabled",
+    ]
+
+    let zones: TimeZoneDatabase
+
+    public init(zones: TimeZoneDatabase = .system) {
+        self.zones = zones
+    }
+
+    /// Loads and validates the file at `path`.
+    @available(*, noasync, message: "reads files; call from the thread pool")
+    public func load(path: String) throws(ConfigErrors) -> Configuration {
+        let text: String
+        switch readConfigFile(path) {
+        case .success(let contents): text = contents
+        case .failure(let error): throw ConfigErrors([error])
+        }
+        return try parse(text, path: path)
+    }
+
+    /// Validates configuration text as if it were the file at `path`.
+    @available(*, noasync, message: "reads the zone database; call from the thread pool")
+    public func parse(_ text: String, path: String) throws(ConfigErrors) -> Configuration {
+        var reader = NodeReader(file: path)
+        if let deep = deepNesting(text) {
+            reader.fail(.syntax, at: SourceLocation(file: path, line: deep.line, column: deep.column),
+                        "nesting deeper than \(Self.maximumNesting) levels")
+            throw ConfigErrors(reader.errors)
+        }
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigErrors([Self.syntaxError(error, file: path)])
+        }
+        guard let root, !NodeReader.isNull(root) else {
+            throw ConfigErrors([ConfigError(code: .missingKey, location: SourceLocation(file: path, line: 1, column: 1),
+                                            message: "the file is empty: expected a mapping with a 'jobs:' section")])
+        }
+        guard let top = reader.mapping(root, what: "configuration") else {
+            throw ConfigErrors(reader.errors)
+        }
+        reader.checkKeys(top, known: Self.topLevelKeys, context: "at the top level")
+
+        var daemon = DaemonSettings(timeZone: .utc)
+        var daemonZoneKnown = false
+        if let section = top.first(where: { $0.key == "daemon" }), !NodeReader.isNull(section.value) {
+            if let settings = readDaemon(section.value, reader: &reader) {
+                daemon = settings.settings
+                daemonZoneKnown = settings.zoneGiven
+            }
+        }
+        if !daemonZoneKnown {
+            daemon.timeZone = zones.systemZone()
+        }
+
+        var jobs: [JobDefinition] = []
+        if let section = top.first(where: { $0.key == "jobs" }) {
+            if !NodeReader.isNull(section.value), let entries = reader.mapping(section.value, what: "jobs") {
+                for entry in entries {
+                    if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
+                        jobs.append(job)
+                    }
+                }
+            }
+        } else {
+            reader.fail(.missingKey, at: root, "missing 'jobs:' section (an empty one, 'jobs: {}', is allowed)")
+        }
+
+        guard reader.errors.isEmpty else {
+            throw ConfigErrors(reader.errors.sorted { ($0.location.line, $0.location.column) < ($1.location.line, $1.location.column) })
+        }
+        return Configuration(path: path, daemon: daemon, jobs: jobs)
+    }
+
+    // MARK: - daemon:
+
+    private func readDaemon(_ node: Node, reader: inout NodeReader) -> (settings: DaemonSettings, zoneGiven: Bool)? {
+        guard let pairs = reader.mapping(node, what: "daemon") else { return nil }
+        reader.checkKeys(pairs, known: Self.daemonKeys, context: "in 'daemon'")
+        var settings = DaemonSettings(timeZone: .utc)
+        var zoneGiven = false
+        for pair in pairs {
+            let what = "daemon.\(pair.key)"
+            switch pair.key {
+            case "time_zone":
+                if let name = reader.nonEmptyString(pair.value, what: what) {
+                    do {
+                        settings.timeZone = try zones.zone(named: name)
+                        zoneGiven = true
+                    } catch {
+                        reader.fail(.unknownTimeZone, at: pair.value, "\(what): \(error.message)")
+                    }
+                }
+            case "max_concurrent_runs":
+                if let value = reader.integer(pair.value, what: what, range: 1...100_000) { settings.maxConcurrentRuns = value }
+            case "blocking_threads":
+                if let value = reader.integer(pair.value, what: what, range: 1...256) { settings.blockingThreads = value }
+            case "shutdown_grace":
+                if let value = duration(pair.value, what: what, allowZero: true, reader: &reader) { settings.shutdownGrace = value }
+            default:
+                break
+            }
+        }
+        return (settings, zoneGiven)
+    }
+
+    // MARK: - jobs:
+
+    private func readJob(name: String, keyNode: Node, node: Node, daemon: DaemonSettings, reader: inout NodeReader) -> JobDefinition? {
+        let errorsBefore = reader.errors.count
+        if !Self.isValidJobName(name) {
+            reader.fail(.invalidName, at: keyNode, "job name '\(name)' may only contain letters, digits, '_', '.' and '-'")
+        }
+        let context = "job '\(name)'"
+        guard let pairs = reader.mapping(node, what: context) else { return nil }
+        reader.checkKeys(pairs, known: Self.jobKeys, context: "in \(context)")
+        let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+
+        // command / shell: exactly one.
+        var command: JobCommand?
+        let commandPair = keyed["command"]
+        let shellPair = keyed["shell"]
+        if let commandPair, let shellPair {
+            let later = commandPair.keyNode.mark?.line ?? 0 > shellPair.keyNode.mark?.line ?? 0 ? commandPair : shellPair
+            reader.fail(.conflictingKeys, at: later.keyNode, "\(context) has both 'command' and 'shell'; keep one (command: runs an argv directly, shell: runs /bin/sh -c)")
+        } else if let commandPair {
+            if case .scalar = commandPair.value, !NodeReader.isNull(commandPair.value) {
+                reader.fail(.wrongType, at: commandPair.value, "\(context): command: expected a list of strings (an argv such as [\"/usr/bin/rsync\", \"-a\"]); use 'shell:' for a command line")
+            } else if let argv = reader.stringList(commandPair.value, what: "\(context): command") {
+                if argv.isEmpty || argv[0].isEmpty {
+                    reader.fail(.invalidValue, at: commandPair.value, "\(context): command: must name a program to run")
+                } else {
+                    command = .argv(argv)
+                }
+            }
+        } else if let shellPair {
+            if let line = reader.nonEmptyString(shellPair.value, what: "\(context): shell") {
+                command = .shell(line)
+            }
+        } else {
+            reader.fail(.missingKey, at: keyNode, "\(context) needs 'command' (an argv list) or 'shell' (a command line)")
+        }
+
+        // schedule / every: at most one.
+        var trigger: JobTrigger?
+        let schedulePair = keyed["schedule"]
+        let everyPair = keyed["every"]
+        if let schedulePair, let everyPair {
+            let later = schedulePair.keyNode.mark?.line ?? 0 > everyPair.keyNode.mark?.line ?? 0 ? schedulePair : everyPair
+            reader.fail(.conflictingKeys, at: later.keyNode, "\(context) has both 'schedule' and 'every'; a job has at most one schedule")
+        } else if let schedulePair {
+            trigger = cronTrigger(schedulePair.value, context: context, reader: &reader)
+        } else if let everyPair {
+            if let interval = duration(everyPair.value, what: "\(context): every", allowZero: false, reader: &reader) {
+                trigger = .interval(interval)
+            }
+        }
+
+        var job = JobDefinition(name: name, command: command ?? .argv(["/bin/true"]), trigger: trigger, timeZone: daemon.timeZone,
+                                location: reader.location(keyNode))
+        if let pair = keyed["timeout"] {
+            job.timeout = duration(pair.value, what: "\(context): timeout", allowZero: false, reader: &reader)
+        }
+        if let pair = keyed["kill_grace"], let grace = duration(pair.value, what: "\(context): kill_grace", allowZero: true, reader: &reader) {
+            job.killGrace = grace
+        }
+        if let pair = keyed["environment"], !NodeReader.isNull(pair.value),
+            let environment = reader.stringMap(pair.value, what: "\(context): environment")
+        {
+            for (key, _) in environment where !Self.isValidEnvironmentName(key) {
+                reader.fail(.invalidValue, at: pair.value, "\(context): environment: '\(key)' is not a valid variable name")
+            }
+            job.environment = environment
+        }
+        if let pair = keyed["working_directory"], let directory = reader.nonEmptyString(pair.value, what: "\(context): working_directory") {
+            if directory.hasPrefix("/") {
+                job.workingDirectory = directory
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(context): working_directory: '\(directory)' must be an absolute path")
+            }
+        }
+        if let pair = keyed["enabled"], let enabled = reader.bool(pair.value, what: "\(context): enabled") {
+            job.enabled = enabled
+        }
+        return reader.errors.count == errorsBefore ? job : nil
+    }
+
+    private func cronTrigger(_ node: Node, context: String, reader: inout NodeReader) -> JobTrigger? {
+        guard let text = reader.nonEmptyString(node, what: "\(context): schedule") else { return nil }
+        do {
+            switch try CronSchedule(parsing: text) {
+            case .expression(let expression): return .cron(expression)
+            case .reboot: return .reboot
+            case .every(let interval): return .interval(interval)
+            }
+        } catch {
+            var location = reader.location(node)
+            if let field = error.field, let column = Self.column(ofField: field, in: text, node: node) {
+                location.column = column
+            }
+            reader.fail(.invalidSchedule, at: location, "\(context): schedule '\(text)': \(error.message)")
+            return nil
+        }
+    }
+
+    private func duration(_ node: Node, what: String, allowZero: Bool, reader: inout NodeReader) -> Duration? {
+        guard let text = reader.string(node, what: what) else { return nil }
+        do {
+            let value = try DurationText.parse(text)
+            if !allowZero && value <= .zero {
+                reader.fail(.invalidDuration, at: node, "\(what): must be longer than 0s")
+                return nil
+            }
+            return value
+        } catch {
+            reader.fail(.invalidDuration, at: node, "\(what): \(error.message)")
+            return nil
+        }
+    }
+
+    // MARK: - Helpers
+
+    static func isValidJobName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 200 && name.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
+        }
+    }
+
+    static func isValidEnvironmentName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(first >= 0x30 && first <= 0x39) else { return false }
+        return name.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || byte == UInt8(ascii: "_")
+        }
+    }
+
+    /// The column where the n-th whitespace-separated field of a one-line scalar starts.
+    static func column(ofField field: Int, in text: String, node: Node) -> Int? {
+        guard case .scalar(let scalar) = node, let mark = scalar.mark else { return nil }
+        let quoted = scalar.style == .singleQuoted || scalar.style == .doubleQuoted
+        guard scalar.style == .plain || quoted else { return nil }
+        var index = 0
+        var current = 0
+        var inField = false
+        for character in text.unicodeScalars {
+            let isSpace = character == " " || character == "\t"
+            if !isSpace && !inField {
+                current += 1
+                if current == field { return mark.column + (quoted ? 1 : 0) + index }
+            }
+            inField = !isSpace
+            index += 1
+        }
+        return nil
+    }
+
+    /// The position of the first `[`/`{` nested beyond the limit, outside quotes and comments.
+    func deepNesting(_ text: String) -> (line: Int, column: Int)? {
+        var depth = 0
+        var line = 1
+        var column = 0
+        var quote: UInt8?
+        var inComment = false
+        var previous: UInt8 = 0x20
+        for byte in text.utf8 {
+            column += 1
+            if byte == UInt8(ascii: "\n") {
+                line += 1
+                column = 0
+                inComment = false
+                previous = byte
+                continue
+            }
+            defer { previous = byte }
+            if inComment { continue }
+            if let open = quote {
+                if byte == open { quote = nil }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "#") where previous == 0x20 || previous == 0x09 || column == 1:
+                inComment = true
+            case UInt8(ascii: "\""), UInt8(ascii: "'"):
+                if depth > 0 || previous == 0x20 || previous == UInt8(ascii: ":") { quote = byte }
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > Self.maximumNesting { return (line, column) }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                depth = max(0, depth - 1)
+            default:
+                break
+            }
+        }
+        return nil
+    }
+
+    static func syntaxError(_ error: any Error, file: String) -> ConfigError {
+        func at(_ mark: Mark?, _ message: String, code: ConfigError.Code = .syntax) -> ConfigError {
+            ConfigError(code: code, location: SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1), message: message)
+        }
+        guard let yamlError = error as? YamlError else {
+            return at(nil, "cannot read YAML: \(error)")
+        }
+        switch yamlError {
+        case .scanner(let context, let problem, let mark, _):
+            return at(mark, "YAML syntax error: \(problem)" + (context.map { " \($0.text)" } ?? ""))
+        case .parser(let context, let problem, let mark, _):
+            return at(mark, "YAML syntax error: \(problem)" + (context.map { " \($0.text)" } ?? ""))
+        case .composer(let context, let problem, let mark, _):
+            return at(mark, "YAML error: \(problem)" + (context.map { " \($0.text)" } ?? ""))
+        case .reader(let problem, let offset, _, let yaml):
+            let position = offset.map { lineAndColumn(ofUTF8Offset: $0, in: yaml) } ?? (1, 1)
+            return ConfigError(code: .syntax, location: SourceLocation(file: file, line: position.0, column: position.1),
+                               message: "cannot read the file as YAML text: \(problem)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return at(context.mark, "duplicate key '\(duplicates.joined(separator: "', '"))' (each key, and each job name, may appear once)",
+                      code: .duplicateKey)
+        default:
+            return at(nil, "YAML error: \(yamlError)")
+        }
+    }
+
+    static func lineAndColumn(ofUTF8Offset offset: Int, in text: String) -> (Int, Int) {
+        var line = 1
+        var column = 1
+        for (index, byte) in text.utf8.enumerated() {
+            if index >= offset { break }
+            if byte == UInt8(ascii: "\n") {
+                line += 1
+                column = 1
+            } else if byte & 0xC0 != 0x80 {
+                column += 1
+            }
+        }
+        return (line, column)
+    }
+}
+
+// MARK: - File reading
+
+/// Reads a configuration file as UTF-8 text, or says exactly why it cannot.
+@available(*, noasync)
+func readConfigFile(_ path: String) -> Result<String, ConfigError> {
+    let start = SourceLocation(file: path, line: 1, column: 1)
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else {
+        let reason = String(cString: strerror(errno))
+        return .failure(ConfigError(code: .unreadable, location: start, message: "cannot open the file: \(reason)"))
+    }
+    defer { close(fd) }
+    var status = stat()
+    if fstat(fd, &status) == 0, (status.st_mode & S_IFMT) == S_IFDIR {
+        return .failure(ConfigError(code: .unreadable, location: start, message: "is a directory, not a configuration file"))
+    }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 {
+            if errno == EINTR { continue }
+            let reason = String(cString: strerror(errno))
+            return .failure(ConfigError(code: .unreadable, location: start, message: "cannot read the file: \(reason)"))
+        }
+        if count == 0 { break }
+        bytes.append(contentsOf: chunk[0..<count])
+        if bytes.count > ConfigLoader.maximumFileSize {
+            return .failure(ConfigError(code: .tooLarge, location: start,
+                                        message: "the file is larger than \(ConfigLoader.maximumFileSize >> 20) MiB; that is not a configuration"))
+        }
+    }
+    if let bad = firstInvalidUTF8(bytes) {
+        let (line, column) = lineAndColumn(ofByte: bad, in: bytes)
+        return .failure(ConfigError(code: .syntax, location: SourceLocation(file: path, line: line, column: column),
+                                    message: "not UTF-8 text (a binary file?)"))
+    }
+    if bytes.contains(0) {
+        let index = bytes.firstIndex(of: 0)!
+        let (line, column) = lineAndColumn(ofByte: index, in: bytes)
+        return .failure(ConfigError(code: .syntax, location: SourceLocation(file: path, line: line, column: column),
+                                    message: "contains a NUL byte (a binary file?)"))
+    }
+    return .success(String(decoding: bytes, as: UTF8.self))
+}
+
+private func firstInvalidUTF8(_ bytes: [UInt8]) -> Int? {
+    var iterator = bytes.makeIterator()
+    var decoder = UTF8()
+    var offset = 0
+    while true {
+        switch decoder.decode(&iterator) {
+        case .scalarValue(let scalar):
+            offset += UTF8.width(scalar)
+        case .emptyInput:
+            return nil
+        case .error:
+            return offset
+        }
+    }
+}
+
+private func lineAndColumn(ofByte index: Int, in bytes: [UInt8]) -> (Int, Int) {
+    var line = 1
+    var column = 1
+    for byte in bytes[0..<index] {
+        if byte == UInt8(ascii: "\n") {
+            line += 1
+            column = 1
+        } else if byte & 0xC0 != 0x80 {
+            column += 1
+        }
+    }
+    return (line, column)
+}

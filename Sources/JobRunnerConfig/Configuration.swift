@@ -1,0 +1,151 @@
+import JobRunnerSchedule
+
+/// A validated configuration: daemon settings and job definitions, ready for the engine.
+public struct Configuration: Sendable {
+    /// The main configuration file, as given.
+    public var path: String
+    public var daemon: DaemonSettings
+    /// Jobs in the order they appear in the file.
+    public var jobs: [JobDefinition]
+
+    public init(path: String, daemon: DaemonSettings, jobs: [JobDefinition]) {
+        self.path = path
+        self.daemon = daemon
+        self.jobs = jobs
+    }
+}
+
+/// The `daemon:` section.
+public struct DaemonSettings: Sendable, Hashable {
+    /// Zone that schedules are computed in unless a job says otherwise.
+    public var timeZone: TimeZoneRules
+    /// Most runs alive at once, across all jobs; further due runs wait in fire order.
+    public var maxConcurrentRuns: Int
+    /// Threads of the pool for blocking work (file reads, process-tree sweeps, user lookups).
+    public var blockingThreads: Int
+    /// On SIGTERM, how long running runs may finish before their kill sequence starts.
+    public var shutdownGrace: Duration
+
+    public static let defaultMaxConcurrentRuns = 64
+    public static let defaultBlockingThreads = 4
+    public static let defaultShutdownGrace: Duration = .seconds(30)
+
+    public init(
+        timeZone: TimeZoneRules,
+        maxConcurrentRuns: Int = Self.defaultMaxConcurrentRuns,
+        blockingThreads: Int = Self.defaultBlockingThreads,
+        shutdownGrace: Duration = Self.defaultShutdownGrace
+    ) {
+        self.timeZone = timeZone
+        self.maxConcurrentRuns = maxConcurrentRuns
+        self.blockingThreads = blockingThreads
+        self.shutdownGrace = shutdownGrace
+    }
+}
+
+/// What a run executes.
+public enum JobCommand: Sendable, Hashable, CustomStringConvertible {
+    /// An argument vector, executed directly (no shell).
+    case argv([String])
+    /// A command line for `/bin/sh -c`.
+    case shell(String)
+
+    /// The argument vector to execute.
+    public var arguments: [String] {
+        switch self {
+        case .argv(let arguments): arguments
+        case .shell(let line): ["/bin/sh", "-c", line]
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .argv(let arguments): arguments.joined(separator: " ")
+        case .shell(let line): line
+        }
+    }
+}
+
+/// When a job fires on its own (a job without one runs only when asked).
+public enum JobTrigger: Sendable, Hashable, CustomStringConvertible {
+    /// A cron expression in the job's zone.
+    case cron(CronExpression)
+    /// Once when the daemon starts (`@reboot`), not on reload.
+    case reboot
+    /// A fixed interval on the monotonic clock (`every:` or `@every`).
+    case interval(Duration)
+
+    public var description: String {
+        switch self {
+        case .cron(let expression): expression.text
+        case .reboot: "@reboot"
+        case .interval(let duration): "every \(DurationText.format(duration))"
+        }
+    }
+}
+
+/// One job, validated.
+public struct JobDefinition: Sendable, Hashable {
+    /// The job's name (its key under `jobs:`), `[A-Za-z0-9_.-]+`.
+    public var name: String
+    public var command: JobCommand
+    public var trigger: JobTrigger?
+    /// Zone the job's wall-clock schedule is computed in.
+    public var timeZone: TimeZoneRules
+    /// After this long a run is sent SIGTERM (its whole process group); nil means no limit.
+    public var timeout: Duration?
+    /// After SIGTERM, how long before SIGKILL reaches whatever is left of the run's processes.
+    public var killGrace: Duration
+    /// Variables set for the run, on top of the inherited PATH, LANG and LC_ALL.
+    public var environment: [String: String]
+    /// Where the run starts; nil means the daemon's working directory.
+    public var workingDirectory: String?
+    /// A disabled job never fires on its own.
+    public var enabled: Bool
+    /// Where the job is defined (not part of its identity: moving a job in the file does not change it).
+    public var location: SourceLocation
+
+    public static let defaultKillGrace: Duration = .seconds(10)
+
+    public init(
+        name: String,
+        command: JobCommand,
+        trigger: JobTrigger? = nil,
+        timeZone: TimeZoneRules = .utc,
+        timeout: Duration? = nil,
+        killGrace: Duration = Self.defaultKillGrace,
+        environment: [String: String] = [:],
+        workingDirectory: String? = nil,
+        enabled: Bool = true,
+        location: SourceLocation = SourceLocation(file: "<memory>", line: 1, column: 1)
+    ) {
+        self.name = name
+        self.command = command
+        self.trigger = trigger
+        self.timeZone = timeZone
+        self.timeout = timeout
+        self.killGrace = killGrace
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.enabled = enabled
+        self.location = location
+    }
+
+    public static func == (lhs: JobDefinition, rhs: JobDefinition) -> Bool {
+        lhs.name == rhs.name && lhs.command == rhs.command && lhs.trigger == rhs.trigger
+            && lhs.timeZone == rhs.timeZone && lhs.timeout == rhs.timeout && lhs.killGrace == rhs.killGrace
+            && lhs.environment == rhs.environment && lhs.workingDirectory == rhs.workingDirectory
+            && lhs.enabled == rhs.enabled
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(command)
+        hasher.combine(trigger)
+    }
+
+    /// Whether only the schedule differs (the next fire must be recomputed, nothing else changes).
+    public func sameSchedule(as other: JobDefinition) -> Bool {
+        trigger == other.trigger && timeZone == other.timeZone && enabled == other.enabled
+    }
+}

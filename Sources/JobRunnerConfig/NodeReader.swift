@@ -1,0 +1,153 @@
+import Yams
+
+/// Reads typed values out of a composed YAML tree and collects every problem with its position,
+/// so one pass reports all errors of a file instead of stopping at the first.
+///
+/// Scalars are converted with Yams' own constructors (`Int`, `Bool`, `String`), the same ones
+/// its `Decodable` support uses; walking the tree ourselves is what gives each error the exact
+/// position of its key or value.
+struct NodeReader {
+    let file: String
+    private(set) var errors: [ConfigError] = []
+
+    init(file: String) {
+        self.file = file
+    }
+
+    // MARK: - Positions and errors
+
+    func location(_ node: Node?) -> SourceLocation {
+        let mark = node?.mark
+        return SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1)
+    }
+
+    mutating func fail(_ code: ConfigError.Code, at node: Node?, _ message: String) {
+        errors.append(ConfigError(code: code, location: location(node), message: message))
+    }
+
+    mutating func fail(_ code: ConfigError.Code, at location: SourceLocation, _ message: String) {
+        errors.append(ConfigError(code: code, location: location, message: message))
+    }
+
+    /// How a node is described in "found …" messages.
+    static func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let scalar):
+            if isNull(node) { return "nothing (null)" }
+            let text = scalar.string.count > 40 ? String(scalar.string.prefix(40)) + "…" : scalar.string
+            return "'\(text)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    static func isNull(_ node: Node) -> Bool {
+        node.null != nil
+    }
+
+    // MARK: - Structures
+
+    /// The key/value pairs of a mapping whose keys are strings; reports a wrong type.
+    mutating func mapping(_ node: Node, what: String) -> [(key: String, keyNode: Node, value: Node)]? {
+        guard case .mapping(let mapping) = node else {
+            fail(.wrongType, at: node, "\(what): expected a mapping, found \(Self.describe(node))")
+            return nil
+        }
+        var pairs: [(key: String, keyNode: Node, value: Node)] = []
+        for (keyNode, value) in mapping {
+            guard case .scalar(let scalar) = keyNode else {
+                fail(.wrongType, at: keyNode, "\(what): keys must be plain names, found \(Self.describe(keyNode))")
+                continue
+            }
+            pairs.append((scalar.string, keyNode, value))
+        }
+        return pairs
+    }
+
+    /// Reports every key not in `known`, suggesting the closest known one.
+    mutating func checkKeys(_ pairs: [(key: String, keyNode: Node, value: Node)], known: [String], context: String) {
+        for pair in pairs where !known.contains(pair.key) {
+            var message = "unknown key '\(pair.key)' \(context)"
+            if let suggestion = Suggestion.closest(to: pair.key, among: known) {
+                message += " (did you mean '\(suggestion)'?)"
+            } else {
+                message += " (known keys: \(known.joined(separator: ", ")))"
+            }
+            fail(.unknownKey, at: pair.keyNode, message)
+        }
+    }
+
+    // MARK: - Scalars
+
+    mutating func string(_ node: Node, what: String) -> String? {
+        guard case .scalar(let scalar) = node, !Self.isNull(node) else {
+            fail(.wrongType, at: node, "\(what): expected a string, found \(Self.describe(node))")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func nonEmptyString(_ node: Node, what: String) -> String? {
+        guard let text = string(node, what: what) else { return nil }
+        guard !text.isEmpty else {
+            fail(.invalidValue, at: node, "\(what): must not be empty")
+            return nil
+        }
+        return text
+    }
+
+    mutating func bool(_ node: Node, what: String) -> Bool? {
+        guard case .scalar(let scalar) = node, let value = Bool.construct(from: scalar) else {
+            fail(.wrongType, at: node, "\(what): expected true or false, found \(Self.describe(node))")
+            return nil
+        }
+        return value
+    }
+
+    mutating func integer(_ node: Node, what: String, range: ClosedRange<Int>) -> Int? {
+        guard case .scalar(let scalar) = node, let value = Int.construct(from: scalar) else {
+            fail(.wrongType, at: node, "\(what): expected a whole number, found \(Self.describe(node))")
+            return nil
+        }
+        guard range.contains(value) else {
+            fail(.invalidValue, at: node, "\(what): \(value) is out of range \(range.lowerBound)–\(range.upperBound)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func stringList(_ node: Node, what: String) -> [String]? {
+        guard case .sequence(let sequence) = node else {
+            fail(.wrongType, at: node, "\(what): expected a list of strings, found \(Self.describe(node))")
+            return nil
+        }
+        var result: [String] = []
+        var ok = true
+        for (index, element) in sequence.enumerated() {
+            if let text = string(element, what: "\(what)[\(index)]") {
+                result.append(text)
+            } else {
+                ok = false
+            }
+        }
+        return ok ? result : nil
+    }
+
+    mutating func stringMap(_ node: Node, what: String) -> [String: String]? {
+        guard let pairs = mapping(node, what: what) else { return nil }
+        var result: [String: String] = [:]
+        var ok = true
+        for pair in pairs {
+            if Self.isNull(pair.value) {
+                fail(.wrongType, at: pair.value, "\(what): '\(pair.key)' has no value (write \(pair.key): \"\" for an empty one)")
+                ok = false
+            } else if let text = string(pair.value, what: "\(what).\(pair.key)") {
+                result[pair.key] = text
+            } else {
+                ok = false
+            }
+        }
+        return ok ? result : nil
+    }
+}

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a process ended, as the kernel reported it.
+public enum ExitStatus: Sendable, Hashable, CustomStringConvertible {
+    case exited(Int32)
+    case signalled(Int32, coreDumped: Bool)
+
+    public var description: String {
+        switch self {
+        case .exited(let code): "exited with status \(code)"
+        case .signalled(let signal, let core): "killed by \(signalName(signal))" + (core ? " (core dumped)" : "")
+        }
+    }
+}
+
+/// How a run ended. A non-zero exit is data, not an error: outcomes are values.
+public enum RunOutcome: Sendable, Hashable, CustomStringConvertible {
+    /// Exit status 0.
+    case succeeded
+    /// A non-zero exit status.
+    case failed(exitCode: Int32)
+    /// Ended by a signal the daemon did not send.
+    case signalled(Int32)
+    /// Ran past its timeout and was torn down.
+    case timedOut
+    /// Cancelled (by request or at shutdown) and torn down.
+    case cancelled
+    /// The process could not be started.
+    case spawnFailed(reason: String)
+    /// The fire did not run at all.
+    case skipped(reason: String)
+    /// The daemon stopped while the run was in progress.
+    case interrupted
+
+    /// The outcome's stable name, as in the API and metrics.
+    public var name: String {
+        switch self {
+        case .succeeded: "succeeded"
+        case .failed: "failed"
+        case .signalled: "signalled"
+        case .timedOut: "timed_out"
+        case .cancelled: "cancelled"
+        case .spawnFailed: "spawn_failed"
+        case .skipped: "skipped"
+        case .interrupted: "interrupted"
+        }
+    }
+
+    /// The exit code, when the process exited on its own.
+    public var exitCode: Int32? {
+        switch self {
+        case .succeeded: 0
+        case .failed(let code): code
+        default: nil
+        }
+    }
+
+    /// The signal number, when a signal the daemon did not send ended it.
+    public var signal: Int32? {
+        if case .signalled(let signal) = self { return signal }
+        return nil
+    }
+
+    /// Extra words for a person: the reason of a skip or spawn failure.
+    public var detail: String? {
+        switch self {
+        case .spawnFailed(let reason), .skipped(let reason): reason
+        case .failed(let code): "exit status \(code)"
+        case .signalled(let signal): signalName(signal)
+        default: nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .succeeded: "succeeded"
+        case .failed(let code): "failed(\(code))"
+        case .signalled(let signal): "signalled(\(signalName(signal)))"
+        case .timedOut: "timed_out"
+        case .cancelled: "cancelled"
+        case .spawnFailed(let reason): "spawn_failed(\(reason))"
+        case .skipped(let reason): "skipped(\(reason))"
+        case .interrupted: "interrupted"
+        }
+    }
+}
+
+private let signalNames: [Int32: String] = [
+    SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",
+    SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1",
+    SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE", SIGALRM: "SIGALRM", SIGTERM: "SIGTERM",
+    SIGCHLD: "SIGCHLD", SIGCONT: "SIGCONT", SIGSTOP: "SIGSTOP", SIGTSTP: "SIGTSTP", SIGTTIN: "SIGTTIN",
+    SIGTTOU: "SIGTTOU", SIGURG: "SIGURG", SIGXCPU: "SIGXCPU", SIGXFSZ: "SIGXFSZ", SIGVTALRM: "SIGVTALRM",
+    SIGPROF: "SIGPROF", SIGWINCH: "SIGWINCH", SIGIO: "SIGIO", SIGPWR: "SIGPWR", SIGSYS: "SIGSYS",
+]
+
+/// `SIGTERM` for 15, `signal 42` for numbers without a name.
+public func signalName(_ signal: Int32) -> String {
+    signalNames[signal] ?? "signal \(signal)"
+}

@@ -1,0 +1,59 @@
+import JobRunnerSchedule
+
+/// Why a run exists.
+public enum RunTrigger: String, Sendable, Hashable, Codable {
+    /// Its job's schedule came due.
+    case schedule
+    /// Someone asked for it (API or CLI).
+    case manual
+    /// `@reboot` or `run_on_start`: once when the daemon started.
+    case startup
+}
+
+/// Where a run is in its life.
+public enum RunPhase: String, Sendable, Hashable, Codable {
+    /// Due, waiting for a free slot under the concurrency limits.
+    case waiting
+    /// Its process is alive.
+    case running
+    /// Ended (see its outcome).
+    case finished
+}
+
+/// Everything known about one run: what it is, when it happened, how it ended.
+public struct RunRecord: Sendable, Identifiable {
+    public var id: RunID
+    public var job: String
+    public var trigger: RunTrigger
+    /// The occurrence this run serves (for scheduled runs), or when it was asked for.
+    public var scheduledTime: Timestamp
+    public var attempt: Int
+    public var queuedAt: Timestamp
+    public var startedAt: Timestamp?
+    public var endedAt: Timestamp?
+    public var pid: Int32?
+    public var outcome: RunOutcome?
+    /// The last lines of output (bounded).
+    public var output: OutputTail?
+
+    public init(id: RunID, job: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int = 1, queuedAt: Timestamp) {
+        self.id = id
+        self.job = job
+        self.trigger = trigger
+        self.scheduledTime = scheduledTime
+        self.attempt = attempt
+        self.queuedAt = queuedAt
+    }
+
+    public var phase: RunPhase {
+        if outcome != nil { return .finished }
+        return startedAt == nil ? .waiting : .running
+    }
+
+    /// How long the run has taken (so far, when `now` is given for a live run).
+    public func duration(now: Timestamp? = nil) -> Duration? {
+        guard let startedAt else { return nil }
+        guard let end = endedAt ?? now else { return nil }
+        return startedAt.duration(to: end)
+    }
+}

@@ -1,0 +1,115 @@
+import JobRunnerSchedule
+import Synchronization
+
+/// Every run the daemon knows about right now: the live ones (waiting or running) and the most
+/// recent finished ones, for status. Tiny synchronous state behind a lock, so the control API
+/// reads it without queueing behind the scheduler.
+public final class RunRegistry: Sendable {
+    private struct State {
+        var active: [RunID: RunRecord] = [:]
+        var history: [RunRecord] = []
+        var historyHead = 0
+        var lastByJob: [String: RunRecord] = [:]
+        var totals: [String: Int] = [:]
+    }
+
+    /// How many finished runs are kept in memory.
+    public let historyLimit: Int
+    private let state = Mutex(State())
+
+    public init(historyLimit: Int = 100) {
+        self.historyLimit = max(1, historyLimit)
+    }
+
+    // MARK: - Updates (from the engine)
+
+    func add(_ record: RunRecord) {
+        state.withLock { $0.active[record.id] = record }
+    }
+
+    func update(_ id: RunID, _ body: (inout RunRecord) -> Void) {
+        state.withLock { state in
+            if var record = state.active[id] {
+                body(&record)
+                state.active[id] = record
+            }
+        }
+    }
+
+    /// Moves a live run to history with its outcome; returns the final record.
+    @discardableResult
+    func finish(_ id: RunID, outcome: RunOutcome, at instant: Timestamp) -> RunRecord? {
+        state.withLock { state in
+            guard var record = state.active.removeValue(forKey: id) else { return nil }
+            record.outcome = outcome
+            record.endedAt = instant
+            Self.archive(record, in: &state, limit: historyLimit)
+            return record
+        }
+    }
+
+    /// Records a fire that did not run at all.
+    func recordFinished(_ record: RunRecord) {
+        state.withLock { Self.archive(record, in: &$0, limit: historyLimit) }
+    }
+
+    private static func archive(_ record: RunRecord, in state: inout State, limit: Int) {
+        if state.history.count < limit {
+            state.history.append(record)
+        } else {
+            state.history[state.historyHead] = record
+            state.historyHead = (state.historyHead + 1) % limit
+        }
+        state.lastByJob[record.job] = record
+        state.totals[record.outcome?.name ?? "unknown", default: 0] += 1
+    }
+
+    // MARK: - Reads
+
+    /// Live runs, oldest first.
+    public func active() -> [RunRecord] {
+        state.withLock { Array($0.active.values) }.sorted { $0.id < $1.id }
+    }
+
+    /// Live runs of one job.
+    public func active(job: String) -> [RunRecord] {
+        active().filter { $0.job == job }
+    }
+
+    /// Finished runs, newest first.
+    public func history(limit: Int? = nil) -> [RunRecord] {
+        let records = state.withLock { state in
+            Array(state.history[state.historyHead...]) + Array(state.history[..<state.historyHead])
+        }
+        let newestFirst = records.reversed()
+        if let limit { return Array(newestFirst.prefix(limit)) }
+        return Array(newestFirst)
+    }
+
+    /// One run, live or in the kept history.
+    public func record(_ id: RunID) -> RunRecord? {
+        state.withLock { state in
+            state.active[id] ?? state.history.first { $0.id == id }
+        }
+    }
+
+    /// The most recent finished run of a job.
+    public func lastRun(job: String) -> RunRecord? {
+        state.withLock { $0.lastByJob[job] }
+    }
+
+    /// Finished runs per outcome name since start.
+    public func totals() -> [String: Int] {
+        state.withLock { $0.totals }
+    }
+
+    /// How many runs are running (not waiting) now.
+    public var runningCount: Int {
+        state.withLock { $0.active.values.count { $0.startedAt != nil } }
+    }
+
+    /// How many fires wait for a slot.
+    public var waitingCount: Int {
+        state.withLock { $0.active.values.count { $0.startedAt == nil } }
+    }
+}

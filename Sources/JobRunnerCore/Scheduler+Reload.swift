@@ -1,0 +1,125 @@
+import JobRunnerConfig
+import JobRunnerSchedule
+import Logging
+
+/// What a reload changed.
+public struct ReloadSummary: Sendable, Hashable {
+    /// Counts successful reloads; the configuration loaded at start is generation 1.
+    public var generation: Int
+    public var added: [String]
+    public var changed: [String]
+    public var removed: [String]
+    public var at: Timestamp
+}
+
+extension Scheduler {
+    /// Applies a new, already validated configuration by job name:
+    /// - unchanged jobs keep their next fire time;
+    /// - changed jobs take the new definition from their next fire (the next fire is recomputed
+    ///   only if the schedule, zone or `enabled` changed);
+    /// - removed jobs stop firing, and their waiting fires are dropped (recorded as cancelled);
+    /// - added jobs are scheduled from now.
+    /// Running runs are never touched: each keeps the definition it started with.
+    public func apply(_ configuration: Configuration) -> ReloadSummary {
+        let now = clock.now()
+        let uptime = clock.uptime()
+        var newEntries: [String: Entry] = [:]
+        var newOrder: [String] = []
+        var added: [String] = []
+        var changed: [String] = []
+        for job in configuration.jobs {
+            newOrder.append(job.name)
+            if let old = entries[job.name] {
+                if old.job == job {
+                    newEntries[job.name] = Entry(job: job, due: old.due)
+                } else if old.job.sameSchedule(as: job) {
+                    newEntries[job.name] = Entry(job: job, due: old.due)
+                    changed.append(job.name)
+                } else {
+                    newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime))
+                    changed.append(job.name)
+                }
+            } else {
+                newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime))
+                added.append(job.name)
+            }
+        }
+        let removed = order.filter { newEntries[$0] == nil }
+        if !removed.isEmpty {
+            let removedSet = Set(removed)
+            waiting.removeAll { pending in
+                guard removedSet.contains(pending.request.job.name) else { return false }
+                registry.finish(pending.request.id, outcome: .cancelled, at: now)
+                return true
+            }
+        }
+        entries = newEntries
+        order = newOrder
+        settings = configuration.daemon
+        generation += 1
+        let summary = ReloadSummary(generation: generation, added: added, changed: changed, removed: removed, at: now)
+        lastReload = summary
+        logger.info("configuration applied", metadata: [
+            "generation": "\(generation)", "added": "\(added.count)", "changed": "\(changed.count)", "removed": "\(removed.count)",
+        ])
+        doorbell.ring()
+        onChange()
+        return summary
+    }
+
+    // MARK: - Snapshots
+
+    /// One job as status shows it.
+    public struct JobState: Sendable {
+        public var definition: JobDefinition
+        /// The next automatic fire, if any.
+        public var nextFire: Timestamp?
+    }
+
+    /// A summary for status lines and `GET /v1/status`.
+    public struct Summary: Sendable {
+        public var state: State
+        public var jobCount: Int
+        public var runningCount: Int
+        public var waitingCount: Int
+        public var generation: Int
+        public var nextFire: (job: String, at: Timestamp)?
+        public var lastReload: ReloadSummary?
+    }
+
+    /// Every job in file order with its next fire.
+    public func jobStates() -> [JobState] {
+        let now = clock.now()
+        let uptime = clock.uptime()
+        return order.compactMap { name in
+            guard let entry = entries[name] else { return nil }
+            return JobState(definition: entry.job, nextFire: wallInstant(entry.due, now: now, uptime: uptime))
+        }
+    }
+
+    /// One job's state, or nil when there is no such job.
+    public func jobState(_ name: String) -> JobState? {
+        guard let entry = entries[name] else { return nil }
+        return JobState(definition: entry.job, nextFire: wallInstant(entry.due, now: clock.now(), uptime: clock.uptime()))
+    }
+
+    public func summary() -> Summary {
+        let now = clock.now()
+        let uptime = clock.uptime()
+        var next: (job: String, at: Timestamp)?
+        for name in order {
+            guard let entry = entries[name], let instant = wallInstant(entry.due, now: now, uptime: uptime) else { continue }
+            if next == nil || instant < next!.at { next = (name, instant) }
+        }
+        return Summary(state: state, jobCount: entries.count, runningCount: runningCount, waitingCount: waiting.count,
+                       generation: generation, nextFire: next, lastReload: lastReload)
+    }
+
+    func wallInstant(_ due: Due?, now: Timestamp, uptime: Duration) -> Timestamp? {
+        switch due {
+        case .wall(let instant): instant
+        case .uptime(let dueUptime): now.advanced(by: dueUptime - uptime)
+        case nil: nil
+        }
+    }
+}

@@ -102,6 +102,31 @@ public enum DurationText {
     }
 }
 
+extension DurationText {
+    /// A rounded duration for people: at most two units, e.g. `4m`, `1h10m`, `2d3h`, `45s`.
+    public static func approximate(_ duration: Duration) -> String {
+        let seconds = abs(duration.wholeMicroseconds) / 1_000_000
+        if seconds < 60 { return "\(seconds)s" }
+        let units: [(Int64, String)] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
+        var remaining = seconds
+        var parts: [String] = []
+        for (size, unit) in units where remaining >= size || !parts.isEmpty {
+            if parts.count == 2 { break }
+            let value = remaining / size
+            remaining %= size
+            if value > 0 { parts.append("\(value)\(unit)") } else if !parts.isEmpty { break }
+        }
+        return parts.joined()
+    }
+
+    /// `in 4m` for a future instant, `3m ago` for a past one, relative to `now`.
+    public static func relative(_ instant: Timestamp, now: Timestamp) -> String {
+        let delta = now.duration(to: instant)
+        if abs(delta.wholeMicroseconds) < 1_000_000 { return "now" }
+        return delta > .zero ? "in \(approximate(delta))" : "\(approximate(delta)) ago"
+    }
+}
+
 extension StringProtocol {
     /// The text without leading and trailing ASCII spaces and tabs.
     func trimmingASCIISpaces() -> String {

@@ -1,0 +1,127 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Why a request to the daemon failed, worded for the person at the terminal.
+public struct ControlClientError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// The socket is missing or nobody listens: the daemon is not running.
+        case notRunning
+        /// The socket exists but may not be opened by this user.
+        case permissionDenied
+        /// The daemon answered with an error status.
+        case api(status: Int, code: String)
+        /// Anything else (broken connection, unreadable answer).
+        case other
+    }
+
+    public var kind: Kind
+    public var message: String
+    public var description: String { message }
+}
+
+/// A response from the control API.
+public struct ControlResponse: Sendable {
+    public var status: Int
+    public var body: Data
+
+    /// Decodes the body as `T`, or throws the API's error message.
+    public func decode<T: Decodable>(_ type: T.Type) throws(ControlClientError) -> T {
+        guard (200..<300).contains(status) else {
+            let error = try? APICoding.decoder().decode(ErrorBody.self, from: body)
+            throw ControlClientError(kind: .api(status: status, code: error?.error ?? "http_\(status)"),
+                                     message: error?.message ?? "the daemon answered HTTP \(status)")
+        }
+        do {
+            return try APICoding.decoder().decode(type, from: body)
+        } catch {
+            throw ControlClientError(kind: .other, message: "cannot read the daemon's answer: \(error)")
+        }
+    }
+}
+
+/// A small HTTP/1.1 client for the daemon's unix socket.
+public struct ControlClient: Sendable {
+    public let socketPath: String
+    /// Gives up on a request that takes longer than this.
+    public var timeout: TimeAmount = .seconds(30)
+
+    public init(socketPath: String) {
+        self.socketPath = socketPath
+    }
+
+    /// Sends a request and collects the whole response.
+    public func request(_ method: HTTPMethod, _ path: String, body: Data? = nil) async throws(ControlClientError) -> ControlResponse {
+        let channel = try await connect()
+        do {
+            return try await channel.executeThenClose { inbound, outbound in
+                var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+                head.headers.add(name: "Host", value: "localhost")
+                head.headers.add(name: "Connection", value: "close")
+                if let body {
+                    head.headers.add(name: "Content-Type", value: "application/json")
+                    head.headers.add(name: "Content-Length", value: "\(body.count)")
+                }
+                try await outbound.write(.head(head))
+                if let body {
+                    try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+                }
+                try await outbound.write(.end(nil))
+                var status = 0
+                var collected = Data()
+                for try await part in inbound {
+                    switch part {
+                    case .head(let responseHead):
+                        status = Int(responseHead.status.code)
+                    case .body(let buffer):
+                        collected.append(contentsOf: buffer.readableBytesView)
+                    case .end:
+                        return ControlResponse(status: status, body: collected)
+                    }
+                }
+                throw ControlClientError(kind: .other, message: "the daemon closed the connection before answering")
+            }
+        } catch let error as ControlClientError {
+            throw error
+        } catch {
+            throw ControlClientError(kind: .other, message: "request to \(socketPath) failed: \(error)")
+        }
+    }
+
+    /// GET and decode.
+    public func get<T: Decodable>(_ path: String, as type: T.Type) async throws(ControlClientError) -> T {
+        try await request(.GET, path).decode(type)
+    }
+
+    private func connect() async throws(ControlClientError) -> NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart> {
+        do {
+            return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .connect(unixDomainSocketPath: socketPath) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch let error as IOError {
+            throw Self.connectionError(errno: error.errnoCode, path: socketPath)
+        } catch {
+            throw ControlClientError(kind: .notRunning, message: "cannot connect to \(socketPath): \(error) — is jobrunnerd running?")
+        }
+    }
+
+    static func connectionError(errno code: Int32, path: String) -> ControlClientError {
+        switch code {
+        case ENOENT:
+            return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): no such file — is jobrunnerd running?")
+        case ECONNREFUSED:
+            return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): connection refused — is jobrunnerd running?")
+        case EACCES, EPERM:
+            return ControlClientError(kind: .permissionDenied,
+                                      message: "cannot connect to \(path): permission denied (the socket is for root and the jobrunner group)")
+        default:
+            return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): \(String(cString: strerror(code)))")
+        }
+    }
+}

@@ -1,0 +1,8 @@
+/// What the control API asks of the daemon. The daemon implements it over its engine; the
+/// server only translates HTTP to these calls and their results to JSON.
+public protocol ControlHandler: Sendable {
+    func status() async -> StatusResponse
+    func jobs() async -> [JobInfo]
+    /// One job, or nil when there is no job of that name.
+    func job(named name: String) async -> JobInfo?
+}

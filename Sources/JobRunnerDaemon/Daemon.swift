@@ -1,0 +1,201 @@
+import Foundation
+import JobRunnerConfig
+import JobRunnerControl
+import JobRunnerCore
+import JobRunnerSchedule
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import Systemd
+import UnixSignals
+
+/// How the daemon was started.
+public struct DaemonOptions: Sendable {
+    public var configPath: String
+    public var stateDirectory: String
+    public var socketPath: String
+
+    public static let defaultConfigPath = "/etc/jobrunner/jobrunner.yaml"
+    public static let defaultStateDirectory = "/var/lib/jobrunner"
+    public static let defaultSocketPath = "/run/jobrunner/jobrunner.sock"
+
+    public init(configPath: String, stateDirectory: String, socketPath: String) {
+        self.configPath = configPath
+        self.stateDirectory = stateDirectory
+        self.socketPath = socketPath
+    }
+}
+
+/// Exit codes of `jobrunnerd`.
+public enum DaemonExitCode {
+    public static let success: Int32 = 0
+    public static let failure: Int32 = 1
+    /// EX_CONFIG: the configuration is invalid.
+    public static let config: Int32 = 78
+}
+
+/// The daemon: wires the engine, the control API and systemd together and runs them as one
+/// service group until SIGTERM or SIGINT.
+public enum Daemon {
+    /// `--check-config`: validates the file, prints every error, and returns the exit code.
+    public static func checkConfig(path: String) async -> Int32 {
+        do {
+            let configuration = try await NIOThreadPool.singleton.runIfActive { () throws -> Configuration in
+                try ConfigLoader().load(path: path)
+            }
+            print("\(path): OK, \(configuration.jobs.count) job\(configuration.jobs.count == 1 ? "" : "s")")
+            return DaemonExitCode.success
+        } catch let errors as ConfigErrors {
+            FileHandle.standardError.write(Data((errors.description + "\n").utf8))
+            return DaemonExitCode.config
+        } catch {
+            FileHandle.standardError.write(Data("\(path): \(error)\n".utf8))
+            return DaemonExitCode.config
+        }
+    }
+
+    /// Runs the daemon to the end and returns its exit code.
+    public static func run(_ options: DaemonOptions, logger: Logger) async -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        let notifier = Notifier()
+        let clock = SystemClock()
+        let startedAt = clock.now()
+        let startedUptime = clock.uptime()
+
+        // MARK: Configuration
+        let loader = ConfigLoader()
+        let configuration: Configuration
+        do {
+            configuration = try await NIOThreadPool.singleton.runIfActive { () throws -> Configuration in
+                try loader.load(path: options.configPath)
+            }
+        } catch let errors as ConfigErrors {
+            for error in errors.errors { logger.error("\(error.description)") }
+            logger.critical("invalid configuration, not starting", metadata: ["errors": "\(errors.errors.count)"])
+            notifier.failed(status: "invalid configuration: \(errors.summary)", errno: EINVAL)
+            return DaemonExitCode.config
+        } catch {
+            logger.critical("cannot load configuration", metadata: ["error": "\(error)"])
+            notifier.failed(status: "cannot load configuration: \(error)", errno: EINVAL)
+            return DaemonExitCode.config
+        }
+
+        // MARK: State directory, lock, socket
+        let lock: Int32
+        let listener: Int32
+        do {
+            (lock, listener) = try await NIOThreadPool.singleton.runIfActive { () throws -> (Int32, Int32) in
+                try prepareRuntime(options)
+            }
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            notifier.failed(status: "cannot start: \(error)", errno: EIO)
+            return DaemonExitCode.failure
+        }
+        defer {
+            close(lock)
+        }
+        if !ChildReaper.becomeSubreaper() {
+            logger.warning("cannot become a child subreaper; orphaned job processes will go to PID 1")
+        }
+
+        // MARK: Engine
+        let pool = NIOThreadPool(numberOfThreads: configuration.daemon.blockingThreads)
+        pool.start()
+        let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        let registry = RunRegistry()
+        let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, logger: logger, wallClock: { clock.now() })
+        let statusBox = StatusBox()
+        let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
+                                  logger: logger, onChange: { statusBox.poke() })
+        let status = StatusReporter(scheduler: scheduler, notifier: notifier, clock: clock)
+        statusBox.reporter = status
+        let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)
+        let reloader = Reloader(path: options.configPath, loader: loader, pool: pool, scheduler: scheduler, daemon: daemonState,
+                                clock: clock, logger: logger)
+        let handler = EngineControlHandler(scheduler: scheduler, registry: registry, daemon: daemonState, clock: clock)
+        let control = ControlServer(listeningSocket: listener, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger)
+
+        let reloadService = ReloadService(reloader: reloader, notifier: notifier, status: status) {
+            let line = await status.line()
+            logger.info("ready", metadata: ["jobs": "\(configuration.jobs.count)", "socket": "\(options.socketPath)",
+                                            "config": "\(options.configPath)"])
+            notifier.ready(status: line)
+        }
+        // Graceful shutdown runs in reverse order: announce, drain the scheduler, then close the
+        // control socket (so status stays readable while runs finish), then the rest.
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: reloadService),
+                .init(service: status),
+                .init(service: control),
+                .init(service: scheduler),
+                .init(service: ShutdownAnnouncer(notifier: notifier, logger: logger)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        var exitCode = DaemonExitCode.success
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("stopped on an error", metadata: ["error": "\(error)"])
+            exitCode = DaemonExitCode.failure
+        }
+        unlink(options.socketPath)
+        try? await pool.shutdownGracefully()
+        logger.info("stopped", metadata: ["exit_code": "\(exitCode)"])
+        return exitCode
+    }
+
+    // MARK: - Helpers
+
+    /// Creates the state directory, locks it, and binds the control socket.
+    @available(*, noasync)
+    static func prepareRuntime(_ options: DaemonOptions) throws -> (lock: Int32, listener: Int32) {
+        try makeDirectory(options.stateDirectory, mode: 0o750)
+        let lock = try lockStateDirectory(options.stateDirectory)
+        do {
+            try makeDirectory((options.socketPath as NSString).deletingLastPathComponent, mode: 0o755)
+            return (lock, try ControlSocket.listen(path: options.socketPath))
+        } catch {
+            close(lock)
+            throw error
+        }
+    }
+
+    static func makeDirectory(_ path: String, mode: mode_t) throws {
+        guard !path.isEmpty else { return }
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: mode])
+        } catch {
+            throw DaemonError("cannot create directory \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Holds an exclusive lock on the state directory for the daemon's lifetime, so two daemons
+    /// never share one history.
+    static func lockStateDirectory(_ directory: String) throws -> Int32 {
+        let path = directory + "/jobrunnerd.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw DaemonError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw DaemonError("another jobrunnerd is using the state directory \(directory)")
+        }
+        return fd
+    }
+}
+
+struct DaemonError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Lets the scheduler, created before the status reporter, poke it.
+final class StatusBox: @unchecked Sendable {
+    // Written once during start-up, before any service runs; read-only afterwards.
+    var reporter: StatusReporter?
+    func poke() { reporter?.poke() }
+}

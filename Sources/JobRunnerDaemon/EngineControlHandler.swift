@@ -1,0 +1,95 @@
+import JobRunnerConfig
+import JobRunnerControl
+import JobRunnerCore
+import JobRunnerSchedule
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The control API over the engine: reads the scheduler and the run registry and shapes them
+/// into the API's JSON types.
+struct EngineControlHandler: ControlHandler {
+    static let version = "0.1.0"
+
+    let scheduler: Scheduler
+    let registry: RunRegistry
+    let daemon: DaemonState
+    let clock: any SchedulerClock
+
+    func status() async -> StatusResponse {
+        let summary = await scheduler.summary()
+        let facts = daemon.snapshot
+        return StatusResponse(
+            version: Self.version,
+            pid: getpid(),
+            startedAt: facts.startedAt.description,
+            uptimeSeconds: (clock.uptime() - facts.startedUptime).secondsValue,
+            state: summary.state.rawValue,
+            config: ConfigStatus(path: facts.configPath, generation: summary.generation, lastReload: facts.lastReload),
+            jobs: summary.jobCount,
+            running: summary.runningCount,
+            waiting: summary.waitingCount,
+            nextFire: summary.nextFire.map { NextFire(job: $0.job, at: $0.at.description) },
+            runTotals: registry.totals()
+        )
+    }
+
+    func jobs() async -> [JobInfo] {
+        let now = clock.now()
+        return await scheduler.jobStates().map { Self.jobInfo($0, registry: registry, now: now) }
+    }
+
+    func job(named name: String) async -> JobInfo? {
+        guard let state = await scheduler.jobState(name) else { return nil }
+        return Self.jobInfo(state, registry: registry, now: clock.now())
+    }
+
+    // MARK: - Mapping
+
+    static func jobInfo(_ state: Scheduler.JobState, registry: RunRegistry, now: Timestamp) -> JobInfo {
+        let job = state.definition
+        var command: [String]?
+        var shell: String?
+        switch job.command {
+        case .argv(let argv): command = argv
+        case .shell(let line): shell = line
+        }
+        return JobInfo(
+            name: job.name,
+            command: command,
+            shell: shell,
+            schedule: job.trigger?.description,
+            timeZone: job.timeZone.identifier,
+            timeoutSeconds: job.timeout?.secondsValue,
+            killGraceSeconds: job.killGrace.secondsValue,
+            workingDirectory: job.workingDirectory,
+            environment: job.environment.keys.sorted(),
+            state: job.enabled ? "enabled" : "disabled",
+            nextFire: state.nextFire?.description,
+            source: "\(job.location.file):\(job.location.line)",
+            lastRun: registry.lastRun(job: job.name).map { runInfo($0, now: now) },
+            active: registry.active(job: job.name).map { runInfo($0, now: now) }
+        )
+    }
+
+    static func runInfo(_ record: RunRecord, now: Timestamp) -> RunInfo {
+        RunInfo(
+            id: record.id.rawValue,
+            job: record.job,
+            trigger: record.trigger.rawValue,
+            attempt: record.attempt,
+            state: record.phase.rawValue,
+            scheduledTime: record.scheduledTime.description,
+            queuedAt: record.queuedAt.description,
+            startedAt: record.startedAt?.description,
+            endedAt: record.endedAt?.description,
+            durationSeconds: record.duration(now: now)?.secondsValue,
+            pid: record.pid,
+            outcome: record.outcome?.name,
+            exitCode: record.outcome?.exitCode,
+            signal: record.outcome?.signal,
+            detail: record.outcome?.detail
+        )
+    }
+}

@@ -1,0 +1,63 @@
+import JobRunnerConfig
+import JobRunnerControl
+import JobRunnerCore
+import JobRunnerSchedule
+import Logging
+import NIOPosix
+import Systemd
+
+/// Re-reads the configuration and applies it, one reload at a time.
+///
+/// The new file is read and validated completely on the blocking pool, off to the side; only a
+/// valid configuration reaches the scheduler, so a bad file never half-applies and never takes
+/// the daemon down.
+actor Reloader {
+    private let path: String
+    private let loader: ConfigLoader
+    private let pool: NIOThreadPool
+    private let scheduler: Scheduler
+    private let daemon: DaemonState
+    private let clock: any SchedulerClock
+    private let logger: Logger
+
+    init(path: String, loader: ConfigLoader, pool: NIOThreadPool, scheduler: Scheduler, daemon: DaemonState,
+         clock: any SchedulerClock, logger: Logger) {
+        self.path = path
+        self.loader = loader
+        self.pool = pool
+        self.scheduler = scheduler
+        self.daemon = daemon
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Loads, validates and applies the configuration file; returns what happened.
+    func reload() async -> ReloadResult {
+        logger.info("reloading configuration", metadata: ["path": "\(path)"])
+        let loader = self.loader
+        let path = self.path
+        let result: ReloadResult
+        do {
+            let configuration = try await pool.runIfActive { () throws -> Configuration in
+                try loader.load(path: path)
+            }
+            let summary = await scheduler.apply(configuration)
+            result = ReloadResult(at: summary.at.description, result: "ok", generation: summary.generation,
+                                  added: summary.added, changed: summary.changed, removed: summary.removed)
+        } catch let errors as ConfigErrors {
+            for error in errors.errors {
+                logger.error("\(error.description)")
+            }
+            logger.error("reload failed, keeping previous configuration", metadata: ["errors": "\(errors.errors.count)"])
+            let generation = await scheduler.summary().generation
+            result = ReloadResult(at: clock.now().description, result: "failed", generation: generation,
+                                  errors: errors.errors.map(\.description))
+        } catch {
+            logger.error("reload failed, keeping previous configuration", metadata: ["error": "\(error)"])
+            let generation = await scheduler.summary().generation
+            result = ReloadResult(at: clock.now().description, result: "failed", generation: generation, errors: ["\(error)"])
+        }
+        daemon.setLastReload(result)
+        return result
+    }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import JobRunnerControl
+
+@main
+struct JobRunnerCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jobrunnerctl",
+        abstract: "Inspect and control a running jobrunnerd.",
+        subcommands: [Status.self, Jobs.self, Show.self]
+    )
+}
+
+/// Options every command that talks to the daemon takes.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .long, help: "Control socket (default: $JOBRUNNER_SOCKET or /run/jobrunner/jobrunner.sock).")
+    var socket: String?
+
+    @Flag(name: .long, help: "Print the API's JSON instead of a table.")
+    var json = false
+
+    var socketPath: String {
+        socket ?? ProcessInfo.processInfo.environment["JOBRUNNER_SOCKET"] ?? "/run/jobrunner/jobrunner.sock"
+    }
+
+    var client: ControlClient { ControlClient(socketPath: socketPath) }
+
+    /// Fetches a GET endpoint; prints its JSON with `--json` and returns nil, else returns it decoded.
+    func fetch<T: Codable>(_ path: String, as type: T.Type) async throws -> T? {
+        let value: T
+        do {
+            value = try await client.get(path, as: type)
+        } catch {
+            throw CLIError(message: error.description)
+        }
+        if json {
+            let data = try APICoding.encoder(pretty: true).encode(value)
+            print(String(decoding: data, as: UTF8.self))
+            return nil
+        }
+        return value
+    }
+}
+
+/// An error that ends the command with a message on stderr and a status.
+struct CLIError: Error, CustomStringConvertible {
+    var message: String
+    var code: Int32 = 1
+    var description: String { message }
+}
+
+extension CLIError {
+    func exit() -> Never {
+        FileHandle.standardError.write(Data("jobrunnerctl: \(message)\n".utf8))
+        Foundation.exit(code)
+    }
+}
+
+// MARK: - status
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the daemon's state: config, jobs, runs, next fire.")
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        do {
+            guard let status = try await connection.fetch("/v1/status", as: StatusResponse.self) else { return }
+            print(Render.status(status, now: Date()))
+        } catch let error as CLIError {
+            error.exit()
+        }
+    }
+}
+
+// MARK: - jobs
+
+struct Jobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List jobs with their schedule, next fire and last run.")
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        do {
+            guard let response = try await connection.fetch("/v1/jobs", as: JobsResponse.self) else { return }
+            print(Render.jobs(response.jobs, now: Date()), terminator: "")
+        } catch let error as CLIError {
+            error.exit()
+        }
+    }
+}
+
+// MARK: - show
+
+struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one job in detail.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The job's name.") var job: String
+
+    func run() async throws {
+        do {
+            let path = "/v1/jobs/" + (job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)
+            guard let info = try await connection.fetch(path, as: JobInfo.self) else { return }
+            print(Render.job(info, now: Date()), terminator: "")
+        } catch let error as CLIError {
+            error.exit()
+        }
+    }
+}

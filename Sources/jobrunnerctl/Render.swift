@@ -1,0 +1,103 @@
+import Foundation
+import JobRunnerControl
+import JobRunnerSchedule
+
+/// Human output of `jobrunnerctl`: aligned tables and relative times.
+enum Render {
+    static func status(_ status: StatusResponse, now: Date) -> String {
+        let nowStamp = timestamp(now)
+        var lines: [(String, String)] = []
+        lines.append(("daemon", "jobrunnerd \(status.version), pid \(status.pid), \(status.state), up \(DurationText.approximate(.seconds(status.uptimeSeconds)))"))
+        var config = "\(status.config.path) (generation \(status.config.generation))"
+        if let reload = status.config.lastReload {
+            let when = Timestamp(rfc3339: reload.at).map { DurationText.relative($0, now: nowStamp) } ?? reload.at
+            config += reload.result == "ok" ? ", last reload ok \(when)" : ", last reload FAILED \(when): \(reload.errors.first ?? "")"
+        }
+        lines.append(("config", config))
+        var jobs = "\(status.jobs), \(status.running) running"
+        if status.waiting > 0 { jobs += ", \(status.waiting) waiting" }
+        lines.append(("jobs", jobs))
+        if let next = status.nextFire {
+            lines.append(("next fire", "\(next.job) \(relative(next.at, now: nowStamp)) (\(next.at))"))
+        } else {
+            lines.append(("next fire", "none scheduled"))
+        }
+        let totals = status.runTotals.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }
+        lines.append(("runs", totals.isEmpty ? "none yet" : totals.joined(separator: ", ")))
+        let width = lines.map(\.0.count).max() ?? 0
+        return lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
+    }
+
+    static func jobs(_ jobs: [JobInfo], now: Date) -> String {
+        let nowStamp = timestamp(now)
+        var rows = [["NAME", "SCHEDULE", "NEXT", "LAST RUN", "STATE"]]
+        for job in jobs {
+            rows.append([
+                job.name,
+                job.schedule ?? "(manual)",
+                job.nextFire.map { relative($0, now: nowStamp) } ?? "-",
+                job.lastRun.map { lastRun($0, now: nowStamp) } ?? "never",
+                job.active.contains { $0.state == "running" } ? "running" : job.state,
+            ])
+        }
+        return table(rows)
+    }
+
+    static func job(_ job: JobInfo, now: Date) -> String {
+        let nowStamp = timestamp(now)
+        var lines: [(String, String)] = [("name", job.name)]
+        if let command = job.command { lines.append(("command", command.map(shellQuoted).joined(separator: " "))) }
+        if let shell = job.shell { lines.append(("shell", shell)) }
+        lines.append(("schedule", (job.schedule ?? "(manual only)") + " (\(job.timeZone))"))
+        lines.append(("next fire", job.nextFire.map { "\(relative($0, now: nowStamp)) (\($0))" } ?? "-"))
+        lines.append(("timeout", job.timeoutSeconds.map { DurationText.format(.seconds($0)) } ?? "none"))
+        lines.append(("kill grace", DurationText.format(.seconds(job.killGraceSeconds))))
+        if let directory = job.workingDirectory { lines.append(("directory", directory)) }
+        if !job.environment.isEmpty { lines.append(("environment", job.environment.joined(separator: ", "))) }
+        lines.append(("state", job.state))
+        lines.append(("defined at", job.source))
+        lines.append(("last run", job.lastRun.map { "\(lastRun($0, now: nowStamp)) (\($0.id))" } ?? "never"))
+        for run in job.active {
+            lines.append(("active", "\(run.id) \(run.state)" + (run.pid.map { " pid \($0)" } ?? "")))
+        }
+        let width = lines.map(\.0.count).max() ?? 0
+        return lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n") + "\n"
+    }
+
+    // MARK: - Pieces
+
+    static func lastRun(_ run: RunInfo, now: Timestamp) -> String {
+        var text = run.outcome ?? run.state
+        if let code = run.exitCode, code != 0 { text += "(\(code))" }
+        if let end = run.endedAt ?? run.startedAt { text += " " + relative(end, now: now) }
+        return text
+    }
+
+    static func relative(_ text: String, now: Timestamp) -> String {
+        guard let instant = Timestamp(rfc3339: text) else { return text }
+        return DurationText.relative(instant, now: now)
+    }
+
+    static func timestamp(_ date: Date) -> Timestamp {
+        Timestamp(microseconds: Int64((date.timeIntervalSince1970 * 1_000_000).rounded()))
+    }
+
+    static func shellQuoted(_ word: String) -> String {
+        let safe = word.allSatisfy { $0.isLetter || $0.isNumber || "/-_.=:,+@%".contains($0) }
+        return safe && !word.isEmpty ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// Columns padded to their widest cell, two spaces apart.
+    static func table(_ rows: [[String]]) -> String {
+        guard let first = rows.first else { return "" }
+        var widths = [Int](repeating: 0, count: first.count)
+        for row in rows {
+            for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) }
+        }
+        return rows.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n") + "\n"
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+import JobRunnerDaemon
+import Logging
+
+extension LogFormat: ExpressibleByArgument {}
+
+@main
+struct JobRunnerDaemonCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jobrunnerd",
+        abstract: "Runs jobs on schedules, each a tracked process tree with a timeout, under systemd or on its own.",
+        discussion: """
+            Signals: SIGHUP reloads the configuration (running runs are untouched); SIGTERM and SIGINT \
+            stop firing, let running runs finish for daemon.shutdown_grace, then tear them down.
+            Exit codes: 0 clean stop, 78 invalid configuration, 1 any other fatal error.
+            """
+    )
+
+    @Option(name: .long, help: "Configuration file.")
+    var config = DaemonOptions.defaultConfigPath
+
+    @Flag(name: .long, help: "Validate the configuration, print every error, and exit (0 valid, 78 invalid).")
+    var checkConfig = false
+
+    @Option(name: .long, help: "Directory for state (history, lock).")
+    var stateDirectory = DaemonOptions.defaultStateDirectory
+
+    @Option(name: .long, help: "Path of the control socket.")
+    var socket = DaemonOptions.defaultSocketPath
+
+    @Option(name: .long, help: "Log format: text or json.")
+    var logFormat: LogFormat = .text
+
+    @Option(name: .long, help: "Lowest level logged: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        if checkConfig {
+            throw ExitCode(await Daemon.checkConfig(path: config))
+        }
+        let format = logFormat
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler
+            switch format {
+            case .text: handler = TextLogHandler(label: label)
+            case .json: handler = JSONLogHandler(label: label)
+            }
+            handler.logLevel = level
+            return handler
+        }
+        let options = DaemonOptions(configPath: config, stateDirectory: stateDirectory, socketPath: socket)
+        let code = await Daemon.run(options, logger: Logger(label: "jobrunnerd"))
+        throw ExitCode(code)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+

@@ -115,7 +115,7 @@ let package = Package(
         // MARK: - Tests
         .target(
             name: "TestSupport",
-            dependencies: ["CLinuxSupport"],
+            dependencies: [],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),

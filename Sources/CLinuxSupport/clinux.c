@@ -50,6 +50,14 @@ static void mark_cloexec_from(int first) {
     }
 }
 
+/// The kernel's own layout of struct sigaction (x86_64, aarch64), for rt_sigaction.
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+
 int jr_spawn(const struct jr_spawn_request *request, pid_t *pid, int *stage) {
     volatile int child_stage = JR_STAGE_NONE;
     volatile int child_errno = 0;
@@ -63,12 +71,14 @@ int jr_spawn(const struct jr_spawn_request *request, pid_t *pid, int *stage) {
     if (child == 0) {
         // Default dispositions: the daemon ignores SIGPIPE and handles SIGTERM/SIGHUP; the job
         // must start with neither.
-        struct sigaction dfl;
+        // The raw system call also resets the signals glibc reserves for itself (32, 33),
+        // which its sigaction() refuses to touch.
+        struct kernel_sigaction dfl;
         memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
+        dfl.handler = SIG_DFL;
         for (int sig = 1; sig < NSIG; sig++) {
             if (sig == SIGKILL || sig == SIGSTOP) continue;
-            sigaction(sig, &dfl, NULL);
+            syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
         }
         if (request->new_session && setsid() < 0) child_fail(&child_stage, &child_errno, JR_STAGE_SETSID);
         for (int i = 0; i < request->limit_count; i++) {

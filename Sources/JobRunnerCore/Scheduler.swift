@@ -230,6 +230,7 @@ public actor Scheduler: Service {
             runningCount += 1
             let supervisor = self.supervisor
             let registry = self.registry
+            let onChange = self.onChange
             group.addTask {
                 let id = pending.request.id
                 let result = await supervisor.run(pending.request, output: pending.tail, onStarted: { pid, startedAt in
@@ -237,6 +238,7 @@ public actor Scheduler: Service {
                         record.pid = pid
                         record.startedAt = startedAt
                     }
+                    onChange()
                 })
                 registry.update(id) { record in
                     if record.startedAt == nil { record.startedAt = result.startedAt }

@@ -133,9 +133,12 @@ public final class ManualClock: SchedulerClock {
     }
 
     private let state: Mutex<State>
+    private let onSleep: @Sendable () -> Void
 
-    public init(now: Timestamp, uptime: Duration = .seconds(1000)) {
+    /// A clock at `now`; `onSleep` is called each time something starts sleeping on it.
+    public init(now: Timestamp, uptime: Duration = .seconds(1000), onSleep: @escaping @Sendable () -> Void = {}) {
         state = Mutex(State(now: now, uptime: uptime))
+        self.onSleep = onSleep
     }
 
     public func now() -> Timestamp { state.withLock { $0.now } }
@@ -166,7 +169,11 @@ public final class ManualClock: SchedulerClock {
                     state.sleepers[token] = (deadline, continuation)
                     return nil
                 }
-                if let immediate { continuation.resume(returning: immediate) }
+                if let immediate {
+                    continuation.resume(returning: immediate)
+                } else {
+                    onSleep()
+                }
             }
         } onCancel: {
             let continuation = state.withLock { state -> CheckedContinuation<WakeReason, Never>? in

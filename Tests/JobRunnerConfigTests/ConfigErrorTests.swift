@@ -1,0 +1,233 @@
+import Foundation
+import JobRunnerConfig
+import JobRunnerSchedule
+import TestSupport
+import Testing
+
+/// Every class of configuration error, with the exact position it must be reported at.
+@Suite struct ConfigErrorTests {
+    func errors(_ yaml: String) -> [ConfigError] {
+        do {
+            _ = try ConfigLoader().parse(yaml, path: "jobs.yaml")
+            Issue.record("expected the configuration to be rejected")
+            return []
+        } catch {
+            return error.errors
+        }
+    }
+
+    func single(_ yaml: String) -> ConfigError? {
+        let found = errors(yaml)
+        #expect(found.count == 1, "\(found)")
+        return found.first
+    }
+
+    @Test func yamlSyntaxError() throws {
+        let error = try #require(single("""
+            jobs:
+              a:
+                command: ["/bin/true"
+                schedule: "* * * * *"
+            """))
+        #expect(error.code == .syntax)
+        #expect(error.location.file == "jobs.yaml")
+        #expect(error.location.line == 4)
+        #expect(error.description.hasPrefix("jobs.yaml:4:"))
+    }
+
+    @Test func wrongType() throws {
+        let error = try #require(single("""
+            jobs:
+              a:
+                command: ["/bin/true"]
+                enabled: maybe
+            """))
+        #expect(error.code == .wrongType)
+        #expect(error.description == "jobs.yaml:4:14: job 'a': enabled: expected true or false, found 'maybe'")
+    }
+
+    @Test func unknownKeyWithSuggestion() throws {
+        let error = try #require(single("""
+            jobs:
+              backup:
+                command: ["/bin/true"]
+                timout: 10m
+            """))
+        #expect(error.code == .unknownKey)
+        #expect(error.description == "jobs.yaml:4:5: unknown key 'timout' in job 'backup' (did you mean 'timeout'?)")
+    }
+
+    @Test func unknownDaemonKey() throws {
+        let error = try #require(single("""
+            daemon:
+              max_concurent_runs: 3
+            jobs: {}
+            """))
+        #expect(error.description == "jobs.yaml:2:3: unknown key 'max_concurent_runs' in 'daemon' (did you mean 'max_concurrent_runs'?)")
+    }
+
+    @Test func missingCommand() throws {
+        let error = try #require(single("""
+            jobs:
+              nightly:
+                schedule: "0 3 * * *"
+            """))
+        #expect(error.code == .missingKey)
+        #expect(error.description == "jobs.yaml:2:3: job 'nightly' needs 'command' (an argv list) or 'shell' (a command line)")
+    }
+
+    @Test func bothCommandAndShell() throws {
+        let error = try #require(single("""
+            jobs:
+              x:
+                command: ["/bin/true"]
+                shell: "true"
+            """))
+        #expect(error.code == .conflictingKeys)
+        #expect(error.location.line == 4)
+        #expect(error.location.column == 5)
+        #expect(error.message.contains("job 'x' has both 'command' and 'shell'"))
+    }
+
+    @Test func badCronFieldPointsAtTheField() throws {
+        let error = try #require(single("""
+            jobs:
+              report:
+                command: ["/bin/true"]
+                schedule: "0 0 32 * *"
+            """))
+        #expect(error.code == .invalidSchedule)
+        // The value starts at column 15 (the quote); field 3 is 5 characters further in.
+        #expect(error.description == "jobs.yaml:4:20: job 'report': schedule '0 0 32 * *': field 3 (day of month): 32 is out of range 1–31")
+    }
+
+    @Test func badDuration() throws {
+        let error = try #require(single("""
+            jobs:
+              a:
+                command: ["/bin/true"]
+                timeout: 10x
+            """))
+        #expect(error.code == .invalidDuration)
+        #expect(error.description == "jobs.yaml:4:14: job 'a': timeout: '10x' is not a duration: unknown unit 'x' (use ms, s, m, h, d or w)")
+    }
+
+    @Test func durationWithoutUnit() throws {
+        let error = try #require(single("""
+            daemon:
+              shutdown_grace: 30
+            jobs: {}
+            """))
+        #expect(error.description == "jobs.yaml:2:19: daemon.shutdown_grace: '30' is not a duration: '30' needs a unit (e.g. 30s or 30m)")
+    }
+
+    @Test func duplicateJobName() throws {
+        let error = try #require(single("""
+            jobs:
+              backup:
+                command: ["/bin/true"]
+              backup:
+                command: ["/bin/false"]
+            """))
+        #expect(error.code == .duplicateKey)
+        #expect(error.location.line == 2)
+        #expect(error.location.column == 3)
+        #expect(error.message.contains("duplicate key 'backup'"))
+    }
+
+    @Test func commandMustBeAList() throws {
+        let error = try #require(single("""
+            jobs:
+              a:
+                command: /usr/bin/rsync -a /srv /backup
+            """))
+        #expect(error.code == .wrongType)
+        #expect(error.location.line == 3)
+        #expect(error.location.column == 14)
+        #expect(error.message.contains("use 'shell:' for a command line"))
+    }
+
+    @Test func bothScheduleAndEvery() throws {
+        let error = try #require(single("""
+            jobs:
+              a:
+                command: ["/bin/true"]
+                every: 5m
+                schedule: "* * * * *"
+            """))
+        #expect(error.code == .conflictingKeys)
+        #expect(error.location.line == 5)
+    }
+
+    @Test func unknownTimeZone() throws {
+        let error = try #require(single("""
+            daemon:
+              time_zone: Mars/Base
+            jobs: {}
+            """))
+        #expect(error.code == .unknownTimeZone)
+        #expect(error.location.line == 2)
+        #expect(error.location.column == 14)
+    }
+
+    @Test func invalidJobName() throws {
+        let error = try #require(single("""
+            jobs:
+              "bad name":
+                command: ["/bin/true"]
+            """))
+        #expect(error.code == .invalidName)
+        #expect(error.location.line == 2)
+    }
+
+    @Test func everyErrorOfAFileIsReported() {
+        let found = errors("""
+            daemon:
+              blocking_threads: 0
+            jobs:
+              a:
+                command: ["/bin/true"]
+                timeout: soon
+              b:
+                shell: "true"
+                schedule: "* * * *"
+              c:
+                enabled: true
+            """)
+        #expect(found.map(\.location.line) == [2, 6, 9, 10])
+    }
+
+    @Test func emptyFileAndMissingJobs() throws {
+        #expect(single("")?.description == "jobs.yaml:1:1: the file is empty: expected a mapping with a 'jobs:' section")
+        #expect(single("daemon: {}\n")?.code == .missingKey)
+        #expect(single("- just\n- a list\n")?.code == .wrongType)
+    }
+
+    @Test func fileProblems() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        do {
+            let missing = directory.file("nope.yaml")
+            #expect(throws: ConfigErrors.self) { try loadOnThread(missing) }
+            let binary = directory.file("binary.yaml")
+            try Data([0x6a, 0x6f, 0x62, 0x73, 0x3a, 0x0a, 0xff, 0xfe, 0x00]).write(to: URL(fileURLWithPath: binary))
+            do {
+                _ = try loadOnThread(binary)
+            } catch {
+                #expect(error.errors.first?.description == "\(binary):2:1: not UTF-8 text (a binary file?)")
+            }
+            let nested = directory.write("nested.yaml", "jobs: " + String(repeating: "[", count: 5000))
+            do {
+                _ = try loadOnThread(nested)
+            } catch {
+                #expect(error.errors.first?.message == "nesting deeper than 256 levels")
+                #expect(error.errors.first?.location.line == 1)
+            }
+        }
+    }
+}
+
+/// Loads a file as the daemon does (tests are synchronous, so the blocking read is fine here).
+func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
+    try ConfigLoader().load(path: path)
+}

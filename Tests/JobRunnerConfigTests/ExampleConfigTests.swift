@@ -1,0 +1,29 @@
+import JobRunnerConfig
+import JobRunnerSchedule
+import TestSupport
+import Testing
+
+/// The example configurations in `config/` are documentation: they must always load.
+@Suite struct ExampleConfigTests {
+    @Test func minimalExampleLoads() throws {
+        let configuration = try loadOnThread(repositoryRoot + "/config/jobrunner.yaml")
+        #expect(configuration.jobs.map(\.name) == ["heartbeat", "disk-usage"])
+    }
+
+    @Test func fullExampleLoadsWithEveryKey() throws {
+        let configuration = try loadOnThread(repositoryRoot + "/config/jobrunner.full.yaml")
+        #expect(configuration.daemon.timeZone.identifier == "Europe/Berlin")
+        #expect(configuration.daemon.maxConcurrentRuns == 64)
+        let backup = try #require(configuration.jobs.first { $0.name == "backup" })
+        #expect(backup.command == .argv(["/usr/bin/rsync", "-a", "/srv/", "/backup/"]))
+        #expect(backup.timeout == .seconds(600))
+        #expect(backup.killGrace == .seconds(10))
+        #expect(backup.environment == ["RSYNC_RSH": "ssh -o BatchMode=yes"])
+        #expect(backup.workingDirectory == "/srv")
+        #expect(backup.timeZone.identifier == "Europe/Berlin")
+        let report = try #require(configuration.jobs.first { $0.name == "report" })
+        #expect(report.trigger == .interval(.seconds(6 * 3600)))
+        #expect(report.enabled == false)
+        #expect(configuration.jobs.first { $0.name == "warm-cache" }?.trigger == .reboot)
+    }
+}

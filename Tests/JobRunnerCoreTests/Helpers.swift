@@ -1,0 +1,51 @@
+import Foundation
+import JobRunnerConfig
+import JobRunnerCore
+import JobRunnerSchedule
+import Logging
+import NIOPosix
+import TestSupport
+
+/// A job for tests; shell jobs get a unique marker so their processes can be found in /proc.
+func job(
+    _ name: String,
+    shell: String,
+    schedule: String? = nil,
+    every: Duration? = nil,
+    timeout: Duration? = nil,
+    killGrace: Duration = .seconds(1),
+    environment: [String: String] = [:]
+) throws -> JobDefinition {
+    var trigger: JobTrigger?
+    if let schedule {
+        switch try CronSchedule(parsing: schedule) {
+        case .expression(let expression): trigger = .cron(expression)
+        case .reboot: trigger = .reboot
+        case .every(let interval): trigger = .interval(interval)
+        }
+    }
+    if let every { trigger = .interval(every) }
+    return JobDefinition(name: name, command: .shell(shell), trigger: trigger, timeout: timeout, killGrace: killGrace,
+                         environment: environment)
+}
+
+let testLogger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    return logger
+}()
+
+func makeSupervisor() -> Supervisor {
+    Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: testLogger, wallClock: {
+        Timestamp(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
+    })
+}
+
+func request(_ job: JobDefinition) -> RunRequest {
+    RunRequest(id: RunIDGenerator().next(at: Timestamp(seconds: 1_800_000_000)), job: job, scheduledTime: Timestamp(seconds: 1_800_000_000))
+}
+
+/// A marker unique to one test, to find its processes.
+func uniqueMarker() -> String {
+    "jrtest\(UInt32.random(in: 0...UInt32.max))"
+}

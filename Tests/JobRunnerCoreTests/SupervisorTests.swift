@@ -1,0 +1,130 @@
+import Foundation
+import JobRunnerConfig
+import JobRunnerCore
+import JobRunnerSchedule
+import Synchronization
+import TestSupport
+import Testing
+
+/// Real processes, real signals.
+@Suite(.timeLimit(.minutes(1))) struct SupervisorTests {
+    let supervisor = makeSupervisor()
+
+    @Test func outcomesAreValues() async throws {
+        let ok = await supervisor.run(request(try job("ok", shell: "exit 0")))
+        #expect(ok.outcome == .succeeded)
+        let failed = await supervisor.run(request(try job("failed", shell: "exit 7")))
+        #expect(failed.outcome == .failed(exitCode: 7))
+        let signalled = await supervisor.run(request(try job("signalled", shell: "kill -USR1 $$")))
+        #expect(signalled.outcome == .signalled(SIGUSR1))
+    }
+
+    @Test func outputIsReadLineByLineFromBothStreams() async throws {
+        let tail = OutputTail(capacity: 1024)
+        let lines = Mutex<[OutputLine]>([])
+        let result = await supervisor.run(
+            request(try job("out", shell: "echo one; echo two >&2; printf 'three'")), output: tail,
+            onLine: { line in lines.withLock { $0.append(line) } })
+        #expect(result.outcome == .succeeded)
+        let received = lines.withLock { $0 }
+        #expect(received.filter { $0.stream == .stdout }.map(\.text) == ["one", "three"])
+        #expect(received.filter { $0.stream == .stderr }.map(\.text) == ["two"])
+        #expect(tail.lines.count == 3)
+    }
+
+    @Test func longLinesAreSplitNotFatal() async throws {
+        let lines = Mutex<[Int]>([])
+        // 200 KiB without a newline.
+        let result = await supervisor.run(
+            request(try job("long", shell: "head -c 204800 /dev/zero | tr '\\0' x")),
+            onLine: { line in lines.withLock { $0.append(line.text.utf8.count) } })
+        #expect(result.outcome == .succeeded)
+        #expect(lines.withLock { $0 } == [65536, 65536, 65536, 8192])
+    }
+
+    @Test func timeoutReachesTheWholeProcessGroup() async throws {
+        let marker = uniqueMarker()
+        // The background grandchild ignores SIGTERM; it must still be gone afterwards.
+        let shell = "sh -c 'trap \"\" TERM; exec sleep 300 # \(marker)' & exec sleep 301 # \(marker)"
+        let started = ContinuousClock.now
+        let result = await supervisor.run(request(try job("timeout", shell: "exec sh -c \"\(shell)\"", timeout: .milliseconds(300),
+                                                           killGrace: .seconds(5))))
+        #expect(result.outcome == .timedOut)
+        // The leader died of SIGTERM, so the survivor was killed at once, not after kill_grace.
+        #expect(ContinuousClock.now - started < .seconds(4))
+        let left = ProcessTable.matching(marker).filter { !$0.isZombie }
+        #expect(left.isEmpty, "left behind: \(left)")
+    }
+
+    @Test func leaderIgnoringSigtermIsKilledAfterGrace() async throws {
+        let started = ContinuousClock.now
+        let result = await supervisor.run(request(try job("stubborn", shell: "trap '' TERM; sleep 300 & wait; sleep 300",
+                                                           timeout: .milliseconds(200), killGrace: .milliseconds(500))))
+        let elapsed = ContinuousClock.now - started
+        #expect(result.outcome == .timedOut)
+        #expect(elapsed >= .milliseconds(700))
+        #expect(elapsed < .seconds(5))
+    }
+
+    @Test func spawnFailures() async throws {
+        let missing = JobDefinition(name: "missing", command: .argv(["no-such-program-here"]))
+        guard case .spawnFailed(let reason) = await supervisor.run(request(missing)).outcome else {
+            Issue.record("expected spawn_failed")
+            return
+        }
+        #expect(reason.contains("not found in PATH"))
+
+        var badDirectory = JobDefinition(name: "dir", command: .argv(["/bin/true"]))
+        badDirectory.workingDirectory = "/no/such/directory"
+        let outcome = await supervisor.run(request(badDirectory)).outcome
+        #expect(outcome == .spawnFailed(reason: "working directory /no/such/directory: No such file or directory"))
+
+        let notExecutable = JobDefinition(name: "noexec", command: .argv(["/etc/hostname"]))
+        guard case .spawnFailed(let execReason) = await supervisor.run(request(notExecutable)).outcome else {
+            Issue.record("expected spawn_failed")
+            return
+        }
+        #expect(execReason.hasPrefix("exec /etc/hostname:"))
+    }
+
+    @Test func environmentIsExactlyTheDocumentedSet() async throws {
+        let lines = Mutex<[String]>([])
+        setenv("JOBRUNNER_TEST_SECRET", "must-not-leak", 1)
+        var definition = try job("env", shell: "env", environment: ["GREETING": "hello world"])
+        definition.command = .argv(["/usr/bin/env"])
+        let result = await supervisor.run(request(definition), onLine: { line in lines.withLock { $0.append(line.text) } })
+        #expect(result.outcome == .succeeded)
+        let names = Set(lines.withLock { $0 }.compactMap { $0.split(separator: "=", maxSplits: 1).first.map(String.init) })
+        var expected: Set<String> = ["PATH", "GREETING", "JOBRUNNER_JOB", "JOBRUNNER_RUN_ID", "JOBRUNNER_SCHEDULED_TIME", "JOBRUNNER_ATTEMPT"]
+        for name in ["LANG", "LC_ALL"] where getenv(name) != nil { expected.insert(name) }
+        #expect(names == expected)
+        #expect(lines.withLock { $0 }.contains("GREETING=hello world"))
+        #expect(lines.withLock { $0 }.contains("JOBRUNNER_JOB=env"))
+        #expect(lines.withLock { $0 }.contains("JOBRUNNER_SCHEDULED_TIME=2027-01-15T08:00:00Z"))
+    }
+
+    @Test func stdinIsDevNullAndSignalsAreDefault() async throws {
+        let lines = Mutex<[String]>([])
+        // `cat` reads stdin to its end at once; SigIgn shows ignored signals (SIGPIPE must not be).
+        let result = await supervisor.run(request(try job("stdin", shell: "cat; grep SigIgn /proc/self/status")),
+                                          onLine: { line in lines.withLock { $0.append(line.text) } })
+        #expect(result.outcome == .succeeded)
+        #expect(lines.withLock { $0 } == ["SigIgn:\t0000000000000000"])
+    }
+
+    @Test func cancellationRunsTheKillSequence() async throws {
+        let marker = uniqueMarker()
+        let started = EventQueue<Int32>()
+        let definition = try job("cancel", shell: "exec sleep 300 # \(marker)", killGrace: .seconds(5))
+        let supervisor = self.supervisor
+        let task = Task {
+            await supervisor.run(request(definition), onStarted: { pid, _ in started.push(pid) })
+        }
+        let pid = try await started.next()
+        task.cancel()
+        let result = await task.value
+        #expect(result.outcome == .cancelled)
+        #expect(result.pid == pid)
+        #expect(ProcessTable.matching(marker).filter { !$0.isZombie }.isEmpty)
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+
+/// A real `jobrunnerd` started from the built products, with a fake `NOTIFY_SOCKET`, its log
+/// lines collected, and everything in a temporary directory.
+public final class DaemonHarness: @unchecked Sendable {
+    // `process` is set up once in init; afterwards only thread-safe Foundation calls touch it.
+    public let directory: TemporaryDirectory
+    public let configPath: String
+    public let socketPath: String
+    public let stateDirectory: String
+    public let notify: NotifyListener
+    /// Every line the daemon writes to stderr.
+    public let log = EventQueue<String>()
+    private let exits = EventQueue<Int32>()
+    private let process = Process()
+
+    /// Writes `config` and starts the daemon on it.
+    public init(config: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
+        directory = TemporaryDirectory("jobrunnerd")
+        configPath = directory.write("jobrunner.yaml", config)
+        stateDirectory = directory.file("state")
+        socketPath = directory.file("jobrunner.sock")
+        notify = NotifyListener(path: directory.file("notify.sock"))
+        process.executableURL = URL(fileURLWithPath: productsDirectory + "/jobrunnerd")
+        process.arguments = ["--config", configPath, "--state-directory", stateDirectory, "--socket", socketPath,
+                             "--log-format", "text", "--log-level", "debug"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = notify.path
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = errors
+        let log = self.log
+        let exits = self.exits
+        let reader = errors.fileHandleForReading
+        Thread {
+            var pending = Data()
+            while true {
+                let chunk = reader.availableData
+                if chunk.isEmpty { break }
+                pending.append(chunk)
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    log.push(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
+                    pending.removeSubrange(pending.startIndex...newline)
+                }
+            }
+            if !pending.isEmpty { log.push(String(decoding: pending, as: UTF8.self)) }
+        }.start()
+        process.terminationHandler = { process in exits.push(process.terminationStatus) }
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    /// Rewrites the configuration file (then send SIGHUP to apply it).
+    public func writeConfig(_ text: String) {
+        directory.write("jobrunner.yaml", text)
+    }
+
+    public func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
+    /// Waits for READY=1 (the daemon is fully up).
+    public func waitUntilReady(within timeout: Duration = .seconds(30)) async throws {
+        _ = try await notify.waitFor("READY=1", within: timeout)
+    }
+
+    /// The first log line containing every one of `fragments`.
+    @discardableResult
+    public func waitForLog(_ fragments: String..., within timeout: Duration = .seconds(20)) async throws -> String {
+        try await log.first(within: timeout, "log line with \(fragments)") { line in fragments.allSatisfy { line.contains($0) } }
+    }
+
+    /// Waits for the daemon to exit and returns its exit status.
+    public func waitForExit(within timeout: Duration = .seconds(30)) async throws -> Int32 {
+        try await exits.first(within: timeout, "daemon exit") { _ in true }
+    }
+
+    /// Kills the daemon if it still runs and removes its files.
+    public func cleanUp() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        notify.close()
+        directory.remove()
+    }
+}

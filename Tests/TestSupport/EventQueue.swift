@@ -1,0 +1,82 @@
+import Foundation
+import Synchronization
+
+/// A test waited longer than its limit for an event.
+public struct TimeoutError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Events arriving from another thread (lines a process prints, datagrams on a socket),
+/// waited for by tests with a time limit: the way tests wait for things without sleeping.
+public final class EventQueue<Element: Sendable>: Sendable {
+    private struct Waiter {
+        var predicate: @Sendable (Element) -> Bool
+        var continuation: CheckedContinuation<Element, any Error>
+    }
+
+    private struct State {
+        var history: [Element] = []
+        var cursor = 0
+        var waiters: [UInt64: Waiter] = [:]
+        var nextToken: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Adds an event (from any thread) and wakes a waiter it satisfies.
+    public func push(_ element: Element) {
+        let resumed = state.withLock { state -> CheckedContinuation<Element, any Error>? in
+            state.history.append(element)
+            for (token, waiter) in state.waiters.sorted(by: { $0.key < $1.key }) where waiter.predicate(element) {
+                state.waiters.removeValue(forKey: token)
+                state.cursor = state.history.count
+                return waiter.continuation
+            }
+            return nil
+        }
+        resumed?.resume(returning: element)
+    }
+
+    /// Everything received so far.
+    public var all: [Element] { state.withLock { $0.history } }
+
+    /// The first event after the cursor that satisfies `predicate` (consuming everything up to
+    /// it), waiting up to `timeout` for it to arrive.
+    public func first(
+        within timeout: Duration = .seconds(10),
+        _ what: String = "event",
+        where predicate: @escaping @Sendable (Element) -> Bool
+    ) async throws -> Element {
+        let token = state.withLock { state -> UInt64 in
+            state.nextToken += 1
+            return state.nextToken
+        }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: token) }
+            let seen = all.suffix(20).map { "\($0)" }.joined(separator: "\n  ")
+            waiter?.continuation.resume(throwing: TimeoutError("no \(what) within \(timeout); last events:\n  \(seen)"))
+        }
+        defer { timer.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> Element? in
+                while state.cursor < state.history.count {
+                    let element = state.history[state.cursor]
+                    state.cursor += 1
+                    if predicate(element) { return element }
+                }
+                state.waiters[token] = Waiter(predicate: predicate, continuation: continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    /// The next event after the cursor, whatever it is.
+    public func next(within timeout: Duration = .seconds(10)) async throws -> Element {
+        try await first(within: timeout) { _ in true }
+    }
+}

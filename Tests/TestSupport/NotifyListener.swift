@@ -1,0 +1,49 @@
+import Foundation
+
+/// A unix datagram socket standing in for systemd's `NOTIFY_SOCKET`: receives exactly what
+/// `sd_notify` sends, one datagram per message.
+public final class NotifyListener: @unchecked Sendable {
+    // `fd` is written once in init and closed once in `close()`; the reader thread only reads it.
+    public let path: String
+    public let messages = EventQueue<String>()
+    private let fd: Int32
+
+    public init(path: String) {
+        self.path = path
+        unlink(path)
+        let socketFD = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        precondition(socketFD >= 0, "socket failed")
+        fd = socketFD
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() where index < buffer.count - 1 { buffer[index] = byte }
+        }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketFD, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        precondition(rc == 0, "bind \(path) failed: \(errno)")
+        let messages = self.messages
+        let thread = Thread {
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { recv(socketFD, $0.baseAddress, $0.count, 0) }
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { return }
+                messages.push(String(decoding: buffer[0..<count], as: UTF8.self))
+            }
+        }
+        thread.start()
+    }
+
+    /// The next message containing `text`.
+    public func waitFor(_ text: String, within timeout: Duration = .seconds(20)) async throws -> String {
+        try await messages.first(within: timeout, "notify message containing \(text)") { $0.contains(text) }
+    }
+
+    public func close() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        Foundation.close(fd)
+        unlink(path)
+    }
+}

@@ -41,6 +41,14 @@ public struct ControlResponse: Sendable {
     }
 }
 
+/// The methods the control API uses.
+public enum ControlMethod: String, Sendable {
+    case get = "GET"
+    case post = "POST"
+
+    var nio: HTTPMethod { self == .get ? .GET : .POST }
+}
+
 /// A small HTTP/1.1 client for the daemon's unix socket.
 public struct ControlClient: Sendable {
     public let socketPath: String
@@ -52,11 +60,11 @@ public struct ControlClient: Sendable {
     }
 
     /// Sends a request and collects the whole response.
-    public func request(_ method: HTTPMethod, _ path: String, body: Data? = nil) async throws(ControlClientError) -> ControlResponse {
+    public func request(_ method: ControlMethod, _ path: String, body: Data? = nil) async throws(ControlClientError) -> ControlResponse {
         let channel = try await connect()
         do {
             return try await channel.executeThenClose { inbound, outbound in
-                var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+                var head = HTTPRequestHead(version: .http1_1, method: method.nio, uri: path)
                 head.headers.add(name: "Host", value: "localhost")
                 head.headers.add(name: "Connection", value: "close")
                 if let body {
@@ -91,7 +99,7 @@ public struct ControlClient: Sendable {
 
     /// GET and decode.
     public func get<T: Decodable>(_ path: String, as type: T.Type) async throws(ControlClientError) -> T {
-        try await request(.GET, path).decode(type)
+        try await request(.get, path).decode(type)
     }
 
     private func connect() async throws(ControlClientError) -> NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart> {

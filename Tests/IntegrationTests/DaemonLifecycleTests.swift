@@ -1,0 +1,170 @@
+import Foundation
+import JobRunnerControl
+import TestSupport
+import Testing
+
+/// The built `jobrunnerd`, started for real: notify protocol, signals, control socket.
+@Suite(.timeLimit(.minutes(2))) struct DaemonLifecycleTests {
+    static let twoJobs = """
+        daemon:
+          shutdown_grace: 5s
+        jobs:
+          hourly:
+            command: ["/bin/true"]
+            schedule: "0 * * * *"
+          manual:
+            shell: "echo hi"
+        """
+
+    @Test func notifyProtocolFromReadyToStopping() async throws {
+        let daemon = try DaemonHarness(config: Self.twoJobs)
+        defer { daemon.cleanUp() }
+        let ready = try await daemon.notify.waitFor("READY=1")
+        #expect(ready.contains("STATUS=2 jobs, 0 running, next: hourly at "))
+
+        daemon.signal(SIGHUP)
+        let reloading = try await daemon.notify.waitFor("RELOADING=1")
+        let monotonic = reloading.split(separator: "\n").first { $0.hasPrefix("MONOTONIC_USEC=") }
+        #expect(monotonic != nil)
+        #expect(Int(monotonic?.dropFirst("MONOTONIC_USEC=".count) ?? "") ?? 0 > 0)
+        let readyAgain = try await daemon.notify.waitFor("READY=1")
+        #expect(readyAgain.contains("STATUS=2 jobs"))
+
+        daemon.signal(SIGTERM)
+        _ = try await daemon.notify.waitFor("STOPPING=1")
+        #expect(try await daemon.waitForExit() == 0)
+        #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
+    }
+
+    @Test func statusAndJobsOverTheRealSocket() async throws {
+        let daemon = try DaemonHarness(config: Self.twoJobs)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+
+        let status = try await client.get("/v1/status", as: StatusResponse.self)
+        #expect(status.pid == daemon.pid)
+        #expect(status.state == "running")
+        #expect(status.jobs == 2)
+        #expect(status.config.path == daemon.configPath)
+        #expect(status.config.generation == 1)
+        #expect(status.nextFire?.job == "hourly")
+        #expect(status.nextFire?.at.hasSuffix(":00:00Z") == true)
+
+        let jobs = try await client.get("/v1/jobs", as: JobsResponse.self).jobs
+        #expect(jobs.map(\.name) == ["hourly", "manual"])
+        #expect(jobs[0].command == ["/bin/true"])
+        #expect(jobs[0].schedule == "0 * * * *")
+        #expect(jobs[1].shell == "echo hi")
+        #expect(jobs[1].schedule == nil)
+        #expect(jobs[1].nextFire == nil)
+
+        let missing = try await client.request(.get, "/v1/jobs/nope")
+        #expect(missing.status == 404)
+        #expect(throws: ControlClientError.self) { try missing.decode(JobInfo.self) }
+
+        // The socket is 0660.
+        let attributes = try FileManager.default.attributesOfItem(atPath: daemon.socketPath)
+        #expect((attributes[.posixPermissions] as? Int) == 0o660)
+    }
+
+    @Test func reloadAddsAJobAndABrokenFileKeepsTheOldOnes() async throws {
+        let daemon = try DaemonHarness(config: Self.twoJobs)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+
+        daemon.writeConfig(Self.twoJobs + """
+
+              added:
+                command: ["/bin/true"]
+                every: 1h
+            """)
+        daemon.signal(SIGHUP)
+        _ = try await daemon.notify.waitFor("RELOADING=1")
+        _ = try await daemon.notify.waitFor("READY=1")
+        var jobs = try await client.get("/v1/jobs", as: JobsResponse.self).jobs
+        #expect(jobs.map(\.name) == ["hourly", "manual", "added"])
+        var status = try await client.get("/v1/status", as: StatusResponse.self)
+        #expect(status.config.generation == 2)
+        #expect(status.config.lastReload?.result == "ok")
+        #expect(status.config.lastReload?.added == ["added"])
+
+        daemon.writeConfig("jobs:\n  broken:\n    command: [\"/bin/true\"]\n    timeout: forever\n")
+        daemon.signal(SIGHUP)
+        _ = try await daemon.notify.waitFor("RELOADING=1")
+        let ready = try await daemon.notify.waitFor("READY=1")
+        #expect(ready.contains("STATUS=reload failed: "))
+        #expect(ready.contains("jobrunner.yaml:4:14: job 'broken': timeout"))
+        jobs = try await client.get("/v1/jobs", as: JobsResponse.self).jobs
+        #expect(jobs.map(\.name) == ["hourly", "manual", "added"])
+        status = try await client.get("/v1/status", as: StatusResponse.self)
+        #expect(status.config.generation == 2)
+        #expect(status.config.lastReload?.result == "failed")
+        #expect(status.config.lastReload?.errors.first?.contains(":4:14:") == true)
+        try await daemon.waitForLog("reload failed, keeping previous configuration")
+        #expect(daemon.isRunning)
+    }
+
+    @Test func timedOutRunLeavesNoProcessBehind() async throws {
+        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              stubborn:
+                shell: "sh -c 'trap \\"\\" TERM; exec sleep 300 # \(marker)' & exec sleep 301 # \(marker)"
+                schedule: "@reboot"
+                timeout: 500ms
+                kill_grace: 1s
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitForLog("run finished", "job=stubborn", "outcome=timed_out")
+        let left = ProcessTable.matching(marker).filter { !$0.isZombie }
+        #expect(left.isEmpty, "left behind: \(left)")
+        let zombies = ProcessTable.descendants(of: daemon.pid).filter(\.isZombie)
+        #expect(zombies.isEmpty, "zombies: \(zombies)")
+    }
+
+    @Test func sigtermDuringALongRunEndsItWithinGraceAndExitsZero() async throws {
+        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
+        let daemon = try DaemonHarness(config: """
+            daemon:
+              shutdown_grace: 1s
+            jobs:
+              long:
+                shell: "trap '' TERM; sleep 300 # \(marker)"
+                schedule: "@reboot"
+                kill_grace: 1s
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitForLog("run started", "job=long")
+        let stopAt = ContinuousClock.now
+        daemon.signal(SIGTERM)
+        _ = try await daemon.notify.waitFor("STOPPING=1")
+        #expect(try await daemon.waitForExit() == 0)
+        // shutdown_grace (1s) + kill_grace (1s) + slack.
+        #expect(ContinuousClock.now - stopAt < .seconds(6))
+        try await daemon.waitForLog("run finished", "job=long", "outcome=cancelled")
+        #expect(ProcessTable.matching(marker).filter { !$0.isZombie }.isEmpty)
+    }
+
+    @Test func aSecondDaemonDoesNotHijackTheSocket() async throws {
+        let daemon = try DaemonHarness(config: Self.twoJobs)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let second = Process()
+        second.executableURL = URL(fileURLWithPath: productsDirectory + "/jobrunnerd")
+        let otherState = daemon.directory.file("other-state")
+        second.arguments = ["--config", daemon.configPath, "--state-directory", otherState, "--socket", daemon.socketPath]
+        let errors = Pipe()
+        second.standardError = errors
+        let exited = EventQueue<Int32>()
+        second.terminationHandler = { exited.push($0.terminationStatus) }
+        try second.run()
+        #expect(try await exited.next(within: .seconds(20)) == 1)
+        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(output.contains("another daemon is listening on \(daemon.socketPath)"))
+        // The first daemon still answers.
+        let status = try await ControlClient(socketPath: daemon.socketPath).get("/v1/status", as: StatusResponse.self)
+        #expect(status.pid == daemon.pid)
+    }
+}

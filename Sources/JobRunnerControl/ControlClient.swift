@@ -71,11 +71,17 @@ public struct ControlClient: Sendable {
                     head.headers.add(name: "Content-Type", value: "application/json")
                     head.headers.add(name: "Content-Length", value: "\(body.count)")
                 }
-                try await outbound.write(.head(head))
-                if let body {
-                    try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+                var parts: [HTTPClientRequestPart] = [.head(head)]
+                if let body { parts.append(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                parts.append(.end(nil))
+                // The daemon may answer (and close, as asked) before the last part is flushed;
+                // a failed write is not a failed request as long as the answer arrives.
+                var writeError: (any Error)?
+                do {
+                    try await outbound.write(contentsOf: parts)
+                } catch {
+                    writeError = error
                 }
-                try await outbound.write(.end(nil))
                 var status = 0
                 var collected = Data()
                 for try await part in inbound {
@@ -88,7 +94,8 @@ public struct ControlClient: Sendable {
                         return ControlResponse(status: status, body: collected)
                     }
                 }
-                throw ControlClientError(kind: .other, message: "the daemon closed the connection before answering")
+                throw ControlClientError(kind: .other, message: "the daemon closed the connection before answering"
+                                         + (writeError.map { " (\($0))" } ?? ""))
             }
         } catch let error as ControlClientError {
             throw error

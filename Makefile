@@ -16,7 +16,11 @@ DESTDIR ?=
 # System packages the build links against (Debian names).
 APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
 
-.PHONY: all deps build release run test clean
+PYTHON ?= python3
+# Reference implementations the schedule maths is checked against (PyPI).
+ORACLE_PACKAGES := cronsim croniter
+
+.PHONY: all deps oracle-deps build release run test test-oracle clean
 
 all: build
 
@@ -31,6 +35,11 @@ deps:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
 
+# Installs the schedule oracles from PyPI if they are missing.
+oracle-deps:
+	@$(PYTHON) -c "import cronsim, croniter" 2>/dev/null || \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore $(ORACLE_PACKAGES)
+
 build: deps
 	$(SWIFT) build
 
@@ -43,10 +52,15 @@ run: build
 
 # The engine's reaper waits for every child of its process, so the suites that start the
 # built binaries (with Foundation's Process) run in a test process of their own.
-test: deps
+test: deps oracle-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip IntegrationTests
 	$(SWIFT) test --skip-build --filter IntegrationTests
+	$(MAKE) --no-print-directory test-oracle
+
+# Thousands of random schedules compared with cronsim, croniter and systemd-analyze.
+test-oracle: oracle-deps
+	$(PYTHON) Tests/Oracles/schedule_oracle.py $$($(SWIFT) build --show-bin-path)/jobrunnerctl
 
 clean:
 	rm -rf .build $(STATE_DIR)

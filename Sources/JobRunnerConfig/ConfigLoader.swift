@@ -19,7 +19,8 @@ public struct ConfigLoader: Sendable {
     static let topLevelKeys = ["daemon", "jobs"]
     static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace"]
     static let jobKeys = [
-        "command", "shell", "schedule", "every", "timeout", "kill_grace", "environment", "working_directory", "enabled",
+        "command", "shell", "schedule", "on_calendar", "every", "run_on_start", "time_zone", "random_delay", "fixed_random_delay",
+        "timeout", "kill_grace", "environment", "working_directory", "enabled",
     ]
 
     let zones: TimeZoneDatabase
@@ -163,23 +164,50 @@ public struct ConfigLoader: Sendable {
             reader.fail(.missingKey, at: keyNode, "\(context) needs 'command' (an argv list) or 'shell' (a command line)")
         }
 
-        // schedule / every: at most one.
-        var trigger: JobTrigger?
-        let schedulePair = keyed["schedule"]
-        let everyPair = keyed["every"]
-        if let schedulePair, let everyPair {
-            let later = schedulePair.keyNode.mark?.line ?? 0 > everyPair.keyNode.mark?.line ?? 0 ? schedulePair : everyPair
-            reader.fail(.conflictingKeys, at: later.keyNode, "\(context) has both 'schedule' and 'every'; a job has at most one schedule")
-        } else if let schedulePair {
-            trigger = cronTrigger(schedulePair.value, context: context, reader: &reader)
-        } else if let everyPair {
-            if let interval = duration(everyPair.value, what: "\(context): every", allowZero: false, reader: &reader) {
-                trigger = .interval(interval)
+        // The job's zone comes first: schedules are computed in it.
+        var zone = daemon.timeZone
+        if let pair = keyed["time_zone"], let name = reader.nonEmptyString(pair.value, what: "\(context): time_zone") {
+            do {
+                zone = try zones.zone(named: name)
+            } catch {
+                reader.fail(.unknownTimeZone, at: pair.value, "\(context): time_zone: \(error.message)")
             }
         }
 
-        var job = JobDefinition(name: name, command: command ?? .argv(["/bin/true"]), trigger: trigger, timeZone: daemon.timeZone,
+        // schedule / on_calendar / every: at most one.
+        var trigger: JobTrigger?
+        let schedulePairs = ["schedule", "on_calendar", "every"].compactMap { keyed[$0] }
+        if schedulePairs.count > 1 {
+            let sorted = schedulePairs.sorted { ($0.keyNode.mark?.line ?? 0, $0.keyNode.mark?.column ?? 0) < ($1.keyNode.mark?.line ?? 0, $1.keyNode.mark?.column ?? 0) }
+            reader.fail(.conflictingKeys, at: sorted[1].keyNode,
+                        "\(context) has both '\(sorted[0].key)' and '\(sorted[1].key)'; a job has at most one of schedule, on_calendar and every")
+        } else if let pair = schedulePairs.first {
+            switch pair.key {
+            case "schedule":
+                trigger = cronTrigger(pair.value, context: context, reader: &reader)
+            case "on_calendar":
+                trigger = calendarTrigger(pair.value, context: context, reader: &reader)
+            default:
+                if let interval = duration(pair.value, what: "\(context): every", allowZero: false, reader: &reader) {
+                    trigger = .interval(interval)
+                }
+            }
+        }
+
+        var job = JobDefinition(name: name, command: command ?? .argv(["/bin/true"]), trigger: trigger, timeZone: zone,
                                 location: reader.location(keyNode))
+        if let pair = keyed["run_on_start"], let value = reader.bool(pair.value, what: "\(context): run_on_start") {
+            job.runOnStart = value
+        }
+        if let pair = keyed["random_delay"] {
+            job.randomDelay = duration(pair.value, what: "\(context): random_delay", allowZero: true, reader: &reader)
+        }
+        if let pair = keyed["fixed_random_delay"], let value = reader.bool(pair.value, what: "\(context): fixed_random_delay") {
+            job.fixedRandomDelay = value
+            if value && keyed["random_delay"] == nil {
+                reader.fail(.missingKey, at: pair.keyNode, "\(context): fixed_random_delay needs random_delay (the range of the offset)")
+            }
+        }
         if let pair = keyed["timeout"] {
             job.timeout = duration(pair.value, what: "\(context): timeout", allowZero: false, reader: &reader)
         }
@@ -223,6 +251,29 @@ public struct ConfigLoader: Sendable {
             reader.fail(.invalidSchedule, at: location, "\(context): schedule '\(text)': \(error.message)")
             return nil
         }
+    }
+
+    private func calendarTrigger(_ node: Node, context: String, reader: inout NodeReader) -> JobTrigger? {
+        var items: [Node] = []
+        if case .sequence(let sequence) = node {
+            items = Array(sequence)
+            if items.isEmpty {
+                reader.fail(.invalidValue, at: node, "\(context): on_calendar: the list is empty")
+                return nil
+            }
+        } else {
+            items = [node]
+        }
+        var events: [CalendarEvent] = []
+        for item in items {
+            guard let text = reader.nonEmptyString(item, what: "\(context): on_calendar") else { continue }
+            do {
+                events.append(try CalendarEvent(parsing: text, zones: zones))
+            } catch {
+                reader.fail(.invalidSchedule, at: item, "\(context): on_calendar '\(text)': \(error.message)")
+            }
+        }
+        return events.count == items.count ? .calendar(events) : nil
     }
 
     private func duration(_ node: Node, what: String, allowZero: Bool, reader: inout NodeReader) -> Duration? {

@@ -70,6 +70,8 @@ public enum JobCommand: Sendable, Hashable, CustomStringConvertible {
 public enum JobTrigger: Sendable, Hashable, CustomStringConvertible {
     /// A cron expression in the job's zone.
     case cron(CronExpression)
+    /// One or more systemd calendar events (`on_calendar:`); the job fires at their union.
+    case calendar([CalendarEvent])
     /// Once when the daemon starts (`@reboot`), not on reload.
     case reboot
     /// A fixed interval on the monotonic clock (`every:` or `@every`).
@@ -78,8 +80,41 @@ public enum JobTrigger: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .cron(let expression): expression.text
+        case .calendar(let events): events.map(\.normalized).joined(separator: "; ")
         case .reboot: "@reboot"
         case .interval(let duration): "every \(DurationText.format(duration))"
+        }
+    }
+}
+
+extension JobTrigger {
+    /// The first wall-clock occurrence strictly after `instant` (cron and calendar triggers).
+    public func nextOccurrence(after instant: Timestamp, in zone: TimeZoneRules) -> Timestamp? {
+        switch self {
+        case .cron(let expression):
+            return expression.next(after: instant, in: zone)
+        case .calendar(let events):
+            return events.compactMap { $0.next(after: instant, in: zone) }.min()
+        case .reboot, .interval:
+            return nil
+        }
+    }
+
+    /// The next `count` occurrences after `instant` (an interval counts from `instant`).
+    public func upcoming(after instant: Timestamp, in zone: TimeZoneRules, count: Int) -> [Timestamp] {
+        switch self {
+        case .interval(let interval):
+            return (0..<max(0, count)).map { instant.advanced(by: interval * ($0 + 1)) }
+        case .reboot:
+            return []
+        case .cron, .calendar:
+            var result: [Timestamp] = []
+            var cursor = instant
+            while result.count < count, let next = nextOccurrence(after: cursor, in: zone) {
+                result.append(next)
+                cursor = next
+            }
+            return result
         }
     }
 }
@@ -102,6 +137,12 @@ public struct JobDefinition: Sendable, Hashable {
     public var workingDirectory: String?
     /// A disabled job never fires on its own.
     public var enabled: Bool
+    /// Each fire is delayed by a random amount in [0, randomDelay): spreads load.
+    public var randomDelay: Duration?
+    /// With `randomDelay`: one stable delay per job (and machine) instead of a fresh one per fire.
+    public var fixedRandomDelay: Bool
+    /// Also fire once when the daemon starts (not on reload).
+    public var runOnStart: Bool
     /// Where the job is defined (not part of its identity: moving a job in the file does not change it).
     public var location: SourceLocation
 
@@ -117,6 +158,9 @@ public struct JobDefinition: Sendable, Hashable {
         environment: [String: String] = [:],
         workingDirectory: String? = nil,
         enabled: Bool = true,
+        randomDelay: Duration? = nil,
+        fixedRandomDelay: Bool = false,
+        runOnStart: Bool = false,
         location: SourceLocation = SourceLocation(file: "<memory>", line: 1, column: 1)
     ) {
         self.name = name
@@ -128,6 +172,9 @@ public struct JobDefinition: Sendable, Hashable {
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.enabled = enabled
+        self.randomDelay = randomDelay
+        self.fixedRandomDelay = fixedRandomDelay
+        self.runOnStart = runOnStart
         self.location = location
     }
 
@@ -135,7 +182,8 @@ public struct JobDefinition: Sendable, Hashable {
         lhs.name == rhs.name && lhs.command == rhs.command && lhs.trigger == rhs.trigger
             && lhs.timeZone == rhs.timeZone && lhs.timeout == rhs.timeout && lhs.killGrace == rhs.killGrace
             && lhs.environment == rhs.environment && lhs.workingDirectory == rhs.workingDirectory
-            && lhs.enabled == rhs.enabled
+            && lhs.enabled == rhs.enabled && lhs.randomDelay == rhs.randomDelay
+            && lhs.fixedRandomDelay == rhs.fixedRandomDelay && lhs.runOnStart == rhs.runOnStart
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -147,5 +195,6 @@ public struct JobDefinition: Sendable, Hashable {
     /// Whether only the schedule differs (the next fire must be recomputed, nothing else changes).
     public func sameSchedule(as other: JobDefinition) -> Bool {
         trigger == other.trigger && timeZone == other.timeZone && enabled == other.enabled
+            && randomDelay == other.randomDelay && fixedRandomDelay == other.fixedRandomDelay
     }
 }

@@ -245,3 +245,25 @@ public struct ErrorBody: Codable, Sendable, Equatable {
         self.message = message
     }
 }
+
+/// `GET /v1/jobs/{name}/next` and `jobrunnerctl next --json`.
+public struct NextResponse: Codable, Sendable, Equatable {
+    /// The schedule in normal form.
+    public var normalized: String
+    /// The zone the times are computed in.
+    public var timeZone: String
+    /// Fire times, RFC 3339 with the zone's offset.
+    public var next: [String]
+
+    public init(normalized: String, timeZone: String, next: [String]) {
+        self.normalized = normalized
+        self.timeZone = timeZone
+        self.next = next
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case normalized
+        case timeZone = "time_zone"
+        case next
+    }
+}

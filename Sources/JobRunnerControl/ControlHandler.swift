@@ -5,4 +5,6 @@ public protocol ControlHandler: Sendable {
     func jobs() async -> [JobInfo]
     /// One job, or nil when there is no job of that name.
     func job(named name: String) async -> JobInfo?
+    /// The next `count` fire times of a job, or nil when there is no such job.
+    func nextFires(job name: String, count: Int) async -> NextResponse?
 }

@@ -18,6 +18,19 @@ enum ControlRouter {
             }
             return APIError.jsonResponse(status: .ok, body: job)
         }
+        router.get("/v1/jobs/{name}/next") { request, context in
+            let name = try context.parameters.require("name")
+            let count = try request.uri.queryParameters.get("count").map { text -> Int in
+                guard let value = Int(text), (1...1000).contains(value) else {
+                    throw APIError.badRequest("count must be a whole number from 1 to 1000")
+                }
+                return value
+            } ?? 10
+            guard let next = await handler.nextFires(job: name, count: count) else {
+                throw APIError.notFound("no job named '\(name)'")
+            }
+            return APIError.jsonResponse(status: .ok, body: next)
+        }
         return router
     }
 }

@@ -36,11 +36,11 @@ extension Scheduler {
                     newEntries[job.name] = Entry(job: job, due: old.due)
                     changed.append(job.name)
                 } else {
-                    newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime))
+                    newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed))
                     changed.append(job.name)
                 }
             } else {
-                newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime))
+                newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed))
                 added.append(job.name)
             }
         }
@@ -116,10 +116,21 @@ extension Scheduler {
     }
 
     func wallInstant(_ due: Due?, now: Timestamp, uptime: Duration) -> Timestamp? {
-        switch due {
-        case .wall(let instant): instant
-        case .uptime(let dueUptime): now.advanced(by: dueUptime - uptime)
-        case nil: nil
+        Self.fireInstant(due, now: now, uptime: uptime)
+    }
+
+    /// The next `count` fire times of a job (nil when there is no such job). Random delays are
+    /// not included: they are drawn per fire.
+    public func upcoming(job name: String, count: Int) -> [Timestamp]? {
+        guard let entry = entries[name] else { return nil }
+        guard entry.job.enabled, let trigger = entry.job.trigger else { return [] }
+        let now = clock.now()
+        switch (trigger, entry.due) {
+        case (.interval(let interval), .uptime(let occurrence, _)):
+            let first = now.advanced(by: occurrence - clock.uptime())
+            return (0..<max(0, count)).map { first.advanced(by: interval * $0) }
+        default:
+            return trigger.upcoming(after: now, in: entry.job.timeZone, count: count)
         }
     }
 }

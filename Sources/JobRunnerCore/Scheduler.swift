@@ -17,11 +17,13 @@ public actor Scheduler: Service {
         case starting, running, draining, stopped
     }
 
+    /// When an entry fires next: its occurrence (the instant its schedule names) plus the
+    /// job's random delay.
     enum Due: Sendable, Hashable {
-        /// A wall-clock instant (cron schedules).
-        case wall(Timestamp)
-        /// An uptime instant (intervals: immune to wall-clock steps).
-        case uptime(Duration)
+        /// A wall-clock occurrence (cron and calendar schedules).
+        case wall(occurrence: Timestamp, delay: Duration)
+        /// An uptime occurrence (intervals: immune to wall-clock steps).
+        case uptime(occurrence: Duration, delay: Duration)
     }
 
     struct Entry: Sendable {
@@ -56,6 +58,8 @@ public actor Scheduler: Service {
     let doorbell = Doorbell()
     let stopRequested = StopFlag()
     let onChange: @Sendable () -> Void
+    /// Seeds `fixed_random_delay` offsets, so they are stable for a machine (its machine id).
+    let jitterSeed: UInt64
     private var startupJobs: [String] = []
 
     /// Creates the scheduler and computes every job's first fire, so the schedule is complete
@@ -66,8 +70,10 @@ public actor Scheduler: Service {
         registry: RunRegistry,
         clock: any SchedulerClock,
         logger: Logger,
+        jitterSeed: UInt64 = 0,
         onChange: @escaping @Sendable () -> Void = {}
     ) {
+        self.jitterSeed = jitterSeed
         self.settings = configuration.daemon
         self.supervisor = supervisor
         self.registry = registry
@@ -77,9 +83,9 @@ public actor Scheduler: Service {
         let now = clock.now()
         let uptime = clock.uptime()
         for job in configuration.jobs {
-            entries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime))
+            entries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed))
             order.append(job.name)
-            if job.enabled, job.trigger == .reboot { startupJobs.append(job.name) }
+            if job.enabled, job.trigger == .reboot || job.runOnStart { startupJobs.append(job.name) }
         }
     }
 
@@ -155,47 +161,47 @@ public actor Scheduler: Service {
         let uptime = clock.uptime()
         for name in order {
             guard var entry = entries[name], let due = entry.due else { continue }
+            let job = entry.job
             switch due {
-            case .wall(let instant) where instant <= now:
-                guard case .cron(let expression) = entry.job.trigger else { continue }
-                var occurrence = instant
+            case .wall(let first, let delay) where first.advanced(by: delay) <= now:
+                guard let trigger = job.trigger else { continue }
+                var occurrence = first
                 var missed = 0
-                var next = expression.next(after: occurrence, in: entry.job.timeZone)
-                while let candidate = next, candidate <= now {
+                var next = trigger.nextOccurrence(after: occurrence, in: job.timeZone)
+                while let candidate = next, candidate.advanced(by: delay) <= now {
                     missed += 1
                     occurrence = candidate
                     if missed >= 10_000 {
-                        next = expression.next(after: now, in: entry.job.timeZone)
+                        next = trigger.nextOccurrence(after: now, in: job.timeZone)
                         break
                     }
-                    next = expression.next(after: candidate, in: entry.job.timeZone)
+                    next = trigger.nextOccurrence(after: candidate, in: job.timeZone)
                 }
                 if missed > 0 {
                     logger.warning("missed occurrences (clock jump or suspend); running the latest once", metadata: [
-                        "job": "\(name)", "missed": "\(missed)", "first_missed": "\(instant)",
+                        "job": "\(name)", "missed": "\(missed)", "first_missed": "\(first)",
                     ])
                 }
-                entry.due = next.map { .wall($0) }
+                entry.due = next.map { .wall(occurrence: $0, delay: Self.delay(for: job, occurrence: $0, seed: jitterSeed)) }
                 entries[name] = entry
-                fire(entry.job, scheduledTime: occurrence, trigger: .schedule, group: &group)
-            case .uptime(let dueUptime) where dueUptime <= uptime:
-                guard case .interval(let interval) = entry.job.trigger else { continue }
-                var nextUptime = dueUptime + interval
+                fire(job, scheduledTime: occurrence, trigger: .schedule, group: &group)
+            case .uptime(let occurrence, let delay) where occurrence + delay <= uptime:
+                guard case .interval(let interval) = job.trigger else { continue }
+                var nextOccurrence = occurrence + interval
                 var missed = 0
-                if nextUptime <= uptime {
-                    let behind = (uptime - dueUptime).wholeMicroseconds / interval.wholeMicroseconds
+                if nextOccurrence + delay <= uptime {
+                    let behind = (uptime - occurrence - delay).wholeMicroseconds / interval.wholeMicroseconds
                     missed = Int(behind)
-                    nextUptime = dueUptime + interval * Int(behind + 1)
+                    nextOccurrence = occurrence + interval * Int(behind + 1)
                 }
                 if missed > 0 {
                     logger.warning("missed interval fires (suspend or overload); running once", metadata: [
                         "job": "\(name)", "missed": "\(missed)",
                     ])
                 }
-                entry.due = .uptime(nextUptime)
+                entry.due = .uptime(occurrence: nextOccurrence, delay: Self.delay(for: job, occurrence: nil, seed: jitterSeed))
                 entries[name] = entry
-                let scheduled = now.advanced(by: dueUptime - uptime)
-                fire(entry.job, scheduledTime: scheduled, trigger: .schedule, group: &group)
+                fire(job, scheduledTime: now.advanced(by: occurrence - uptime), trigger: .schedule, group: &group)
             default:
                 continue
             }
@@ -262,15 +268,19 @@ public actor Scheduler: Service {
         let uptime = clock.uptime()
         var earliest: Timestamp?
         for entry in entries.values {
-            guard let due = entry.due else { continue }
-            let instant: Timestamp
-            switch due {
-            case .wall(let wall): instant = wall
-            case .uptime(let dueUptime): instant = now.advanced(by: dueUptime - uptime)
-            }
+            guard let instant = Self.fireInstant(entry.due, now: now, uptime: uptime) else { continue }
             if earliest == nil || instant < earliest! { earliest = instant }
         }
         return earliest
+    }
+
+    /// When a due entry fires, on the wall clock.
+    static func fireInstant(_ due: Due?, now: Timestamp, uptime: Duration) -> Timestamp? {
+        switch due {
+        case .wall(let occurrence, let delay): occurrence.advanced(by: delay)
+        case .uptime(let occurrence, let delay): now.advanced(by: occurrence + delay - uptime)
+        case nil: nil
+        }
     }
 
     /// Sleeps until `deadline`, a doorbell ring or a clock change, whichever is first.
@@ -291,16 +301,49 @@ public actor Scheduler: Service {
     }
 
     /// The first fire of a job from now (nil when it only runs on request or at startup).
-    static func firstDue(of job: JobDefinition, now: Timestamp, uptime: Duration) -> Due? {
+    static func firstDue(of job: JobDefinition, now: Timestamp, uptime: Duration, seed: UInt64) -> Due? {
         guard job.enabled, let trigger = job.trigger else { return nil }
         switch trigger {
-        case .cron(let expression):
-            return expression.next(after: now, in: job.timeZone).map { .wall($0) }
+        case .cron, .calendar:
+            return trigger.nextOccurrence(after: now, in: job.timeZone).map {
+                .wall(occurrence: $0, delay: delay(for: job, occurrence: $0, seed: seed))
+            }
         case .interval(let interval):
-            return .uptime(uptime + interval)
+            return .uptime(occurrence: uptime + interval, delay: delay(for: job, occurrence: nil, seed: seed))
         case .reboot:
             return nil
         }
+    }
+
+    /// The random delay of one fire: fresh and uniform in [0, random_delay), or with
+    /// `fixed_random_delay` one stable offset per job and machine (like systemd's
+    /// FixedRandomDelay).
+    public static func delay(for job: JobDefinition, occurrence: Timestamp?, seed: UInt64) -> Duration {
+        guard let range = job.randomDelay, range > .zero else { return .zero }
+        let span = UInt64(range.wholeMicroseconds)
+        if job.fixedRandomDelay {
+            return .microseconds(Int64(stableHash(seed: seed, job.name) % span))
+        }
+        return .microseconds(Int64(UInt64.random(in: 0..<span)))
+    }
+
+    /// The seed for `fixed_random_delay` offsets on a machine (from its /etc/machine-id).
+    public static func jitterSeed(machineID: String) -> UInt64 {
+        stableHash(seed: 0, machineID)
+    }
+
+    /// FNV-1a: stable across processes (Swift's `Hasher` is seeded per process).
+    static func stableHash(seed: UInt64, _ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        // Final avalanche so nearby names spread over the whole range.
+        hash ^= hash >> 33
+        hash = hash &* 0xff51_afd7_ed55_8ccd
+        hash ^= hash >> 33
+        return hash
     }
 }
 

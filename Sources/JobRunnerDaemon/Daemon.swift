@@ -83,9 +83,12 @@ public enum Daemon {
         // MARK: State directory, lock, socket
         let lock: Int32
         let listener: Int32
+        let machineID: String
         do {
-            (lock, listener) = try await NIOThreadPool.singleton.runIfActive { () throws -> (Int32, Int32) in
-                try prepareRuntime(options)
+            (lock, listener, machineID) = try await NIOThreadPool.singleton.runIfActive { () throws -> (Int32, Int32, String) in
+                let (lock, listener) = try prepareRuntime(options)
+                let machineID = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8)) ?? ProcessInfo.processInfo.hostName
+                return (lock, listener, machineID.trimmingCharacters(in: .whitespacesAndNewlines))
             }
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
@@ -107,7 +110,8 @@ public enum Daemon {
         let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, logger: logger, wallClock: { clock.now() })
         let statusBox = StatusBox()
         let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
-                                  logger: logger, onChange: { statusBox.poke() })
+                                  logger: logger, jitterSeed: Scheduler.jitterSeed(machineID: machineID),
+                                  onChange: { statusBox.poke() })
         let status = StatusReporter(scheduler: scheduler, notifier: notifier, clock: clock)
         statusBox.reporter = status
         let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)

@@ -45,6 +45,15 @@ struct EngineControlHandler: ControlHandler {
         return Self.jobInfo(state, registry: registry, now: clock.now())
     }
 
+    func nextFires(job name: String, count: Int) async -> NextResponse? {
+        guard let state = await scheduler.jobState(name), let times = await scheduler.upcoming(job: name, count: count) else {
+            return nil
+        }
+        let zone = state.definition.timeZone
+        return NextResponse(normalized: state.definition.trigger?.description ?? "(manual)", timeZone: zone.identifier,
+                            next: times.map { zone.rfc3339($0) })
+    }
+
     // MARK: - Mapping
 
     static func jobInfo(_ state: Scheduler.JobState, registry: RunRegistry, now: Timestamp) -> JobInfo {

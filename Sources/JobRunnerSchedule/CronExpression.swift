@@ -200,9 +200,6 @@ struct FieldValue {
             guard let parsedStep = Int(stepText), parsedStep > 0 else {
                 throw fail("step '\(stepText)' must be a positive number")
             }
-            guard parsedStep <= field.range.upperBound else {
-                throw fail("step \(parsedStep) is larger than the field's range \(field.range.lowerBound)–\(field.range.upperBound)")
-            }
             step = parsedStep
         }
         let low: Int

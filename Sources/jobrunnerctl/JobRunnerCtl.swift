@@ -7,7 +7,7 @@ struct JobRunnerCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "jobrunnerctl",
         abstract: "Inspect and control a running jobrunnerd.",
-        subcommands: [Status.self, Jobs.self, Show.self]
+        subcommands: [Status.self, Jobs.self, Show.self, Next.self]
     )
 }
 

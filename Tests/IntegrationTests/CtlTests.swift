@@ -60,4 +60,42 @@ import Testing
         #expect(result.status == 1)
         #expect(result.output == "jobrunnerctl: cannot connect to /tmp/no-such-jobrunner.sock: no such file — is jobrunnerd running?\n")
     }
+
+    @Test func nextOfflineAndFromTheDaemon() async throws {
+        let offline = try await ctl(["next", "30 2 * * *", "--count", "3", "--time-zone", "Europe/Berlin",
+                                     "--from", "2026-03-28T12:00:00Z", "--json"])
+        #expect(offline.status == 0)
+        let response = try APICoding.decoder().decode(NextResponse.self, from: Data(offline.output.utf8))
+        #expect(response == NextResponse(normalized: "30 2 * * *", timeZone: "Europe/Berlin", next: [
+            "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00",
+        ]))
+
+        let calendar = try await ctl(["next", "Mon..Fri 02:00", "--count", "2", "--time-zone", "UTC", "--from", "2026-11-27T00:00:00Z"])
+        #expect(calendar.status == 0)
+        #expect(calendar.output.hasPrefix("normalized  Mon..Fri *-*-* 02:00:00\ntime zone   UTC\nnext        2026-11-27T02:00:00Z  Fri  "))
+        #expect(calendar.output.contains("\n            2026-11-30T02:00:00Z  Mon  "))
+
+        let bad = try await ctl(["next", "0 0 32 * *"])
+        #expect(bad.status == 2)
+        #expect(bad.output == "jobrunnerctl: cron: field 3 (day of month): 32 is out of range 1–31\n")
+
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              nightly:
+                shell: "true"
+                on_calendar: "*-*-* 03:00:00"
+                time_zone: Asia/Kolkata
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let fromDaemon = try await ctl(["next", "--job", "nightly", "--count", "2", "--json", "--socket", daemon.socketPath])
+        #expect(fromDaemon.status == 0)
+        let answer = try APICoding.decoder().decode(NextResponse.self, from: Data(fromDaemon.output.utf8))
+        #expect(answer.timeZone == "Asia/Kolkata")
+        #expect(answer.next.count == 2)
+        #expect(answer.next.allSatisfy { $0.hasSuffix("T03:00:00+05:30") })
+        let missing = try await ctl(["next", "--job", "nope", "--socket", daemon.socketPath])
+        #expect(missing.status == 1)
+        #expect(missing.output == "jobrunnerctl: no job named 'nope'\n")
+    }
 }

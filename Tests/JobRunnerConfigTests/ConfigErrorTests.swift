@@ -1,6 +1,7 @@
 import Foundation
 import JobRunnerConfig
 import JobRunnerSchedule
+import JobRunnerSchedule
 import TestSupport
 import Testing
 
@@ -230,4 +231,89 @@ import Testing
 /// Loads a file as the daemon does (tests are synchronous, so the blocking read is fine here).
 func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
     try ConfigLoader().load(path: path)
+}
+
+/// The schedule keys of a job.
+@Suite struct ScheduleKeyTests {
+    @Test func calendarListZoneJitterAndStartKeys() throws {
+        let configuration = try ConfigLoader().parse("""
+            daemon:
+              time_zone: UTC
+            jobs:
+              report:
+                shell: "true"
+                on_calendar: ["Mon..Fri 08:00", "Sat 10:00"]
+                time_zone: America/New_York
+                random_delay: 2m
+                fixed_random_delay: true
+                run_on_start: true
+            """, path: "jobs.yaml")
+        let job = try #require(configuration.jobs.first)
+        #expect(job.timeZone.identifier == "America/New_York")
+        #expect(job.randomDelay == .seconds(120))
+        #expect(job.fixedRandomDelay)
+        #expect(job.runOnStart)
+        guard case .calendar(let events) = job.trigger else {
+            Issue.record("expected a calendar trigger")
+            return
+        }
+        #expect(events.map(\.normalized) == ["Mon..Fri *-*-* 08:00:00", "Sat *-*-* 10:00:00"])
+        // The union of both events, in New York time.
+        let next = job.trigger!.upcoming(after: Timestamp(rfc3339: "2026-11-27T00:00:00Z")!, in: job.timeZone, count: 3)
+        #expect(next.map { job.timeZone.rfc3339($0) } == ["2026-11-27T08:00:00-05:00", "2026-11-28T10:00:00-05:00", "2026-11-30T08:00:00-05:00"])
+    }
+
+    @Test func badCalendarEventIsPositioned() {
+        do {
+            _ = try ConfigLoader().parse("""
+                jobs:
+                  a:
+                    shell: "true"
+                    on_calendar:
+                      - "Mon 08:00"
+                      - "Mon..Funday 09:00"
+                """, path: "jobs.yaml")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.errors.map(\.description) == [
+                "jobs.yaml:6:9: job 'a': on_calendar 'Mon..Funday 09:00': 'Funday' is not a weekday (Mon, Tue, Wed, Thu, Fri, Sat, Sun)",
+            ])
+        }
+    }
+
+    @Test func oneScheduleKeyAtMost() {
+        do {
+            _ = try ConfigLoader().parse("""
+                jobs:
+                  a:
+                    shell: "true"
+                    schedule: "@daily"
+                    on_calendar: daily
+                """, path: "jobs.yaml")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.errors.first?.location.line == 5)
+            #expect(error.errors.first?.message == "job 'a' has both 'schedule' and 'on_calendar'; a job has at most one of schedule, on_calendar and every")
+        }
+    }
+
+    @Test func fixedDelayNeedsARange() {
+        do {
+            _ = try ConfigLoader().parse("jobs:\n  a:\n    shell: \"true\"\n    fixed_random_delay: true\n", path: "jobs.yaml")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.errors.first?.description == "jobs.yaml:4:5: job 'a': fixed_random_delay needs random_delay (the range of the offset)")
+        }
+    }
+
+    @Test func unknownJobZone() {
+        do {
+            _ = try ConfigLoader().parse("jobs:\n  a:\n    shell: \"true\"\n    time_zone: Europe/Atlantis\n", path: "jobs.yaml")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.errors.first?.code == .unknownTimeZone)
+            #expect(error.errors.first?.location.line == 4)
+            #expect(error.errors.first?.location.column == 16)
+        }
+    }
 }

@@ -25,5 +25,13 @@ import Testing
         #expect(report.trigger == .interval(.seconds(6 * 3600)))
         #expect(report.enabled == false)
         #expect(configuration.jobs.first { $0.name == "warm-cache" }?.trigger == .reboot)
+        #expect(backup.randomDelay == .seconds(120))
+        let weekday = try #require(configuration.jobs.first { $0.name == "weekday-report" })
+        guard case .calendar(let events) = weekday.trigger else {
+            Issue.record("expected on_calendar")
+            return
+        }
+        #expect(events.count == 2)
+        #expect(events[1].zone?.identifier == "Europe/London")
     }
 }

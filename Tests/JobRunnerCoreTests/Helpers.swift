@@ -49,3 +49,8 @@ func request(_ job: JobDefinition) -> RunRequest {
 func uniqueMarker() -> String {
     "jrtest\(UInt32.random(in: 0...UInt32.max))"
 }
+
+/// A calendar event (parsing may read the zone database, so it is done synchronously).
+func calendarEvent(_ text: String) throws -> CalendarEvent {
+    try CalendarEvent(parsing: text)
+}

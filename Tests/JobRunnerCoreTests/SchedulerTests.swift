@@ -193,3 +193,60 @@ final class SchedulerHarness: Sendable {
         #expect(harness.finished("boot").count == 1)
     }
 }
+
+@Suite(.timeLimit(.minutes(1))) struct JitterAndStartTests {
+    static func at(_ text: String) -> Timestamp { Timestamp(rfc3339: text)! }
+
+    @Test func randomDelayStaysInItsRangeAndVaries() throws {
+        var definition = try job("jittery", shell: "true", schedule: "0 * * * *")
+        definition.randomDelay = .seconds(600)
+        var delays = Set<Int64>()
+        for _ in 0..<50 {
+            let delay = Scheduler.delay(for: definition, occurrence: nil, seed: 1)
+            #expect(delay >= .zero && delay < .seconds(600))
+            delays.insert(delay.wholeMicroseconds)
+        }
+        #expect(delays.count > 40)
+    }
+
+    @Test func fixedRandomDelayIsStablePerJobAndMachine() throws {
+        var first = try job("fixed-a", shell: "true", schedule: "0 * * * *")
+        first.randomDelay = .seconds(3600)
+        first.fixedRandomDelay = true
+        var second = first
+        second.name = "fixed-b"
+        let a1 = Scheduler.delay(for: first, occurrence: nil, seed: 42)
+        #expect(Scheduler.delay(for: first, occurrence: nil, seed: 42) == a1)
+        #expect(Scheduler.delay(for: second, occurrence: nil, seed: 42) != a1)
+        #expect(Scheduler.delay(for: first, occurrence: nil, seed: 43) != a1)
+        #expect(a1 < .seconds(3600))
+    }
+
+    @Test func delayedFireKeepsItsOccurrenceAsScheduledTime() async throws {
+        var definition = try job("late", shell: "true", schedule: "0 * * * *")
+        definition.randomDelay = .seconds(600)
+        definition.fixedRandomDelay = true
+        let harness = SchedulerHarness(jobs: [definition])
+        let fireAt = try #require(await harness.scheduler.jobState("late")?.nextFire)
+        #expect(fireAt >= Self.at("2026-01-01T11:00:00Z") && fireAt < Self.at("2026-01-01T11:10:00Z"))
+        harness.clock.advance(to: fireAt)
+        try await harness.until("delayed run") { harness.finished("late").count == 1 }
+        #expect(harness.finished("late").first?.scheduledTime == Self.at("2026-01-01T11:00:00Z"))
+        await harness.stop()
+    }
+
+    @Test func calendarJobsAndRunOnStart() async throws {
+        var definition = try job("calendar", shell: "true")
+        definition.trigger = .calendar([try calendarEvent("*-*-* 10:45:00")])
+        definition.runOnStart = true
+        let harness = SchedulerHarness(jobs: [definition])
+        try await harness.until("startup run") { harness.finished("calendar").count == 1 }
+        #expect(harness.finished("calendar").first?.trigger == .startup)
+        #expect(await harness.scheduler.jobState("calendar")?.nextFire == Self.at("2026-01-01T10:45:00Z"))
+        harness.clock.advance(to: Self.at("2026-01-01T10:45:00Z"))
+        try await harness.until("calendar run") { harness.finished("calendar").count == 2 }
+        #expect(harness.finished("calendar").last?.scheduledTime == Self.at("2026-01-01T10:45:00Z"))
+        #expect(await harness.scheduler.upcoming(job: "calendar", count: 2) == [Self.at("2026-01-02T10:45:00Z"), Self.at("2026-01-03T10:45:00Z")])
+        await harness.stop()
+    }
+}

@@ -48,7 +48,7 @@ release: deps
 
 run: build
 	@mkdir -p $(STATE_DIR)
-	$$($(SWIFT) build --show-bin-path)/jobrunnerd --config $(CONFIG) --state-directory $(STATE_DIR) --socket $(SOCKET) --log-format text
+	$$($(SWIFT) build --show-bin-path)/jobrunnerd --config $(CONFIG) --state-directory $(STATE_DIR) --socket $(SOCKET) --runtime-directory $(STATE_DIR)/run --log-format text
 
 # The engine's reaper waits for every child of its process, so the suites that start the
 # built binaries (with Foundation's Process) run in a test process of their own.

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -228,4 +229,26 @@ int64_t jr_realtime_microseconds(void) {
 
 int jr_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
+}
+
+int jr_memfd_with_contents(const void *bytes, size_t length) {
+    int fd = memfd_create("jobrunner-hook-stdin", MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    const char *p = bytes;
+    size_t left = length;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            close(fd);
+            return -1;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (lseek(fd, 0, SEEK_SET) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }

@@ -17,11 +17,17 @@ public struct ConfigLoader: Sendable {
     public static let maximumNesting = 256
 
     static let topLevelKeys = ["daemon", "jobs"]
-    static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace"]
+    static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace", "pools", "history"]
+    static let historyKeys = ["output_tail"]
     static let jobKeys = [
         "command", "shell", "schedule", "on_calendar", "every", "run_on_start", "time_zone", "random_delay", "fixed_random_delay",
-        "timeout", "kill_grace", "environment", "working_directory", "enabled",
+        "timeout", "kill_grace", "environment", "inherit_environment", "working_directory", "enabled",
+        "overlap", "max_queue", "max_instances", "pool", "retry",
+        "user", "group", "supplementary_groups", "umask", "nice", "limits",
+        "on_failure", "on_success", "hook_timeout",
     ]
+    static let retryKeys = ["attempts", "backoff", "max_backoff", "jitter", "on"]
+    static let limitKeys = ["nofile", "nproc", "cpu", "as", "core", "fsize"]
 
     let zones: TimeZoneDatabase
 
@@ -120,6 +126,28 @@ public struct ConfigLoader: Sendable {
                 if let value = reader.integer(pair.value, what: what, range: 1...256) { settings.blockingThreads = value }
             case "shutdown_grace":
                 if let value = duration(pair.value, what: what, allowZero: true, reader: &reader) { settings.shutdownGrace = value }
+            case "pools":
+                guard !NodeReader.isNull(pair.value), let pools = reader.mapping(pair.value, what: what) else { continue }
+                for pool in pools {
+                    if !Self.isValidJobName(pool.key) {
+                        reader.fail(.invalidName, at: pool.keyNode, "\(what): pool name '\(pool.key)' may only contain letters, digits, '_', '.' and '-'")
+                    }
+                    if let size = reader.integer(pool.value, what: "\(what).\(pool.key)", range: 1...100_000) {
+                        settings.pools[pool.key] = size
+                    }
+                }
+            case "history":
+                guard !NodeReader.isNull(pair.value), let history = reader.mapping(pair.value, what: what) else { continue }
+                reader.checkKeys(history, known: Self.historyKeys, context: "in 'daemon.history'")
+                for entry in history where entry.key == "output_tail" {
+                    if let size = size(entry.value, what: "daemon.history.output_tail", reader: &reader) {
+                        if size > 16 << 20 {
+                            reader.fail(.invalidValue, at: entry.value, "daemon.history.output_tail: at most 16MiB per run")
+                        } else {
+                            settings.outputTail = Int(size)
+                        }
+                    }
+                }
             default:
                 break
             }
@@ -232,7 +260,219 @@ public struct ConfigLoader: Sendable {
         if let pair = keyed["enabled"], let enabled = reader.bool(pair.value, what: "\(context): enabled") {
             job.enabled = enabled
         }
+        if let pair = keyed["inherit_environment"], let names = reader.stringList(pair.value, what: "\(context): inherit_environment") {
+            for name in names where !Self.isValidEnvironmentName(name) {
+                reader.fail(.invalidValue, at: pair.value, "\(context): inherit_environment: '\(name)' is not a valid variable name")
+            }
+            job.inheritEnvironment = names
+        }
+        readRunPolicies(&job, keyed: keyed, keyNode: keyNode, context: context, daemon: daemon, reader: &reader)
+        readIdentity(&job, keyed: keyed, context: context, reader: &reader)
         return reader.errors.count == errorsBefore ? job : nil
+    }
+
+    // MARK: - Run policies
+
+    private typealias Pair = (key: String, keyNode: Node, value: Node)
+
+    private func readRunPolicies(_ job: inout JobDefinition, keyed: [String: Pair], keyNode: Node, context: String,
+                                 daemon: DaemonSettings, reader: inout NodeReader) {
+        var overlapName = "skip"
+        if let pair = keyed["overlap"], let name = reader.nonEmptyString(pair.value, what: "\(context): overlap") {
+            if ["skip", "queue", "replace", "allow"].contains(name) {
+                overlapName = name
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(context): overlap: '\(name)' is not one of skip, queue, replace, allow")
+            }
+        }
+        let maxQueue = keyed["max_queue"].flatMap { reader.integer($0.value, what: "\(context): max_queue", range: 1...10_000) }
+        let maxInstances = keyed["max_instances"].flatMap { reader.integer($0.value, what: "\(context): max_instances", range: 1...10_000) }
+        if let pair = keyed["max_queue"], overlapName != "queue" {
+            reader.fail(.conflictingKeys, at: pair.keyNode, "\(context): max_queue only applies with 'overlap: queue'")
+        }
+        if let pair = keyed["max_instances"], overlapName != "allow" {
+            reader.fail(.conflictingKeys, at: pair.keyNode, "\(context): max_instances only applies with 'overlap: allow'")
+        }
+        switch overlapName {
+        case "queue": job.overlap = .queue(max: maxQueue ?? 1)
+        case "replace": job.overlap = .replace
+        case "allow": job.overlap = .allow(maxInstances: maxInstances ?? 1)
+        default: job.overlap = .skip
+        }
+
+        if let pair = keyed["pool"], let name = reader.nonEmptyString(pair.value, what: "\(context): pool") {
+            if daemon.pools[name] == nil {
+                let known = daemon.pools.keys.sorted()
+                var message = "\(context): pool '\(name)' is not defined under daemon.pools"
+                if let suggestion = Suggestion.closest(to: name, among: known) {
+                    message += " (did you mean '\(suggestion)'?)"
+                } else if !known.isEmpty {
+                    message += " (defined: \(known.joined(separator: ", ")))"
+                }
+                reader.fail(.invalidValue, at: pair.value, message)
+            } else {
+                job.pool = name
+            }
+        }
+
+        if let pair = keyed["retry"], !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: "\(context): retry") {
+            reader.checkKeys(entries, known: Self.retryKeys, context: "in \(context): retry")
+            var policy = RetryPolicy(attempts: 1)
+            var sawAttempts = false
+            for entry in entries {
+                let what = "\(context): retry.\(entry.key)"
+                switch entry.key {
+                case "attempts":
+                    if let value = reader.integer(entry.value, what: what, range: 1...100) {
+                        policy.attempts = value
+                        sawAttempts = true
+                    }
+                case "backoff":
+                    if let value = duration(entry.value, what: what, allowZero: true, reader: &reader) { policy.backoff = value }
+                case "max_backoff":
+                    if let value = duration(entry.value, what: what, allowZero: true, reader: &reader) { policy.maxBackoff = value }
+                case "jitter":
+                    if let value = reader.bool(entry.value, what: what) { policy.jitter = value }
+                case "on":
+                    if let names = reader.stringList(entry.value, what: what) {
+                        var conditions = Set<RetryCondition>()
+                        for name in names {
+                            if let condition = RetryCondition(rawValue: name) {
+                                conditions.insert(condition)
+                            } else {
+                                reader.fail(.invalidValue, at: entry.value, "\(what): '\(name)' is not one of failure, timeout, signal")
+                            }
+                        }
+                        policy.on = conditions
+                    }
+                default:
+                    break
+                }
+            }
+            if !sawAttempts {
+                reader.fail(.missingKey, at: pair.keyNode, "\(context): retry needs 'attempts' (the total number of tries)")
+            }
+            if policy.maxBackoff < policy.backoff { policy.maxBackoff = policy.backoff }
+            job.retry = policy
+        }
+
+        if let pair = keyed["umask"] {
+            if case .scalar(let scalar) = pair.value, scalar.string.count >= 3, scalar.string.count <= 4,
+                scalar.string.allSatisfy({ ("0"..."7").contains($0) }), let value = UInt32(scalar.string, radix: 8)
+            {
+                job.umask = value
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(context): umask: expected an octal mode such as \"0027\", found \(NodeReader.describe(pair.value))")
+            }
+        }
+        if let pair = keyed["nice"] {
+            job.nice = reader.integer(pair.value, what: "\(context): nice", range: -20...19)
+        }
+        if let pair = keyed["limits"], !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: "\(context): limits") {
+            reader.checkKeys(entries, known: Self.limitKeys, context: "in \(context): limits")
+            for entry in entries {
+                let what = "\(context): limits.\(entry.key)"
+                var value: UInt64?
+                if case .scalar(let scalar) = entry.value, ["infinity", "unlimited"].contains(scalar.string) {
+                    value = UInt64.max
+                } else if entry.key == "cpu" {
+                    if case .scalar(let scalar) = entry.value, let seconds = UInt64(scalar.string) {
+                        value = seconds
+                    } else if let limit = duration(entry.value, what: what, allowZero: true, reader: &reader) {
+                        value = UInt64(max(0, limit.wholeMicroseconds / 1_000_000))
+                    }
+                } else if entry.key == "nofile" || entry.key == "nproc" {
+                    value = reader.integer(entry.value, what: what, range: 0...Int(Int32.max)).map { UInt64($0) }
+                } else {
+                    value = size(entry.value, what: what, reader: &reader)
+                }
+                guard let value else { continue }
+                switch entry.key {
+                case "nofile": job.limits.openFiles = value
+                case "nproc": job.limits.processes = value
+                case "cpu": job.limits.cpuSeconds = value
+                case "as": job.limits.addressSpace = value
+                case "core": job.limits.coreSize = value
+                case "fsize": job.limits.fileSize = value
+                default: break
+                }
+            }
+        }
+
+        if let pair = keyed["on_failure"] { job.onFailure = hookCommand(pair.value, what: "\(context): on_failure", reader: &reader) }
+        if let pair = keyed["on_success"] { job.onSuccess = hookCommand(pair.value, what: "\(context): on_success", reader: &reader) }
+        if let pair = keyed["hook_timeout"], let value = duration(pair.value, what: "\(context): hook_timeout", allowZero: false, reader: &reader) {
+            job.hookTimeout = value
+        }
+    }
+
+    /// A hook: an argv list, or a string for /bin/sh -c; null means none.
+    private func hookCommand(_ node: Node, what: String, reader: inout NodeReader) -> JobCommand? {
+        if NodeReader.isNull(node) { return nil }
+        if case .sequence = node {
+            guard let argv = reader.stringList(node, what: what) else { return nil }
+            guard let first = argv.first, !first.isEmpty else {
+                reader.fail(.invalidValue, at: node, "\(what): must name a program to run")
+                return nil
+            }
+            return .argv(argv)
+        }
+        return reader.nonEmptyString(node, what: what).map { .shell($0) }
+    }
+
+    /// `user`, `group`, `supplementary_groups`: resolved to ids now, so a typo is a positioned
+    /// error at load time rather than a failed run at 3 a.m.
+    private func readIdentity(_ job: inout JobDefinition, keyed: [String: Pair], context: String, reader: inout NodeReader) {
+        let userPair = keyed["user"]
+        let groupPair = keyed["group"]
+        let supplementaryPair = keyed["supplementary_groups"]
+        guard userPair != nil || groupPair != nil || supplementaryPair != nil else { return }
+        var identity: RunIdentity?
+        if let userPair, let name = reader.nonEmptyString(userPair.value, what: "\(context): user") {
+            if let user = UserDatabase.user(name) {
+                identity = RunIdentity(user: user.name, uid: user.uid, gid: user.gid,
+                                       groups: UserDatabase.groups(of: user.name, primary: user.gid), home: user.home, shell: user.shell)
+            } else {
+                reader.fail(.invalidValue, at: userPair.value, "\(context): user: no such user '\(name)'")
+                return
+            }
+        } else if userPair == nil {
+            // Only a group: keep the daemon's user.
+            let uid = getuid()
+            let current = UserDatabase.user(String(uid))
+            identity = RunIdentity(user: current?.name ?? String(uid), uid: uid, gid: getgid(), groups: [],
+                                   home: current?.home ?? "/", shell: current?.shell ?? "/bin/sh")
+        }
+        guard var resolved = identity else { return }
+        if let groupPair, let name = reader.nonEmptyString(groupPair.value, what: "\(context): group") {
+            if let gid = UserDatabase.group(name) {
+                resolved.gid = gid
+            } else {
+                reader.fail(.invalidValue, at: groupPair.value, "\(context): group: no such group '\(name)'")
+            }
+        }
+        if let supplementaryPair, let names = reader.stringList(supplementaryPair.value, what: "\(context): supplementary_groups") {
+            var groups: [UInt32] = []
+            for name in names {
+                if let gid = UserDatabase.group(name) {
+                    groups.append(gid)
+                } else {
+                    reader.fail(.invalidValue, at: supplementaryPair.value, "\(context): supplementary_groups: no such group '\(name)'")
+                }
+            }
+            resolved.groups = groups
+        }
+        job.identity = resolved
+    }
+
+    private func size(_ node: Node, what: String, reader: inout NodeReader) -> UInt64? {
+        guard let text = reader.string(node, what: what) else { return nil }
+        do {
+            return try SizeText.parse(text)
+        } catch {
+            reader.fail(.invalidValue, at: node, "\(what): \(error.message)")
+            return nil
+        }
     }
 
     private func cronTrigger(_ node: Node, context: String, reader: inout NodeReader) -> JobTrigger? {

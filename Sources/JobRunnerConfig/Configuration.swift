@@ -25,21 +25,30 @@ public struct DaemonSettings: Sendable, Hashable {
     public var blockingThreads: Int
     /// On SIGTERM, how long running runs may finish before their kill sequence starts.
     public var shutdownGrace: Duration
+    /// Named concurrency pools and their sizes (`pools: {db: 2}`).
+    public var pools: [String: Int]
+    /// Bytes of output kept per run for status (`history.output_tail`).
+    public var outputTail: Int
 
     public static let defaultMaxConcurrentRuns = 64
     public static let defaultBlockingThreads = 4
     public static let defaultShutdownGrace: Duration = .seconds(30)
+    public static let defaultOutputTail = 64 * 1024
 
     public init(
         timeZone: TimeZoneRules,
         maxConcurrentRuns: Int = Self.defaultMaxConcurrentRuns,
         blockingThreads: Int = Self.defaultBlockingThreads,
-        shutdownGrace: Duration = Self.defaultShutdownGrace
+        shutdownGrace: Duration = Self.defaultShutdownGrace,
+        pools: [String: Int] = [:],
+        outputTail: Int = Self.defaultOutputTail
     ) {
         self.timeZone = timeZone
         self.maxConcurrentRuns = maxConcurrentRuns
         self.blockingThreads = blockingThreads
         self.shutdownGrace = shutdownGrace
+        self.pools = pools
+        self.outputTail = outputTail
     }
 }
 
@@ -143,10 +152,34 @@ public struct JobDefinition: Sendable, Hashable {
     public var fixedRandomDelay: Bool
     /// Also fire once when the daemon starts (not on reload).
     public var runOnStart: Bool
+    /// What a fire does while the job's previous run is alive.
+    public var overlap: OverlapPolicy
+    /// The named pool whose slots this job's runs take, if any.
+    public var pool: String?
+    /// Whether and how failed attempts are retried.
+    public var retry: RetryPolicy?
+    /// The user (and groups) runs execute as; nil means the daemon's own.
+    public var identity: RunIdentity?
+    /// File mode creation mask for runs.
+    public var umask: UInt32?
+    /// Scheduling priority for runs (-20…19).
+    public var nice: Int?
+    /// Resource limits for runs.
+    public var limits: ResourceLimits
+    /// Variables copied from the daemon's environment (default PATH, LANG, LC_ALL).
+    public var inheritEnvironment: [String]
+    /// Run after a fire fails for good (its last attempt).
+    public var onFailure: JobCommand?
+    /// Run after a fire succeeds.
+    public var onSuccess: JobCommand?
+    /// How long a hook may run before it is torn down.
+    public var hookTimeout: Duration
     /// Where the job is defined (not part of its identity: moving a job in the file does not change it).
     public var location: SourceLocation
 
     public static let defaultKillGrace: Duration = .seconds(10)
+    public static let defaultHookTimeout: Duration = .seconds(60)
+    public static let defaultInheritedEnvironment = ["PATH", "LANG", "LC_ALL"]
 
     public init(
         name: String,
@@ -161,6 +194,17 @@ public struct JobDefinition: Sendable, Hashable {
         randomDelay: Duration? = nil,
         fixedRandomDelay: Bool = false,
         runOnStart: Bool = false,
+        overlap: OverlapPolicy = .skip,
+        pool: String? = nil,
+        retry: RetryPolicy? = nil,
+        identity: RunIdentity? = nil,
+        umask: UInt32? = nil,
+        nice: Int? = nil,
+        limits: ResourceLimits = ResourceLimits(),
+        inheritEnvironment: [String] = Self.defaultInheritedEnvironment,
+        onFailure: JobCommand? = nil,
+        onSuccess: JobCommand? = nil,
+        hookTimeout: Duration = Self.defaultHookTimeout,
         location: SourceLocation = SourceLocation(file: "<memory>", line: 1, column: 1)
     ) {
         self.name = name
@@ -175,6 +219,17 @@ public struct JobDefinition: Sendable, Hashable {
         self.randomDelay = randomDelay
         self.fixedRandomDelay = fixedRandomDelay
         self.runOnStart = runOnStart
+        self.overlap = overlap
+        self.pool = pool
+        self.retry = retry
+        self.identity = identity
+        self.umask = umask
+        self.nice = nice
+        self.limits = limits
+        self.inheritEnvironment = inheritEnvironment
+        self.onFailure = onFailure
+        self.onSuccess = onSuccess
+        self.hookTimeout = hookTimeout
         self.location = location
     }
 
@@ -184,6 +239,10 @@ public struct JobDefinition: Sendable, Hashable {
             && lhs.environment == rhs.environment && lhs.workingDirectory == rhs.workingDirectory
             && lhs.enabled == rhs.enabled && lhs.randomDelay == rhs.randomDelay
             && lhs.fixedRandomDelay == rhs.fixedRandomDelay && lhs.runOnStart == rhs.runOnStart
+            && lhs.overlap == rhs.overlap && lhs.pool == rhs.pool && lhs.retry == rhs.retry && lhs.identity == rhs.identity
+            && lhs.umask == rhs.umask && lhs.nice == rhs.nice && lhs.limits == rhs.limits
+            && lhs.inheritEnvironment == rhs.inheritEnvironment && lhs.onFailure == rhs.onFailure
+            && lhs.onSuccess == rhs.onSuccess && lhs.hookTimeout == rhs.hookTimeout
     }
 
     public func hash(into hasher: inout Hasher) {

@@ -179,6 +179,8 @@ public struct RunInfo: Codable, Sendable, Equatable {
     /// `schedule`, `manual` or `startup`.
     public var trigger: String
     public var attempt: Int
+    /// Shared by every attempt of one fire.
+    public var fireId: String
     /// `waiting`, `running` or `finished`.
     public var state: String
     public var scheduledTime: String
@@ -194,14 +196,21 @@ public struct RunInfo: Codable, Sendable, Equatable {
     public var signal: Int32?
     /// The reason of a skip or a spawn failure, or a readable exit description.
     public var detail: String?
+    /// The run's own progress text (`STATUS=` on its notify socket).
+    public var statusText: String?
+    /// While waiting: what for.
+    public var waitingFor: String?
 
-    public init(id: String, job: String, trigger: String, attempt: Int, state: String, scheduledTime: String, queuedAt: String,
-                startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?, exitCode: Int32?,
-                signal: Int32?, detail: String?) {
+    public init(id: String, job: String, trigger: String, attempt: Int, fireId: String, state: String, scheduledTime: String,
+                queuedAt: String, startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?,
+                exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?) {
         self.id = id
         self.job = job
         self.trigger = trigger
         self.attempt = attempt
+        self.fireId = fireId
+        self.statusText = statusText
+        self.waitingFor = waitingFor
         self.state = state
         self.scheduledTime = scheduledTime
         self.queuedAt = queuedAt
@@ -220,6 +229,7 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case job
         case trigger
         case attempt
+        case fireId = "fire_id"
         case state
         case scheduledTime = "scheduled_time"
         case queuedAt = "queued_at"
@@ -231,6 +241,8 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case exitCode = "exit_code"
         case signal
         case detail
+        case statusText = "status_text"
+        case waitingFor = "waiting_for"
     }
 }
 
@@ -265,5 +277,17 @@ public struct NextResponse: Codable, Sendable, Equatable {
         case normalized
         case timeZone = "time_zone"
         case next
+    }
+}
+
+/// `POST /v1/runs/{id}/cancel`.
+public struct CancelResponse: Codable, Sendable, Equatable {
+    /// `stopping` (the kill sequence has started) or `dropped` (it had not started).
+    public var result: String
+    public var run: RunInfo
+
+    public init(result: String, run: RunInfo) {
+        self.result = result
+        self.run = run
     }
 }

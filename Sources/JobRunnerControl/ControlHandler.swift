@@ -7,4 +7,23 @@ public protocol ControlHandler: Sendable {
     func job(named name: String) async -> JobInfo?
     /// The next `count` fire times of a job, or nil when there is no such job.
     func nextFires(job name: String, count: Int) async -> NextResponse?
+    /// Cancels a run; throws ``APIError`` for an unknown or finished run.
+    func cancel(run id: String) async throws(APIError) -> CancelResponse
+    /// Whether a peer (by SO_PEERCRED) may change things.
+    func mayMutate(_ peer: PeerCredentials) -> Bool
+}
+
+/// Who is at the other end of a control connection.
+public struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
+    public var pid: Int32
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+    }
+
+    public var description: String { "uid \(uid) (pid \(pid))" }
 }

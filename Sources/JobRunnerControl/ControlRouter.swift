@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 
 /// The routes of the control API, mapped onto a ``ControlHandler``.
 enum ControlRouter {
@@ -31,6 +32,25 @@ enum ControlRouter {
             }
             return APIError.jsonResponse(status: .ok, body: next)
         }
+        router.post("/v1/runs/{id}/cancel") { request, context in
+            try await authorize(request, context, handler: handler)
+            let id = try context.parameters.require("id")
+            let response = try await handler.cancel(run: id)
+            return APIError.jsonResponse(status: response.result == "stopping" ? .accepted : .ok, body: response)
+        }
         return router
+    }
+
+    /// Mutations need uid 0, the daemon's uid, or an allowed uid or group (SO_PEERCRED).
+    static func authorize(_ request: Request, _ context: ControlRequestContext, handler: some ControlHandler) async throws(APIError) {
+        guard let peer = await context.peerCredentials() else {
+            throw APIError.forbidden("cannot tell who is asking (no peer credentials)")
+        }
+        guard handler.mayMutate(peer) else {
+            context.logger.warning("control request denied", metadata: [
+                "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)", "method": "\(request.method)", "path": "\(request.uri.path)",
+            ])
+            throw APIError.forbidden("permission denied: \(request.method) \(request.uri.path) needs root, the daemon's user, or an allowed user or group (daemon.control)")
+        }
     }
 }

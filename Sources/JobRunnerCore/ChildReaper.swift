@@ -42,13 +42,24 @@ public final class ChildReaper: Sendable {
     /// Makes the daemon a child subreaper, so processes that jobs orphan are re-parented to it
     /// (and reaped here) rather than to PID 1.
     public static func becomeSubreaper() -> Bool {
-        jr_set_child_subreaper() == 0
+        let ok = jr_set_child_subreaper() == 0
+        subreaper.store(ok, ordering: .relaxed)
+        return ok
     }
 
     /// How many processes that were not a run's leader have been reaped (orphans jobs left).
     public var orphansReaped: Int {
         table.withLock { $0.orphansReaped }
     }
+
+    /// The pids of started processes that have not ended yet.
+    public var watchedPIDs: Set<Int32> {
+        table.withLock { Set($0.watches.keys) }
+    }
+
+    /// Whether this process is a child subreaper (set by ``becomeSubreaper()``).
+    public static var isSubreaper: Bool { subreaper.load(ordering: .relaxed) }
+    private static let subreaper = Atomic<Bool>(false)
 
     /// How many started processes have not ended yet.
     public var watchedCount: Int {

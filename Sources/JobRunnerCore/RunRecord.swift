@@ -28,22 +28,35 @@ public struct RunRecord: Sendable, Identifiable {
     /// The occurrence this run serves (for scheduled runs), or when it was asked for.
     public var scheduledTime: Timestamp
     public var attempt: Int
+    /// Shared by every attempt of one fire (the first attempt's id).
+    public var fireID: RunID
     public var queuedAt: Timestamp
+    /// While waiting: what for (a free slot, a pool, the previous run, a retry's backoff).
+    public var waitingFor: String?
     public var startedAt: Timestamp?
     public var endedAt: Timestamp?
     public var pid: Int32?
     public var outcome: RunOutcome?
     /// The last lines of output (bounded).
     public var output: OutputTail?
+    /// The live run's handle (its notify messages); nil once finished.
+    public var handle: RunHandle?
+    /// The last `STATUS=` the run sent.
+    public var statusText: String?
 
-    public init(id: RunID, job: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int = 1, queuedAt: Timestamp) {
+    public init(id: RunID, job: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil,
+                queuedAt: Timestamp) {
         self.id = id
         self.job = job
         self.trigger = trigger
         self.scheduledTime = scheduledTime
         self.attempt = attempt
+        self.fireID = fireID ?? id
         self.queuedAt = queuedAt
     }
+
+    /// The run's progress text: live from its handle, or as it last was.
+    public var progress: String? { handle?.statusText ?? statusText }
 
     public var phase: RunPhase {
         if outcome != nil { return .finished }

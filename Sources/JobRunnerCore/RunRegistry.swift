@@ -43,6 +43,9 @@ public final class RunRegistry: Sendable {
             guard var record = state.active.removeValue(forKey: id) else { return nil }
             record.outcome = outcome
             record.endedAt = instant
+            record.statusText = record.handle?.statusText ?? record.statusText
+            record.handle = nil
+            record.waitingFor = nil
             Self.archive(record, in: &state, limit: historyLimit)
             return record
         }

@@ -45,13 +45,15 @@ extension Scheduler {
             }
         }
         let removed = order.filter { newEntries[$0] == nil }
-        if !removed.isEmpty {
-            let removedSet = Set(removed)
-            waiting.removeAll { pending in
-                guard removedSet.contains(pending.request.job.name) else { return false }
-                registry.finish(pending.request.id, outcome: .cancelled, at: now)
-                return true
-            }
+        for name in removed {
+            dropPending(ofJob: name, outcome: .cancelled, reason: "job removed by reload")
+        }
+        // A changed job's pending retries belong to its old definition: they stop.
+        let droppedRetries = retries.filter { changed.contains($0.pending.request.job.name) }
+        retries.removeAll { changed.contains($0.pending.request.job.name) }
+        for retry in droppedRetries {
+            registry.update(retry.pending.request.id) { $0.statusText = "retry dropped: job changed by reload" }
+            registry.finish(retry.pending.request.id, outcome: .cancelled, at: now)
         }
         entries = newEntries
         order = newOrder

@@ -6,11 +6,12 @@ import Synchronization
 
 /// The engine's heart: knows every job's next fire, sleeps until the earliest one (no polling:
 /// an idle scheduler does not wake up), and starts each fire as a child task of its task group,
-/// within the concurrency limit and the overlap rule.
+/// under the job's overlap policy, its pool and `max_concurrent_runs`, retrying failed attempts
+/// as the job says.
 ///
-/// Reloads are applied by job name (see `Scheduler+Reload.swift`); a graceful shutdown stops
-/// firing, lets running runs finish for `shutdown_grace`, then cancels them, which tears each
-/// down with its kill sequence.
+/// Reloads are applied by job name (`Scheduler+Reload.swift`); runs are cancelled through
+/// `Scheduler+Control.swift`. A graceful shutdown stops firing, lets running runs finish for
+/// `shutdown_grace`, then cancels them, which tears each down with its kill sequence.
 public actor Scheduler: Service {
     /// The lifecycle of the scheduler.
     public enum State: String, Sendable {
@@ -31,9 +32,25 @@ public actor Scheduler: Service {
         var due: Due?
     }
 
+    /// A fire (or a retry) on its way to a slot.
     struct Pending: Sendable {
         var request: RunRequest
         var tail: OutputTail
+        var handle: RunHandle
+    }
+
+    /// A retry waiting for its backoff to pass.
+    struct Retry: Sendable {
+        var due: Duration
+        var pending: Pending
+    }
+
+    /// Per job: its live runs and the fires queued behind them (`overlap: queue` / `replace`).
+    struct JobRuns: Sendable {
+        var running: [RunID: RunHandle] = [:]
+        var queued: [Pending] = []
+        /// Runs cancelled on purpose: they are not retried.
+        var cancelled: Set<RunID> = []
     }
 
     // MARK: State
@@ -41,6 +58,9 @@ public actor Scheduler: Service {
     var entries: [String: Entry] = [:]
     var order: [String] = []
     var waiting: [Pending] = []
+    var retries: [Retry] = []
+    var runs: [String: JobRuns] = [:]
+    var poolUsage: [String: Int] = [:]
     var runningCount = 0
     var settings: DaemonSettings
     var generation = 1
@@ -98,7 +118,7 @@ public actor Scheduler: Service {
             await withTaskCancellationOrGracefulShutdownHandler {
                 for name in startupJobs {
                     if let entry = entries[name] {
-                        fire(entry.job, scheduledTime: clock.now(), trigger: .startup, group: &group)
+                        fire(entry.job, scheduledTime: clock.now(), trigger: .startup)
                     }
                 }
                 startupJobs = []
@@ -116,11 +136,11 @@ public actor Scheduler: Service {
 
     private func loop(group: inout DiscardingTaskGroup) async {
         while !stopRequested.isSet {
-            fireDue(group: &group)
+            fireDue()
+            promoteDueRetries()
             startWaiting(group: &group)
             onChange()
-            let deadline = nextDeadline()
-            _ = await waitForWork(until: deadline)
+            _ = await waitForWork(until: nextDeadline())
         }
     }
 
@@ -128,10 +148,12 @@ public actor Scheduler: Service {
     private func drain(group: inout DiscardingTaskGroup) async {
         state = .draining
         let now = clock.now()
-        for pending in waiting {
+        for pending in waiting + retries.map(\.pending) + runs.values.flatMap(\.queued) {
             registry.finish(pending.request.id, outcome: .cancelled, at: now)
         }
         waiting.removeAll()
+        retries.removeAll()
+        for name in runs.keys { runs[name]?.queued.removeAll() }
         let graceEnd = clock.uptime() + settings.shutdownGrace
         if runningCount > 0 {
             logger.notice("stopping: waiting for running runs", metadata: [
@@ -140,9 +162,14 @@ public actor Scheduler: Service {
         }
         onChange()
         while runningCount > 0 {
-            let remaining = clock.uptime() - graceEnd
-            if remaining >= .zero {
+            if clock.uptime() >= graceEnd {
                 logger.warning("shutdown_grace over, tearing down running runs", metadata: ["running": "\(runningCount)"])
+                for name in runs.keys {
+                    for (id, handle) in runs[name]?.running ?? [:] {
+                        runs[name]?.cancelled.insert(id)
+                        handle.cancel()
+                    }
+                }
                 group.cancelAll()
                 return
             }
@@ -156,7 +183,7 @@ public actor Scheduler: Service {
     /// Fires every entry whose time has come. When several occurrences of one job are due at
     /// once (the clock jumped, or the machine slept), they are coalesced into one run for the
     /// latest, and the missed ones are logged.
-    private func fireDue(group: inout DiscardingTaskGroup) {
+    private func fireDue() {
         let now = clock.now()
         let uptime = clock.uptime()
         for name in order {
@@ -184,7 +211,7 @@ public actor Scheduler: Service {
                 }
                 entry.due = next.map { .wall(occurrence: $0, delay: Self.delay(for: job, occurrence: $0, seed: jitterSeed)) }
                 entries[name] = entry
-                fire(job, scheduledTime: occurrence, trigger: .schedule, group: &group)
+                fire(job, scheduledTime: occurrence, trigger: .schedule)
             case .uptime(let occurrence, let delay) where occurrence + delay <= uptime:
                 guard case .interval(let interval) = job.trigger else { continue }
                 var nextOccurrence = occurrence + interval
@@ -201,74 +228,235 @@ public actor Scheduler: Service {
                 }
                 entry.due = .uptime(occurrence: nextOccurrence, delay: Self.delay(for: job, occurrence: nil, seed: jitterSeed))
                 entries[name] = entry
-                fire(job, scheduledTime: now.advanced(by: occurrence - uptime), trigger: .schedule, group: &group)
+                fire(job, scheduledTime: now.advanced(by: occurrence - uptime), trigger: .schedule)
             default:
                 continue
             }
         }
     }
 
-    /// Records a fire: skipped if the job's previous run is still alive, else queued for a slot.
+    /// Records a fire and applies the job's overlap policy: start (or wait for a slot), queue
+    /// behind the running run, replace it, or record the fire as skipped.
     @discardableResult
-    func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, group: inout DiscardingTaskGroup) -> RunRecord {
+    func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger) -> RunRecord {
         let now = clock.now()
         let id = ids.next(at: now)
         var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
-        if !registry.active(job: job.name).isEmpty {
-            record.outcome = .skipped(reason: "previous run still running")
-            record.endedAt = now
-            registry.recordFinished(record)
-            logger.notice("fire skipped: previous run still running", metadata: ["job": "\(job.name)", "run_id": "\(id)"])
+        let pending = Pending(request: RunRequest(id: id, job: job, scheduledTime: scheduledTime),
+                              tail: OutputTail(capacity: settings.outputTail), handle: RunHandle())
+        record.output = pending.tail
+        record.handle = pending.handle
+
+        if activeInstances(of: job.name) < job.overlap.maxInstances {
+            record.waitingFor = "a free slot"
+            registry.add(record)
+            waiting.append(pending)
+            doorbell.ring()
             return record
         }
-        let tail = OutputTail(capacity: RunOutput.defaultTailCapacity)
-        record.output = tail
-        registry.add(record)
-        waiting.append(Pending(request: RunRequest(id: id, job: job, scheduledTime: scheduledTime), tail: tail))
-        startWaiting(group: &group)
-        return record
+        func skip(_ reason: String) -> RunRecord {
+            record.handle = nil
+            record.output = nil
+            record.outcome = .skipped(reason: reason)
+            record.endedAt = now
+            registry.recordFinished(record)
+            logger.notice("fire skipped: \(reason)", metadata: ["job": "\(job.name)", "run_id": "\(id)"])
+            return record
+        }
+        switch job.overlap {
+        case .skip:
+            return skip("previous run still running")
+        case .allow(let maxInstances):
+            return skip("max_instances (\(maxInstances)) reached")
+        case .queue(let max):
+            guard runs[job.name, default: JobRuns()].queued.count < max else {
+                return skip("queue full (max_queue \(max))")
+            }
+            record.waitingFor = "the previous run"
+            registry.add(record)
+            runs[job.name, default: JobRuns()].queued.append(pending)
+            return record
+        case .replace:
+            let superseded = dropPending(ofJob: job.name, outcome: .cancelled, reason: "replaced by a newer fire")
+            for (runID, handle) in runs[job.name]?.running ?? [:] {
+                runs[job.name]?.cancelled.insert(runID)
+                handle.cancel()
+            }
+            logger.notice("replacing the running run", metadata: ["job": "\(job.name)", "run_id": "\(id)", "superseded": "\(superseded)"])
+            record.waitingFor = "the replaced run to stop"
+            registry.add(record)
+            runs[job.name, default: JobRuns()].queued = [pending]
+            return record
+        }
     }
 
-    /// Starts waiting fires, in fire order, while there is room under `max_concurrent_runs`.
+    /// Runs alive, waiting for a slot, or waiting for a retry: each counts against the
+    /// job's overlap limit.
+    func activeInstances(of job: String) -> Int {
+        (runs[job]?.running.count ?? 0) + waiting.count { $0.request.job.name == job } + retries.count { $0.pending.request.job.name == job }
+    }
+
+    /// Drops a job's waiting, queued and retrying fires, recording each with `outcome`.
+    @discardableResult
+    func dropPending(ofJob job: String, outcome: RunOutcome, reason: String) -> Int {
+        let now = clock.now()
+        var dropped: [Pending] = []
+        waiting.removeAll { pending in
+            guard pending.request.job.name == job else { return false }
+            dropped.append(pending)
+            return true
+        }
+        retries.removeAll { retry in
+            guard retry.pending.request.job.name == job else { return false }
+            dropped.append(retry.pending)
+            return true
+        }
+        dropped += runs[job]?.queued ?? []
+        runs[job]?.queued.removeAll()
+        for pending in dropped {
+            registry.update(pending.request.id) { $0.statusText = reason }
+            registry.finish(pending.request.id, outcome: outcome, at: now)
+        }
+        return dropped.count
+    }
+
+    /// Moves retries whose backoff has passed to the slot queue.
+    private func promoteDueRetries() {
+        let uptime = clock.uptime()
+        retries.removeAll { retry in
+            guard retry.due <= uptime else { return false }
+            registry.update(retry.pending.request.id) { $0.waitingFor = "a free slot" }
+            waiting.append(retry.pending)
+            return true
+        }
+    }
+
+    /// Starts waiting fires, in fire order, while there is room under `max_concurrent_runs`
+    /// and in each fire's pool (a fire whose pool is full does not hold up the others).
     private func startWaiting(group: inout DiscardingTaskGroup) {
-        while !waiting.isEmpty, runningCount < settings.maxConcurrentRuns, state == .running {
-            let pending = waiting.removeFirst()
-            runningCount += 1
-            let supervisor = self.supervisor
-            let registry = self.registry
-            let onChange = self.onChange
-            group.addTask {
-                let id = pending.request.id
-                let result = await supervisor.run(pending.request, output: pending.tail, onStarted: { pid, startedAt in
-                    registry.update(id) { record in
-                        record.pid = pid
-                        record.startedAt = startedAt
-                    }
-                    onChange()
-                })
+        guard state == .running else { return }
+        var index = 0
+        while index < waiting.count, runningCount < settings.maxConcurrentRuns {
+            let pending = waiting[index]
+            if let pool = pending.request.job.pool, let size = settings.pools[pool], poolUsage[pool, default: 0] >= size {
+                registry.update(pending.request.id) { $0.waitingFor = "pool '\(pool)'" }
+                index += 1
+                continue
+            }
+            waiting.remove(at: index)
+            start(pending, group: &group)
+        }
+        for pending in waiting[index...] where runningCount >= settings.maxConcurrentRuns {
+            registry.update(pending.request.id) { $0.waitingFor = "a free slot (max_concurrent_runs)" }
+        }
+    }
+
+    private func start(_ pending: Pending, group: inout DiscardingTaskGroup) {
+        let request = pending.request
+        runningCount += 1
+        if let pool = request.job.pool { poolUsage[pool, default: 0] += 1 }
+        runs[request.job.name, default: JobRuns()].running[request.id] = pending.handle
+        registry.update(request.id) { $0.waitingFor = nil }
+        let supervisor = self.supervisor
+        let registry = self.registry
+        let onChange = self.onChange
+        group.addTask {
+            let id = request.id
+            let result = await supervisor.run(request, handle: pending.handle, output: pending.tail, onStarted: { pid, startedAt in
                 registry.update(id) { record in
-                    if record.startedAt == nil { record.startedAt = result.startedAt }
+                    record.pid = pid
+                    record.startedAt = startedAt
                 }
-                registry.finish(id, outcome: result.outcome, at: result.endedAt)
-                await self.runEnded()
+                onChange()
+            })
+            registry.update(id) { record in
+                if record.startedAt == nil { record.startedAt = result.startedAt }
+            }
+            let final = registry.finish(id, outcome: result.outcome, at: result.endedAt)
+            let hook = await self.runEnded(request, result: result)
+            if let hook {
+                _ = await supervisor.runHook(hook.command, kind: hook.kind, for: request, result: result,
+                                             output: final?.output?.text ?? pending.tail.text)
             }
         }
     }
 
-    private func runEnded() {
+    /// Bookkeeping when a run ends: frees its slot, schedules a retry if the job's policy asks,
+    /// starts the fire queued behind it. Returns the hook to run, if any.
+    private func runEnded(_ request: RunRequest, result: RunResult) -> (command: JobCommand, kind: String)? {
+        let job = request.job
         runningCount -= 1
-        doorbell.ring()
+        if let pool = job.pool { poolUsage[pool, default: 1] -= 1 }
+        runs[job.name]?.running.removeValue(forKey: request.id)
+        let cancelledOnPurpose = runs[job.name]?.cancelled.remove(request.id) != nil
+        defer {
+            if runs[job.name]?.running.isEmpty == true, let next = runs[job.name]?.queued.first,
+                activeInstances(of: job.name) < job.overlap.maxInstances
+            {
+                runs[job.name]?.queued.removeFirst()
+                registry.update(next.request.id) { $0.waitingFor = "a free slot" }
+                waiting.append(next)
+            }
+            doorbell.ring()
+        }
+
+        if !cancelledOnPurpose, state == .running, let retry = job.retry, request.attempt < retry.attempts,
+            Self.isRetried(result.outcome, by: retry), entries[job.name]?.job == job
+        {
+            var delay = retry.delay(beforeAttempt: request.attempt + 1)
+            if retry.jitter, delay > .zero {
+                delay = .microseconds(Int64.random(in: 0..<delay.wholeMicroseconds))
+            }
+            let now = clock.now()
+            let id = ids.next(at: now)
+            let next = RunRequest(id: id, job: job, scheduledTime: request.scheduledTime, attempt: request.attempt + 1,
+                                  fireID: request.fireID)
+            let pending = Pending(request: next, tail: OutputTail(capacity: settings.outputTail), handle: RunHandle())
+            var record = RunRecord(id: id, job: job.name, trigger: .schedule, scheduledTime: request.scheduledTime,
+                                   attempt: next.attempt, fireID: request.fireID, queuedAt: now)
+            record.output = pending.tail
+            record.handle = pending.handle
+            record.waitingFor = "retry backoff (\(DurationText.format(delay)))"
+            registry.add(record)
+            retries.append(Retry(due: clock.uptime() + delay, pending: pending))
+            logger.notice("retrying", metadata: [
+                "job": "\(job.name)", "run_id": "\(id)", "attempt": "\(next.attempt)", "of": "\(retry.attempts)",
+                "after": "\(DurationText.format(delay))", "previous_outcome": "\(result.outcome.name)",
+            ])
+            return nil
+        }
+        switch result.outcome {
+        case .succeeded:
+            return job.onSuccess.map { ($0, "on_success") }
+        case .failed, .signalled, .timedOut, .spawnFailed:
+            return job.onFailure.map { ($0, "on_failure") }
+        case .cancelled, .skipped, .interrupted:
+            return nil
+        }
+    }
+
+    static func isRetried(_ outcome: RunOutcome, by policy: RetryPolicy) -> Bool {
+        switch outcome {
+        case .failed, .spawnFailed: policy.on.contains(.failure)
+        case .timedOut: policy.on.contains(.timeout)
+        case .signalled: policy.on.contains(.signal)
+        default: false
+        }
     }
 
     // MARK: - Waiting
 
-    /// The wall-clock instant of the earliest due entry (intervals converted from uptime).
+    /// The wall-clock instant of the earliest due entry or retry.
     func nextDeadline() -> Timestamp? {
         let now = clock.now()
         let uptime = clock.uptime()
         var earliest: Timestamp?
         for entry in entries.values {
             guard let instant = Self.fireInstant(entry.due, now: now, uptime: uptime) else { continue }
+            if earliest == nil || instant < earliest! { earliest = instant }
+        }
+        for retry in retries {
+            let instant = now.advanced(by: retry.due - uptime)
             if earliest == nil || instant < earliest! { earliest = instant }
         }
         return earliest

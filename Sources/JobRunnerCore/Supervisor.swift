@@ -1,6 +1,6 @@
+import CLinuxSupport
 import JobRunnerConfig
 import JobRunnerSchedule
-import CLinuxSupport
 import Logging
 import NIOCore
 import NIOPosix
@@ -15,12 +15,15 @@ public struct RunRequest: Sendable {
     public var job: JobDefinition
     public var scheduledTime: Timestamp
     public var attempt: Int
+    /// Every attempt of one fire shares its id (the first attempt's run id).
+    public var fireID: RunID
 
-    public init(id: RunID, job: JobDefinition, scheduledTime: Timestamp, attempt: Int = 1) {
+    public init(id: RunID, job: JobDefinition, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil) {
         self.id = id
         self.job = job
         self.scheduledTime = scheduledTime
         self.attempt = attempt
+        self.fireID = fireID ?? id
     }
 }
 
@@ -32,14 +35,14 @@ public struct RunResult: Sendable {
     public var pid: Int32?
 }
 
-/// Starts a run's process and watches it to the end: output line by line, the timeout, the kill
-/// sequence (SIGTERM to the process group, `kill_grace`, SIGKILL), and cancellation.
+/// Starts a run's process and watches it to the end: output line by line, the timeout (which
+/// the run may push out with `EXTEND_TIMEOUT_USEC`), the kill sequence (SIGTERM to the process
+/// group, `kill_grace`, SIGKILL), cancellation, and afterwards whatever the run left outside
+/// its group.
 ///
 /// The run is a process in a session of its own, so signals aimed at its group never reach the
 /// daemon, and the reaper kills whatever is left of the group the moment its leader exits.
 public final class Supervisor: Sendable {
-    /// Environment variables a run inherits from the daemon when set there.
-    public static let inheritedVariables = ["PATH", "LANG", "LC_ALL"]
     /// How long output may keep flowing after the run's processes are gone.
     static let outputDrainLimit: TimeAmount = .seconds(2)
 
@@ -47,43 +50,45 @@ public final class Supervisor: Sendable {
     private let reaper: ChildReaper
     private let logger: Logger
     private let wallClock: @Sendable () -> Timestamp
-    private let inherited: [String: String]
-    private let tailCapacity: Int
+    private let daemonEnvironment: [String: String]
+    private let runtimeDirectory: String?
+    private let sweeps: ProcessSweeps?
 
+    /// - Parameters:
+    ///   - blockingPool: where sweeps of /proc run; without one, escaped processes are not hunted.
+    ///   - runtimeDirectory: where per-run notify sockets are made; without one, runs get none.
     public init(
         eventLoopGroup: any EventLoopGroup,
         reaper: ChildReaper = .shared,
+        blockingPool: NIOThreadPool? = nil,
+        runtimeDirectory: String? = nil,
         logger: Logger,
-        tailCapacity: Int = RunOutput.defaultTailCapacity,
         wallClock: @escaping @Sendable () -> Timestamp
     ) {
         self.eventLoopGroup = eventLoopGroup
         self.reaper = reaper
         self.logger = logger
         self.wallClock = wallClock
-        self.tailCapacity = tailCapacity
-        var inherited: [String: String] = [:]
-        for name in Self.inheritedVariables {
-            if let value = getenv(name) { inherited[name] = String(cString: value) }
+        self.runtimeDirectory = runtimeDirectory
+        self.sweeps = blockingPool.map { ProcessSweeps(pool: $0, reaper: reaper) }
+        var environment: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "=") {
+                environment[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            pointer += 1
         }
-        if inherited["PATH"] == nil { inherited["PATH"] = ProcessLauncher.defaultSearchPath }
-        self.inherited = inherited
-    }
-
-    private enum Event: Sendable {
-        case exited(ExitStatus)
-        case deadline
-        case graceOver
-        case cancel
-        case outputClosed
-        case drainTimeout
+        self.daemonEnvironment = environment
     }
 
     /// Runs the request to the end and returns how it ended. Never throws: a failed spawn, a
-    /// non-zero exit and a timeout are outcomes. Cancelling the calling task tears the run down
-    /// with its kill sequence and still waits for the process to end.
+    /// non-zero exit and a timeout are outcomes. Cancelling the calling task, or the handle,
+    /// tears the run down with its kill sequence and still waits for the process to end.
     public func run(
         _ request: RunRequest,
+        handle: RunHandle = RunHandle(),
         output tail: OutputTail? = nil,
         onLine: (@Sendable (OutputLine) -> Void)? = nil,
         onStarted: @Sendable (Int32, Timestamp) -> Void = { _, _ in }
@@ -91,11 +96,87 @@ public final class Supervisor: Sendable {
         var logger = self.logger
         logger[metadataKey: "job"] = "\(request.job.name)"
         logger[metadataKey: "run_id"] = "\(request.id)"
+        if request.attempt > 1 { logger[metadataKey: "attempt"] = "\(request.attempt)" }
         let job = request.job
+        var environment = environment(for: job)
+        environment["JOBRUNNER_JOB"] = job.name
+        environment["JOBRUNNER_RUN_ID"] = request.id.rawValue
+        environment["JOBRUNNER_SCHEDULED_TIME"] = request.scheduledTime.description
+        environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
 
-        let environment = environment(for: request)
+        var notifySocket: RunNotifySocket?
+        if let runtimeDirectory {
+            switch RunNotifySocket.create(runtimeDirectory: runtimeDirectory, runID: request.id.rawValue,
+                                          owner: job.identity.map { ($0.uid, $0.gid) }) {
+            case .success(let socket):
+                notifySocket = socket
+                environment["NOTIFY_SOCKET"] = socket.path
+            case .failure(let error):
+                logger.warning("run gets no notify socket", metadata: ["error": "\(error.message)"])
+            }
+        }
+        defer { notifySocket?.remove() }
+
+        let result = await execute(
+            command: job.command, job: job, environment: environment, stdin: nil, timeout: job.timeout,
+            notify: notifySocket, handle: handle, logger: logger, tail: tail, onLine: onLine, onStarted: onStarted
+        )
+        if let sweeps, ChildReaper.isSubreaper, result.pid != nil {
+            let killed = await sweeps.sweep(after: request.id.rawValue)
+            if !killed.isEmpty {
+                logger.warning("killed processes the run left outside its process group",
+                               metadata: ["pids": "\(killed.map(String.init).joined(separator: ","))"])
+            }
+        }
+        return result
+    }
+
+    /// Runs a job's `on_failure`/`on_success` hook with the run's identity and limits, the
+    /// outcome in its environment and the output tail on stdin, under `hook_timeout`.
+    public func runHook(_ hook: JobCommand, kind: String, for request: RunRequest, result: RunResult, output: String) async -> RunOutcome {
+        var logger = self.logger
+        logger[metadataKey: "job"] = "\(request.job.name)"
+        logger[metadataKey: "run_id"] = "\(request.id)"
+        logger[metadataKey: "hook"] = "\(kind)"
+        var environment = environment(for: request.job)
+        environment["JOBRUNNER_JOB"] = request.job.name
+        environment["JOBRUNNER_RUN_ID"] = request.id.rawValue
+        environment["JOBRUNNER_SCHEDULED_TIME"] = request.scheduledTime.description
+        environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
+        environment["JOBRUNNER_OUTCOME"] = result.outcome.name
+        environment["JOBRUNNER_EXIT_CODE"] = result.outcome.exitCode.map { "\($0)" } ?? ""
+        let bytes = Array(output.utf8)
+        let stdin = bytes.withUnsafeBytes { jr_memfd_with_contents($0.baseAddress, $0.count) }
+        defer { if stdin >= 0 { close(stdin) } }
+        let outcome = await execute(
+            command: hook, job: request.job, environment: environment, stdin: stdin >= 0 ? stdin : nil,
+            timeout: request.job.hookTimeout, notify: nil, handle: RunHandle(), logger: logger, tail: nil, onLine: nil,
+            onStarted: { _, _ in }
+        ).outcome
+        if outcome != .succeeded {
+            logger.error("hook failed", metadata: ["outcome": "\(outcome)"])
+        }
+        return outcome
+    }
+
+    // MARK: - Execution
+
+    private func execute(
+        command: JobCommand,
+        job: JobDefinition,
+        environment: [String: String],
+        stdin: Int32?,
+        timeout: Duration?,
+        notify: RunNotifySocket?,
+        handle: RunHandle,
+        logger: Logger,
+        tail: OutputTail?,
+        onLine: (@Sendable (OutputLine) -> Void)?,
+        onStarted: @Sendable (Int32, Timestamp) -> Void
+    ) async -> RunResult {
+        var logger = logger
         let executable: String
-        switch ProcessLauncher.resolveExecutable(job.command.arguments[0], searchPath: environment["PATH"]) {
+        switch ProcessLauncher.resolveExecutable(command.arguments[0], searchPath: environment["PATH"]) {
         case .success(let path): executable = path
         case .failure(let error): return spawnFailed(error, logger: logger)
         }
@@ -108,24 +189,30 @@ public final class Supervisor: Sendable {
             close(outPipe[0]); close(outPipe[1])
             return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger)
         }
-        let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let input = stdin ?? open("/dev/null", O_RDONLY | O_CLOEXEC)
 
-        let spec = LaunchSpec(
+        var spec = LaunchSpec(
             executable: executable,
-            arguments: job.command.arguments,
+            arguments: command.arguments,
             environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
             workingDirectory: job.workingDirectory,
-            stdin: devNull,
+            stdin: input,
             stdout: outPipe[1],
             stderr: errPipe[1]
         )
-        let mailbox = Mailbox<Event>()
+        spec.umask = job.umask.map { mode_t($0) }
+        spec.nice = job.nice.map { Int32($0) }
+        spec.limits = Self.limits(job.limits)
+        if let identity = job.identity, identity.uid != geteuid() || identity.gid != getegid() || geteuid() == 0 {
+            spec.identity = .init(uid: identity.uid, gid: identity.gid, groups: identity.groups)
+        }
+        let mailbox = handle.mailbox
         let launched = reaper.launch(killGroupOnExit: true, onExit: { mailbox.post(.exited($0)) }) {
             ProcessLauncher.spawn(spec)
         }
         close(outPipe[1])
         close(errPipe[1])
-        if devNull >= 0 { close(devNull) }
+        if stdin == nil, input >= 0 { close(input) }
 
         let pid: Int32
         switch launched {
@@ -134,12 +221,13 @@ public final class Supervisor: Sendable {
         case .failure(let error):
             close(outPipe[0])
             close(errPipe[0])
+            if let notify { close(notify.descriptor) }
             return spawnFailed(error, logger: logger)
         }
         let startedAt = wallClock()
         logger[metadataKey: "pid"] = "\(pid)"
         onStarted(pid, startedAt)
-        logger.info("run started", metadata: ["command": "\(job.command)"])
+        logger.info("run started", metadata: ["command": "\(command)"])
 
         let deliver: @Sendable (OutputLine) -> Void = { [logger] line in
             tail?.append(line)
@@ -147,18 +235,24 @@ public final class Supervisor: Sendable {
             logger.info("\(line.text)", metadata: ["stream": "\(line.stream.rawValue)"])
         }
         let eventLoop = eventLoopGroup.next()
-        let channels = [
+        var channels = [
             await attachOutput(fd: outPipe[0], stream: .stdout, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
             await attachOutput(fd: errPipe[0], stream: .stderr, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
         ]
-        var openStreams = channels.count
+        var openStreams = 2
+        var notifyChannel: (any Channel)?
+        if let notify {
+            notifyChannel = await attachNotify(fd: notify.descriptor, eventLoop: eventLoop, mailbox: mailbox)
+        }
 
         // MARK: Supervision loop
         var imposed: RunOutcome?
         var exitStatus: ExitStatus?
+        var deadline: NIODeadline?
         var timer: Scheduled<Void>?
-        if let timeout = job.timeout {
-            timer = eventLoop.scheduleTask(in: .microseconds(timeout.wholeMicroseconds)) { mailbox.post(.deadline) }
+        if let timeout {
+            deadline = .now() + .microseconds(timeout.wholeMicroseconds)
+            timer = eventLoop.scheduleTask(deadline: deadline!) { mailbox.post(.deadline) }
         }
 
         func terminate(because outcome: RunOutcome) {
@@ -184,7 +278,12 @@ public final class Supervisor: Sendable {
                         timer = eventLoop.scheduleTask(in: Self.outputDrainLimit) { mailbox.post(.drainTimeout) }
                     }
                 case .deadline where exitStatus == nil && imposed == nil:
-                    terminate(because: .timedOut)
+                    // A deadline pushed out meanwhile (EXTEND_TIMEOUT_USEC) makes this one stale.
+                    if let current = deadline, current > .now() {
+                        timer = eventLoop.scheduleTask(deadline: current) { mailbox.post(.deadline) }
+                    } else {
+                        terminate(because: .timedOut)
+                    }
                 case .cancel where exitStatus == nil && imposed == nil:
                     terminate(because: .cancelled)
                 case .graceOver where exitStatus == nil:
@@ -195,6 +294,21 @@ public final class Supervisor: Sendable {
                 case .drainTimeout where exitStatus != nil:
                     // Something outside the run's process group still holds its output open.
                     for channel in channels { channel?.close(promise: nil) }
+                    channels = []
+                case .notify(let message):
+                    handle.record(message)
+                    switch message {
+                    case .extendTimeout(let extra) where exitStatus == nil && imposed == nil && deadline != nil:
+                        let extended = NIODeadline.now() + .microseconds(extra.wholeMicroseconds)
+                        if extended > deadline! {
+                            deadline = extended
+                            logger.info("run extended its timeout", metadata: ["by": "\(DurationText.format(extra))"])
+                        }
+                    case .status(let text):
+                        logger.debug("run status", metadata: ["status": "\(text)"])
+                    default:
+                        break
+                    }
                 default:
                     break
                 }
@@ -203,6 +317,7 @@ public final class Supervisor: Sendable {
             mailbox.post(.cancel)
         }
         timer?.cancel()
+        notifyChannel?.close(promise: nil)
 
         let endedAt = wallClock()
         let outcome: RunOutcome
@@ -228,16 +343,46 @@ public final class Supervisor: Sendable {
 
     // MARK: - Helpers
 
-    /// The run's environment: PATH, LANG and LC_ALL from the daemon, the job's own variables,
-    /// and the JOBRUNNER_* variables describing the run. Nothing else leaks from the daemon.
-    func environment(for request: RunRequest) -> [String: String] {
-        var environment = inherited
-        for (key, value) in request.job.environment { environment[key] = value }
-        environment["JOBRUNNER_JOB"] = request.job.name
-        environment["JOBRUNNER_RUN_ID"] = request.id.rawValue
-        environment["JOBRUNNER_SCHEDULED_TIME"] = request.scheduledTime.description
-        environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
+    /// The run's environment: the variables of `inherit_environment` (default PATH, LANG,
+    /// LC_ALL) that the daemon has, USER/LOGNAME/HOME/SHELL when the job runs as a user, and the
+    /// job's own variables. Nothing else leaks from the daemon.
+    func environment(for job: JobDefinition) -> [String: String] {
+        var environment: [String: String] = [:]
+        for name in job.inheritEnvironment {
+            if let value = daemonEnvironment[name] { environment[name] = value }
+        }
+        if job.inheritEnvironment.contains("PATH"), environment["PATH"] == nil {
+            environment["PATH"] = ProcessLauncher.defaultSearchPath
+        }
+        if let identity = job.identity {
+            environment["USER"] = identity.user
+            environment["LOGNAME"] = identity.user
+            environment["HOME"] = identity.home
+            environment["SHELL"] = identity.shell
+        }
+        for (key, value) in job.environment { environment[key] = value }
         return environment
+    }
+
+    /// Linux resource numbers (`RLIMIT_NPROC` is hidden behind _GNU_SOURCE in Glibc's module).
+    enum Resource: Int32 {
+        case cpu = 0, fileSize = 1, core = 4, processes = 6, openFiles = 7, addressSpace = 9
+    }
+
+    static func limits(_ limits: ResourceLimits) -> [LaunchSpec.Limit] {
+        var result: [LaunchSpec.Limit] = []
+        func add(_ resource: Resource, _ value: UInt64?) {
+            guard let value else { return }
+            let limit = value  // UInt64.max is RLIM_INFINITY on Linux
+            result.append(.init(resource: resource.rawValue, soft: limit, hard: limit))
+        }
+        add(.openFiles, limits.openFiles)
+        add(.processes, limits.processes)
+        add(.cpu, limits.cpuSeconds)
+        add(.addressSpace, limits.addressSpace)
+        add(.core, limits.coreSize)
+        add(.fileSize, limits.fileSize)
+        return result
     }
 
     private func spawnFailed(_ error: SpawnError, logger: Logger) -> RunResult {
@@ -252,7 +397,7 @@ public final class Supervisor: Sendable {
         stream: OutputStreamKind,
         eventLoop: any EventLoop,
         deliver: @escaping @Sendable (OutputLine) -> Void,
-        mailbox: Mailbox<Event>
+        mailbox: Mailbox<RunHandle.Event>
     ) async -> (any Channel)? {
         let future = NIOPipeBootstrap(group: eventLoop)
             .channelInitializer { channel in
@@ -274,6 +419,43 @@ public final class Supervisor: Sendable {
             return nil
         }
     }
+
+    /// Reads the run's notify socket on the event loop: one datagram per read.
+    private func attachNotify(fd: Int32, eventLoop: any EventLoop, mailbox: Mailbox<RunHandle.Event>) async -> (any Channel)? {
+        let future = NIOPipeBootstrap(group: eventLoop)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4096))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NotifyReader { message in mailbox.post(.notify(message)) })
+                }
+            }
+            .takingOwnershipOfDescriptor(input: fd)
+        do {
+            return try await future.get()
+        } catch {
+            logger.warning("cannot read the run's notify socket", metadata: ["error": "\(error)"])
+            close(fd)
+            return nil
+        }
+    }
+}
+
+/// Parses notify datagrams into messages.
+private final class NotifyReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let deliver: @Sendable (RunNotifySocket.Message) -> Void
+
+    init(deliver: @escaping @Sendable (RunNotifySocket.Message) -> Void) {
+        self.deliver = deliver
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
+        for message in RunNotifySocket.parse(text) { deliver(message) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
 }
 
 func lastError() -> String {

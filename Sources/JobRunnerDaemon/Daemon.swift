@@ -14,15 +14,19 @@ public struct DaemonOptions: Sendable {
     public var configPath: String
     public var stateDirectory: String
     public var socketPath: String
+    /// Where per-run notify sockets are made.
+    public var runtimeDirectory: String
 
     public static let defaultConfigPath = "/etc/jobrunner/jobrunner.yaml"
     public static let defaultStateDirectory = "/var/lib/jobrunner"
     public static let defaultSocketPath = "/run/jobrunner/jobrunner.sock"
+    public static let defaultRuntimeDirectory = "/run/jobrunner"
 
-    public init(configPath: String, stateDirectory: String, socketPath: String) {
+    public init(configPath: String, stateDirectory: String, socketPath: String, runtimeDirectory: String) {
         self.configPath = configPath
         self.stateDirectory = stateDirectory
         self.socketPath = socketPath
+        self.runtimeDirectory = runtimeDirectory
     }
 }
 
@@ -107,7 +111,8 @@ public enum Daemon {
         pool.start()
         let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
         let registry = RunRegistry()
-        let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, logger: logger, wallClock: { clock.now() })
+        let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, blockingPool: pool, runtimeDirectory: options.runtimeDirectory,
+                                    logger: logger, wallClock: { clock.now() })
         let statusBox = StatusBox()
         let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
                                   logger: logger, jitterSeed: Scheduler.jitterSeed(machineID: machineID),
@@ -158,6 +163,7 @@ public enum Daemon {
     @available(*, noasync)
     static func prepareRuntime(_ options: DaemonOptions) throws -> (lock: Int32, listener: Int32) {
         try makeDirectory(options.stateDirectory, mode: 0o750)
+        try makeDirectory(options.runtimeDirectory, mode: 0o755)
         let lock = try lockStateDirectory(options.stateDirectory)
         do {
             try makeDirectory((options.socketPath as NSString).deletingLastPathComponent, mode: 0o755)

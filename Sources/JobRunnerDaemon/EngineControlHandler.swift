@@ -54,6 +54,24 @@ struct EngineControlHandler: ControlHandler {
                             next: times.map { zone.rfc3339($0) })
     }
 
+    func cancel(run id: String) async throws(APIError) -> CancelResponse {
+        let now = clock.now()
+        switch await scheduler.cancel(run: RunID(rawValue: id)) {
+        case .stopping(let record):
+            return CancelResponse(result: "stopping", run: Self.runInfo(record, now: now))
+        case .dropped(let record):
+            return CancelResponse(result: "dropped", run: Self.runInfo(record, now: now))
+        case .alreadyFinished(let record):
+            throw APIError.conflict("run \(id) already finished (\(record.outcome?.name ?? "finished"))")
+        case .notFound:
+            throw APIError.notFound("no run with id '\(id)'")
+        }
+    }
+
+    func mayMutate(_ peer: PeerCredentials) -> Bool {
+        peer.uid == 0 || peer.uid == geteuid()
+    }
+
     // MARK: - Mapping
 
     static func jobInfo(_ state: Scheduler.JobState, registry: RunRegistry, now: Timestamp) -> JobInfo {
@@ -88,6 +106,7 @@ struct EngineControlHandler: ControlHandler {
             job: record.job,
             trigger: record.trigger.rawValue,
             attempt: record.attempt,
+            fireId: record.fireID.rawValue,
             state: record.phase.rawValue,
             scheduledTime: record.scheduledTime.description,
             queuedAt: record.queuedAt.description,
@@ -98,7 +117,9 @@ struct EngineControlHandler: ControlHandler {
             outcome: record.outcome?.name,
             exitCode: record.outcome?.exitCode,
             signal: record.outcome?.signal,
-            detail: record.outcome?.detail
+            detail: record.outcome?.detail,
+            statusText: record.progress,
+            waitingFor: record.waitingFor
         )
     }
 }

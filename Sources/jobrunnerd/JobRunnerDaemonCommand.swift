@@ -28,6 +28,9 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Path of the control socket.")
     var socket = DaemonOptions.defaultSocketPath
 
+    @Option(name: .long, help: "Directory for runtime files (per-run notify sockets).")
+    var runtimeDirectory = DaemonOptions.defaultRuntimeDirectory
+
     @Option(name: .long, help: "Log format: text or json.")
     var logFormat: LogFormat = .text
 
@@ -49,7 +52,8 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
-        let options = DaemonOptions(configPath: config, stateDirectory: stateDirectory, socketPath: socket)
+        let options = DaemonOptions(configPath: config, stateDirectory: stateDirectory, socketPath: socket,
+                                    runtimeDirectory: runtimeDirectory)
         let code = await Daemon.run(options, logger: Logger(label: "jobrunnerd"))
         throw ExitCode(code)
     }

@@ -23,7 +23,7 @@ public final class DaemonHarness: @unchecked Sendable {
         notify = NotifyListener(path: directory.file("notify.sock"))
         process.executableURL = URL(fileURLWithPath: productsDirectory + "/jobrunnerd")
         process.arguments = ["--config", configPath, "--state-directory", stateDirectory, "--socket", socketPath,
-                             "--log-format", "text", "--log-level", "debug"] + arguments
+                             "--runtime-directory", directory.file("run"), "--log-format", "text", "--log-level", "debug"] + arguments
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = notify.path
         for (key, value) in environment { env[key] = value }

@@ -74,6 +74,10 @@ int jr_realtime_timer_arm(int fd, int64_t microseconds_since_epoch);
 /// Blocks until the timer fires. Returns 0 when it expired, 1 when the clock was set, -1 on error.
 int jr_realtime_timer_wait(int fd);
 
+/// An anonymous in-memory file holding `length` bytes, positioned at its start (for a hook's
+/// stdin). Returns the descriptor (close-on-exec) or -1.
+int jr_memfd_with_contents(const void *bytes, size_t length);
+
 /// pipe2(O_CLOEXEC).
 int jr_pipe_cloexec(int fds[2]);
 

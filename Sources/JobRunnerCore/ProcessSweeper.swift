@@ -1,0 +1,82 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Finds processes a run left behind outside its process group — a daemon that double-forked
+/// and called setsid — and kills them.
+///
+/// Such a process is re-parented to the daemon (a child subreaper) when its parent exits, so it
+/// is a child of the daemon that is not a run's leader. Its `JOBRUNNER_RUN_ID` (inherited, unless
+/// the job scrubbed it) says which run it belongs to; it is killed once that run has ended.
+enum ProcessSweeper {
+    /// Kills adopted processes whose run is in `endedRuns`; returns the pids killed. Reads /proc:
+    /// blocking, for the thread pool.
+    @available(*, noasync, message: "reads /proc; call from the thread pool")
+    static func sweep(endedRuns: Set<String>, leaders: Set<Int32>) -> [(pid: Int32, run: String)] {
+        var killed: [(pid: Int32, run: String)] = []
+        // Killing one escapee re-parents its own children to us: look again until none is left.
+        for _ in 0..<8 {
+            let found = adoptedProcesses(excluding: leaders).compactMap { process -> (pid: Int32, group: Int32, run: String)? in
+                guard let run = runID(of: process.pid), endedRuns.contains(run) else { return nil }
+                return (process.pid, process.group, run)
+            }
+            if found.isEmpty { break }
+            for process in found {
+                if process.group == process.pid { kill(-process.pid, SIGKILL) }
+                kill(process.pid, SIGKILL)
+                killed.append((process.pid, process.run))
+            }
+        }
+        return killed
+    }
+
+    /// Children of this process that are alive and are not run leaders.
+    static func adoptedProcesses(excluding leaders: Set<Int32>) -> [(pid: Int32, group: Int32)] {
+        let me = getpid()
+        guard let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        var result: [(Int32, Int32)] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { buffer in
+                String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let pid = Int32(name), !leaders.contains(pid), pid != me,
+                let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: UInt8(ascii: ")"))
+            else { continue }
+            let fields = stat[(close + 2)...].split(separator: UInt8(ascii: " "))
+            guard fields.count > 3, let state = fields[0].first, state != UInt8(ascii: "Z"),
+                let parent = Int32(String(decoding: fields[1], as: UTF8.self)), parent == me,
+                let group = Int32(String(decoding: fields[2], as: UTF8.self))
+            else { continue }
+            result.append((pid, group))
+        }
+        return result
+    }
+
+    /// The `JOBRUNNER_RUN_ID` in a process's environment.
+    static func runID(of pid: Int32) -> String? {
+        guard let environ = readSmallFile("/proc/\(pid)/environ", limit: 1 << 20) else { return nil }
+        let prefix = Array("JOBRUNNER_RUN_ID=".utf8)
+        for entry in environ.split(separator: 0) where entry.starts(with: prefix) {
+            return String(decoding: entry.dropFirst(prefix.count), as: UTF8.self)
+        }
+        return nil
+    }
+
+    static func readSmallFile(_ path: String, limit: Int = 4096) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while result.count < limit {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            result.append(contentsOf: chunk[0..<count])
+        }
+        return result
+    }
+}

@@ -291,3 +291,36 @@ public struct CancelResponse: Codable, Sendable, Equatable {
         self.run = run
     }
 }
+
+/// `GET /v1/runs/{id}`: one run with the tail of its output.
+public struct RunDetail: Codable, Sendable, Equatable {
+    public var run: RunInfo
+    /// The last lines the run printed (bounded by `daemon.history.output_tail`).
+    public var output: [OutputLineInfo]
+
+    public init(run: RunInfo, output: [OutputLineInfo]) {
+        self.run = run
+        self.output = output
+    }
+}
+
+/// One line of a run's output.
+public struct OutputLineInfo: Codable, Sendable, Equatable {
+    /// `stdout` or `stderr`.
+    public var stream: String
+    public var text: String
+
+    public init(stream: String, text: String) {
+        self.stream = stream
+        self.text = text
+    }
+}
+
+/// `GET /v1/runs`: newest first.
+public struct RunsResponse: Codable, Sendable, Equatable {
+    public var runs: [RunInfo]
+
+    public init(runs: [RunInfo]) {
+        self.runs = runs
+    }
+}

@@ -7,6 +7,10 @@ public protocol ControlHandler: Sendable {
     func job(named name: String) async -> JobInfo?
     /// The next `count` fire times of a job, or nil when there is no such job.
     func nextFires(job name: String, count: Int) async -> NextResponse?
+    /// One run with its output tail, or nil.
+    func run(id: String) async -> RunDetail?
+    /// Runs newest first, filtered.
+    func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo]
     /// Cancels a run; throws ``APIError`` for an unknown or finished run.
     func cancel(run id: String) async throws(APIError) -> CancelResponse
     /// Whether a peer (by SO_PEERCRED) may change things.

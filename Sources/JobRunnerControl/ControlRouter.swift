@@ -32,6 +32,24 @@ enum ControlRouter {
             }
             return APIError.jsonResponse(status: .ok, body: next)
         }
+        router.get("/v1/runs") { request, _ in
+            let query = request.uri.queryParameters
+            let limit = try query.get("limit").map { text -> Int in
+                guard let value = Int(text), (1...10_000).contains(value) else {
+                    throw APIError.badRequest("limit must be a whole number from 1 to 10000")
+                }
+                return value
+            } ?? 50
+            let runs = await handler.runs(job: query.get("job"), outcome: query.get("outcome"), limit: limit, before: query.get("before"))
+            return APIError.jsonResponse(status: .ok, body: RunsResponse(runs: runs))
+        }
+        router.get("/v1/runs/{id}") { _, context in
+            let id = try context.parameters.require("id")
+            guard let detail = await handler.run(id: id) else {
+                throw APIError.notFound("no run with id '\(id)'")
+            }
+            return APIError.jsonResponse(status: .ok, body: detail)
+        }
         router.post("/v1/runs/{id}/cancel") { request, context in
             try await authorize(request, context, handler: handler)
             let id = try context.parameters.require("id")

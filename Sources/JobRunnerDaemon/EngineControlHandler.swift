@@ -54,6 +54,24 @@ struct EngineControlHandler: ControlHandler {
                             next: times.map { zone.rfc3339($0) })
     }
 
+    func run(id: String) async -> RunDetail? {
+        guard let record = registry.record(RunID(rawValue: id)) else { return nil }
+        let lines = record.output?.lines ?? []
+        return RunDetail(run: Self.runInfo(record, now: clock.now()),
+                         output: lines.map { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text) })
+    }
+
+    func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo] {
+        let now = clock.now()
+        let all = registry.active().reversed() + registry.history()
+        return all.lazy
+            .filter { job == nil || $0.job == job }
+            .filter { outcome == nil || ($0.outcome?.name ?? $0.phase.rawValue) == outcome }
+            .filter { before == nil || $0.id.rawValue < before! }
+            .prefix(limit)
+            .map { Self.runInfo($0, now: now) }
+    }
+
     func cancel(run id: String) async throws(APIError) -> CancelResponse {
         let now = clock.now()
         switch await scheduler.cancel(run: RunID(rawValue: id)) {

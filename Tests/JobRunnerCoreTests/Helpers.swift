@@ -29,9 +29,10 @@ func job(
                          environment: environment)
 }
 
+/// Quiet unless JOBRUNNER_TEST_LOG names a level (e.g. `debug`), for looking into a failure.
 let testLogger: Logger = {
-    var logger = Logger(label: "test")
-    logger.logLevel = .critical
+    var logger = Logger(label: "test") { label in StreamLogHandler.standardError(label: label) }
+    logger.logLevel = ProcessInfo.processInfo.environment["JOBRUNNER_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
     return logger
 }()
 

@@ -18,12 +18,13 @@ final class SchedulerHarness: Sendable {
     let task: Task<Void, Never>
 
     init(jobs: [JobDefinition], start: String = "2026-01-01T10:30:00Z", maxConcurrentRuns: Int = 64,
-         shutdownGrace: Duration = .seconds(30)) {
+         shutdownGrace: Duration = .zero, pools: [String: Int] = [:], runtimeDirectory: String? = nil) {
         let changes = self.changes
         let clock = ManualClock(now: Timestamp(rfc3339: start)!, onSleep: { changes.push(1) })
         self.clock = clock
-        let daemon = DaemonSettings(timeZone: .utc, maxConcurrentRuns: maxConcurrentRuns, shutdownGrace: shutdownGrace)
-        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: testLogger, wallClock: { clock.now() })
+        let daemon = DaemonSettings(timeZone: .utc, maxConcurrentRuns: maxConcurrentRuns, shutdownGrace: shutdownGrace, pools: pools)
+        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, runtimeDirectory: runtimeDirectory,
+                                    logger: testLogger, wallClock: { clock.now() })
         let scheduler = Scheduler(configuration: Configuration(path: "test.yaml", daemon: daemon, jobs: jobs), supervisor: supervisor,
                                   registry: registry, clock: clock, logger: testLogger, onChange: { changes.push(0) })
         self.scheduler = scheduler
@@ -72,7 +73,8 @@ final class SchedulerHarness: Sendable {
 
     @Test func overlappingFireIsSkipped() async throws {
         let marker = uniqueMarker()
-        let harness = SchedulerHarness(jobs: [try job("long", shell: "exec sleep 300 # \(marker)", schedule: "* * * * *")])
+        let harness = SchedulerHarness(jobs: [try job("long", shell: "exec sleep 300 # \(marker)", schedule: "* * * * *")],
+                                       shutdownGrace: .seconds(30))
         harness.clock.advance(to: Self.at("2026-01-01T10:31:00Z"))
         try await harness.until("run started") { harness.registry.runningCount == 1 }
         harness.clock.advance(to: Self.at("2026-01-01T10:32:00Z"))
@@ -164,7 +166,7 @@ final class SchedulerHarness: Sendable {
         harness.clock.advance(by: .seconds(120))
         let sameBefore = await harness.scheduler.jobState("same")?.nextFire
         let recommandBefore = await harness.scheduler.jobState("recommand")?.nextFire
-        let summary = await harness.scheduler.apply(Configuration(path: "test.yaml", daemon: DaemonSettings(timeZone: .utc), jobs: [
+        let summary = await harness.scheduler.apply(Configuration(path: "test.yaml", daemon: DaemonSettings(timeZone: .utc, shutdownGrace: .zero), jobs: [
             try job("same", shell: "true", every: .seconds(600)),
             try job("reschedule", shell: "true", schedule: "30 * * * *"),
             try job("recommand", shell: "echo changed", schedule: "0 12 * * *"),
@@ -186,7 +188,7 @@ final class SchedulerHarness: Sendable {
         let harness = SchedulerHarness(jobs: [try job("boot", shell: "true", schedule: "@reboot")])
         try await harness.until("startup run") { harness.finished("boot").count == 1 }
         #expect(harness.finished("boot").first?.trigger == .startup)
-        _ = await harness.scheduler.apply(Configuration(path: "t", daemon: DaemonSettings(timeZone: .utc),
+        _ = await harness.scheduler.apply(Configuration(path: "t", daemon: DaemonSettings(timeZone: .utc, shutdownGrace: .zero),
                                                         jobs: [try job("boot", shell: "true", schedule: "@reboot")]))
         #expect(await harness.scheduler.jobState("boot")?.nextFire == nil)
         await harness.stop()

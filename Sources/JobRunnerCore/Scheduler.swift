@@ -374,6 +374,9 @@ public actor Scheduler: Service {
             }
             let final = registry.finish(id, outcome: result.outcome, at: result.endedAt)
             let hook = await self.runEnded(request, result: result)
+            if result.pid != nil {
+                await supervisor.sweepLeftovers(of: request)
+            }
             if let hook {
                 _ = await supervisor.runHook(hook.command, kind: hook.kind, for: request, result: result,
                                              output: final?.output?.text ?? pending.tail.text)

@@ -121,14 +121,19 @@ public final class Supervisor: Sendable {
             command: job.command, job: job, environment: environment, stdin: nil, timeout: job.timeout,
             notify: notifySocket, handle: handle, logger: logger, tail: tail, onLine: onLine, onStarted: onStarted
         )
-        if let sweeps, ChildReaper.isSubreaper, result.pid != nil {
-            let killed = await sweeps.sweep(after: request.id.rawValue)
-            if !killed.isEmpty {
-                logger.warning("killed processes the run left outside its process group",
-                               metadata: ["pids": "\(killed.map(String.init).joined(separator: ","))"])
-            }
-        }
         return result
+    }
+
+    /// Kills what a finished run left outside its process group (found through the child
+    /// subreaper). Runs on the blocking pool; call after the run's outcome is recorded.
+    public func sweepLeftovers(of request: RunRequest) async {
+        guard let sweeps, ChildReaper.isSubreaper else { return }
+        let killed = await sweeps.sweep(after: request.id.rawValue)
+        if !killed.isEmpty {
+            logger.warning("killed processes the run left outside its process group", metadata: [
+                "job": "\(request.job.name)", "run_id": "\(request.id)", "pids": "\(killed.map(String.init).joined(separator: ","))",
+            ])
+        }
     }
 
     /// Runs a job's `on_failure`/`on_success` hook with the run's identity and limits, the
@@ -333,7 +338,8 @@ public final class Supervisor: Sendable {
         let duration = DurationText.format(startedAt.duration(to: endedAt))
         switch outcome {
         case .succeeded:
-            logger.info("run finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)"])
+            // Notice, not info: with --log-level notice the lifecycle shows without job output.
+            logger.notice("run finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)"])
         default:
             logger.warning("run finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)",
                                                       "detail": "\(exitStatus?.description ?? "")"])

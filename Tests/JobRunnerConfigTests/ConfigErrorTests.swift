@@ -317,3 +317,98 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         }
     }
 }
+
+/// The supervision keys of a job.
+@Suite struct SupervisionKeyTests {
+    func load(_ yaml: String) throws(ConfigErrors) -> Configuration {
+        try ConfigLoader().parse(yaml, path: "jobs.yaml")
+    }
+
+    func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try load(yaml)
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    @Test func everySupervisionKey() throws {
+        let configuration = try load("""
+            daemon:
+              pools: { db: 2 }
+              history: { output_tail: 16KiB }
+            jobs:
+              backup:
+                command: ["/bin/true"]
+                overlap: queue
+                max_queue: 3
+                pool: db
+                retry: { attempts: 3, backoff: 5s, max_backoff: 1m, jitter: true, on: [failure, timeout] }
+                user: nobody
+                group: nogroup
+                supplementary_groups: [nogroup]
+                umask: "0027"
+                nice: 10
+                limits: { nofile: 4096, nproc: 256, cpu: 1h, as: 2GiB, core: 0, fsize: unlimited }
+                inherit_environment: [PATH, TZ]
+                on_failure: ["/usr/local/bin/alert", "backup failed"]
+                on_success: "echo ok"
+                hook_timeout: 30s
+            """)
+        #expect(configuration.daemon.pools == ["db": 2])
+        #expect(configuration.daemon.outputTail == 16 * 1024)
+        let job = try #require(configuration.jobs.first)
+        #expect(job.overlap == .queue(max: 3))
+        #expect(job.pool == "db")
+        #expect(job.retry == RetryPolicy(attempts: 3, backoff: .seconds(5), maxBackoff: .seconds(60), jitter: true, on: [.failure, .timeout]))
+        #expect(job.identity?.uid == 65534)
+        #expect(job.identity?.gid == 65534)
+        #expect(job.identity?.groups == [65534])
+        #expect(job.umask == 0o027)
+        #expect(job.nice == 10)
+        #expect(job.limits.openFiles == 4096)
+        #expect(job.limits.processes == 256)
+        #expect(job.limits.cpuSeconds == 3600)
+        #expect(job.limits.addressSpace == 2 << 30)
+        #expect(job.limits.coreSize == 0)
+        #expect(job.limits.fileSize == UInt64.max)
+        #expect(job.inheritEnvironment == ["PATH", "TZ"])
+        #expect(job.onFailure == .argv(["/usr/local/bin/alert", "backup failed"]))
+        #expect(job.onSuccess == .shell("echo ok"))
+        #expect(job.hookTimeout == .seconds(30))
+    }
+
+    @Test func retryBackoffDoublesUpToItsCap() {
+        let policy = RetryPolicy(attempts: 6, backoff: .seconds(5), maxBackoff: .seconds(30))
+        #expect((2...6).map { policy.delay(beforeAttempt: $0) } == [.seconds(5), .seconds(10), .seconds(20), .seconds(30), .seconds(30)])
+    }
+
+    @Test func unknownUserIsAPositionedError() {
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    user: no-such-user-here\n")
+            == ["jobs.yaml:4:11: job 'a': user: no such user 'no-such-user-here'"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    group: no-such-group\n")
+            == ["jobs.yaml:4:12: job 'a': group: no such group 'no-such-group'"])
+    }
+
+    @Test func badSupervisionValues() {
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    overlap: sometimes\n")
+            == ["jobs.yaml:4:14: job 'a': overlap: 'sometimes' is not one of skip, queue, replace, allow"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    max_queue: 2\n")
+            == ["jobs.yaml:4:5: job 'a': max_queue only applies with 'overlap: queue'"])
+        #expect(errors("daemon:\n  pools: {db: 2}\njobs:\n  a:\n    shell: \"true\"\n    pool: bd\n")
+            == ["jobs.yaml:6:11: job 'a': pool 'bd' is not defined under daemon.pools (did you mean 'db'?)"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {backoff: 5s}\n")
+            == ["jobs.yaml:4:5: job 'a': retry needs 'attempts' (the total number of tries)"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {attempts: 2, on: [failure, crash]}\n")
+            == ["jobs.yaml:4:30: job 'a': retry.on: 'crash' is not one of failure, timeout, signal"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    umask: 27\n")
+            == ["jobs.yaml:4:12: job 'a': umask: expected an octal mode such as \"0027\", found '27'"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    nice: 40\n")
+            == ["jobs.yaml:4:11: job 'a': nice: 40 is out of range -20–19"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    limits: {as: 2XB}\n")
+            == ["jobs.yaml:4:18: job 'a': limits.as: '2XB' is not a size: unknown unit 'XB' (use B, KiB, MiB, GiB, TiB)"])
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    limits: {nfile: 10}\n")
+            == ["jobs.yaml:4:14: unknown key 'nfile' in job 'a': limits (did you mean 'nofile'?)"])
+    }
+}

@@ -15,7 +15,7 @@ public final class DaemonHarness: @unchecked Sendable {
     private let process = Process()
 
     /// Writes `config` and starts the daemon on it.
-    public init(config: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
+    public init(config: String, arguments: [String] = [], environment: [String: String] = [:], logLevel: String = "debug") throws {
         directory = TemporaryDirectory("jobrunnerd")
         configPath = directory.write("jobrunner.yaml", config)
         stateDirectory = directory.file("state")
@@ -23,7 +23,7 @@ public final class DaemonHarness: @unchecked Sendable {
         notify = NotifyListener(path: directory.file("notify.sock"))
         process.executableURL = URL(fileURLWithPath: productsDirectory + "/jobrunnerd")
         process.arguments = ["--config", configPath, "--state-directory", stateDirectory, "--socket", socketPath,
-                             "--runtime-directory", directory.file("run"), "--log-format", "text", "--log-level", "debug"] + arguments
+                             "--runtime-directory", directory.file("run"), "--log-format", "text", "--log-level", logLevel] + arguments
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = notify.path
         for (key, value) in environment { env[key] = value }
@@ -52,6 +52,16 @@ public final class DaemonHarness: @unchecked Sendable {
     }
 
     public var pid: Int32 { process.processIdentifier }
+
+    /// The daemon's peak resident memory (VmHWM), in bytes.
+    public var peakResidentBytes: Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first
+            return kilobytes.map { $0 * 1024 }
+        }
+        return nil
+    }
     public var isRunning: Bool { process.isRunning }
 
     /// Rewrites the configuration file (then send SIGHUP to apply it).

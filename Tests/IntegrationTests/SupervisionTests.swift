@@ -1,0 +1,108 @@
+import Foundation
+import JobRunnerControl
+import TestSupport
+import Testing
+
+/// Run supervision through the real daemon: escaped processes, cancel over the API, output
+/// limits, notify status, hooks.
+@Suite(.timeLimit(.minutes(2))) struct SupervisionTests {
+    @Test func aDoubleForkedDaemonIsFoundAndKilledAfterItsRun() async throws {
+        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let escaped = directory.file("escaped")
+        // The grandchild leaves the process group (setsid), ignores SIGTERM, says it is out,
+        // and is re-parented to the daemon when the leader exits.
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              escape:
+                shell: "setsid sh -c 'trap \\"\\" TERM HUP; touch \(escaped); exec sleep 300 # \(marker)' > /dev/null 2>&1 < /dev/null & while [ ! -e \(escaped) ]; do sleep 0.01; done"
+                schedule: "@reboot"
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitForLog("run finished", "job=escape", "outcome=succeeded")
+        try await daemon.waitForLog("killed processes the run left outside its process group", "job=escape")
+        let left = ProcessTable.matching(marker).filter { !$0.isZombie }
+        #expect(left.isEmpty, "left behind: \(left)")
+        // No zombie is left among the daemon's children either (killed ones are reaped).
+        let zombies = ProcessTable.all().filter { $0.parent == daemon.pid && $0.isZombie }
+        #expect(zombies.isEmpty, "zombies: \(zombies)")
+    }
+
+    @Test func cancelOverTheAPI() async throws {
+        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              long:
+                shell: "exec sleep 300 # \(marker)"
+                schedule: "@reboot"
+                kill_grace: 2s
+            """)
+        defer { daemon.cleanUp() }
+        let started = try await daemon.waitForLog("run started", "job=long")
+        let runID = try #require(started.split(separator: " ").first { $0.hasPrefix("run_id=") }?.dropFirst("run_id=".count))
+        let client = ControlClient(socketPath: daemon.socketPath)
+        let response = try await client.request(.post, "/v1/runs/\(runID)/cancel")
+        #expect(response.status == 202)
+        let cancel = try response.decode(CancelResponse.self)
+        #expect(cancel.result == "stopping")
+        try await daemon.waitForLog("run finished", "job=long", "outcome=cancelled")
+        #expect(ProcessTable.matching(marker).filter { !$0.isZombie }.isEmpty)
+        let again = try await client.request(.post, "/v1/runs/\(runID)/cancel")
+        #expect(again.status == 409)
+        let unknown = try await client.request(.post, "/v1/runs/nope/cancel")
+        #expect(unknown.status == 404)
+        let detail = try await client.get("/v1/runs/\(runID)", as: RunDetail.self)
+        #expect(detail.run.outcome == "cancelled")
+    }
+
+    @Test func largeOutputKeepsMemoryBoundedAndTheTailIsTheRealEnd() async throws {
+        // 128 MiB in 100-byte lines; the last line says where it ended. The 1 GiB case is in
+        // the torture suite.
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              loud:
+                shell: "yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' | head -c 134217728; echo; echo the very end"
+                schedule: "@reboot"
+            """, logLevel: "notice")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+        try await daemon.waitForLog("run finished", "job=loud", within: .seconds(90))
+        let runs = try await client.get("/v1/runs?job=loud", as: RunsResponse.self).runs
+        let run = try #require(runs.first)
+        #expect(run.outcome == "succeeded")
+        let detail = try await client.get("/v1/runs/\(run.id)", as: RunDetail.self)
+        #expect(detail.output.last?.text == "the very end")
+        let kept = detail.output.reduce(0) { $0 + $1.text.utf8.count + 1 }
+        #expect(kept <= 64 * 1024)
+        #expect(kept > 60 * 1024)
+        let peak = try #require(daemon.peakResidentBytes)
+        #expect(peak < 200 * 1024 * 1024, "peak RSS \(peak / 1024 / 1024) MiB")
+    }
+
+    @Test func notifyStatusShowsInTheAPIAndHooksRun() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let release = directory.file("release")
+        let hookReport = directory.file("hook")
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              progress:
+                shell: "systemd-notify --status=50%; while [ ! -e \(release) ]; do sleep 0.05; done; exit 2"
+                schedule: "@reboot"
+                on_failure: "env | grep ^JOBRUNNER_OUTCOME= > \(hookReport); cat >> \(hookReport)"
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitForLog("run status", "status=50%")
+        let client = ControlClient(socketPath: daemon.socketPath)
+        let job = try await client.get("/v1/jobs/progress", as: JobInfo.self)
+        #expect(job.active.first?.statusText == "50%")
+        #expect(FileManager.default.createFile(atPath: release, contents: nil))
+        try await daemon.waitForLog("run finished", "job=progress", "hook=on_failure")
+        let report = try String(contentsOfFile: hookReport, encoding: .utf8)
+        #expect(report == "JOBRUNNER_OUTCOME=failed\n")
+        let finished = try await client.get("/v1/jobs/progress", as: JobInfo.self)
+        #expect(finished.lastRun?.statusText == "50%")
+    }
+}

@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // MARK: - C shims
@@ -55,6 +56,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "JobRunnerStore",
+            dependencies: [
+                "JobRunnerCore",
+                "JobRunnerSchedule",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "JobRunnerControl",
             dependencies: [
                 "CLinuxSupport",
@@ -83,6 +95,7 @@ let package = Package(
                 "JobRunnerCore",
                 "JobRunnerControl",
                 "JobRunnerSchedule",
+                "JobRunnerStore",
                 "Systemd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -124,6 +137,11 @@ let package = Package(
         .testTarget(
             name: "JobRunnerCoreTests",
             dependencies: ["JobRunnerCore", "JobRunnerConfig", "TestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "JobRunnerStoreTests",
+            dependencies: ["JobRunnerStore", "JobRunnerCore", "JobRunnerConfig", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(name: "JobRunnerControlTests", dependencies: ["JobRunnerControl", "TestSupport"], swiftSettings: strict),

@@ -18,13 +18,13 @@ public struct ConfigLoader: Sendable {
 
     static let topLevelKeys = ["daemon", "jobs"]
     static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace", "pools", "history"]
-    static let historyKeys = ["output_tail"]
+    static let historyKeys = ["output_tail", "keep_per_job", "max_age"]
     static let jobKeys = [
         "command", "shell", "schedule", "on_calendar", "every", "run_on_start", "time_zone", "random_delay", "fixed_random_delay",
         "timeout", "kill_grace", "environment", "inherit_environment", "working_directory", "enabled",
         "overlap", "max_queue", "max_instances", "pool", "retry",
         "user", "group", "supplementary_groups", "umask", "nice", "limits",
-        "on_failure", "on_success", "hook_timeout",
+        "on_failure", "on_success", "hook_timeout", "catch_up", "catch_up_max", "on_reload", "on_remove",
     ]
     static let retryKeys = ["attempts", "backoff", "max_backoff", "jitter", "on"]
     static let limitKeys = ["nofile", "nproc", "cpu", "as", "core", "fsize"]
@@ -139,13 +139,26 @@ public struct ConfigLoader: Sendable {
             case "history":
                 guard !NodeReader.isNull(pair.value), let history = reader.mapping(pair.value, what: what) else { continue }
                 reader.checkKeys(history, known: Self.historyKeys, context: "in 'daemon.history'")
-                for entry in history where entry.key == "output_tail" {
-                    if let size = size(entry.value, what: "daemon.history.output_tail", reader: &reader) {
-                        if size > 16 << 20 {
-                            reader.fail(.invalidValue, at: entry.value, "daemon.history.output_tail: at most 16MiB per run")
-                        } else {
-                            settings.outputTail = Int(size)
+                for entry in history {
+                    switch entry.key {
+                    case "output_tail":
+                        if let size = size(entry.value, what: "daemon.history.output_tail", reader: &reader) {
+                            if size > 16 << 20 {
+                                reader.fail(.invalidValue, at: entry.value, "daemon.history.output_tail: at most 16MiB per run")
+                            } else {
+                                settings.outputTail = Int(size)
+                            }
                         }
+                    case "keep_per_job":
+                        if let value = reader.integer(entry.value, what: "daemon.history.keep_per_job", range: 1...1_000_000) {
+                            settings.keepPerJob = value
+                        }
+                    case "max_age":
+                        if let value = duration(entry.value, what: "daemon.history.max_age", allowZero: false, reader: &reader) {
+                            settings.maxHistoryAge = value
+                        }
+                    default:
+                        break
                     }
                 }
             default:
@@ -399,6 +412,30 @@ public struct ConfigLoader: Sendable {
             }
         }
 
+        if let pair = keyed["catch_up"], let name = reader.nonEmptyString(pair.value, what: "\(context): catch_up") {
+            if let policy = CatchUpPolicy(rawValue: name) {
+                job.catchUp = policy
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(context): catch_up: '\(name)' is not one of none, once, all")
+            }
+        }
+        if let pair = keyed["catch_up_max"], let value = reader.integer(pair.value, what: "\(context): catch_up_max", range: 1...10_000) {
+            job.catchUpMax = value
+        }
+        if let pair = keyed["on_reload"], let name = reader.nonEmptyString(pair.value, what: "\(context): on_reload") {
+            if let policy = ReloadPolicy(rawValue: name) {
+                job.onReload = policy
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(context): on_reload: '\(name)' is not one of keep, restart")
+            }
+        }
+        if let pair = keyed["on_remove"], let name = reader.nonEmptyString(pair.value, what: "\(context): on_remove") {
+            if let policy = RemovalPolicy(rawValue: name) {
+                job.onRemove = policy
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(context): on_remove: '\(name)' is not one of finish, cancel")
+            }
+        }
         if let pair = keyed["on_failure"] { job.onFailure = hookCommand(pair.value, what: "\(context): on_failure", reader: &reader) }
         if let pair = keyed["on_success"] { job.onSuccess = hookCommand(pair.value, what: "\(context): on_success", reader: &reader) }
         if let pair = keyed["hook_timeout"], let value = duration(pair.value, what: "\(context): hook_timeout", allowZero: false, reader: &reader) {

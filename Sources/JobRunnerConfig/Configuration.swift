@@ -29,11 +29,17 @@ public struct DaemonSettings: Sendable, Hashable {
     public var pools: [String: Int]
     /// Bytes of output kept per run for status (`history.output_tail`).
     public var outputTail: Int
+    /// Finished runs kept per job in the history (`history.keep_per_job`).
+    public var keepPerJob: Int
+    /// Finished runs older than this are deleted (`history.max_age`).
+    public var maxHistoryAge: Duration
 
     public static let defaultMaxConcurrentRuns = 64
     public static let defaultBlockingThreads = 4
     public static let defaultShutdownGrace: Duration = .seconds(30)
     public static let defaultOutputTail = 64 * 1024
+    public static let defaultKeepPerJob = 100
+    public static let defaultMaxHistoryAge: Duration = .seconds(30 * 86_400)
 
     public init(
         timeZone: TimeZoneRules,
@@ -41,8 +47,12 @@ public struct DaemonSettings: Sendable, Hashable {
         blockingThreads: Int = Self.defaultBlockingThreads,
         shutdownGrace: Duration = Self.defaultShutdownGrace,
         pools: [String: Int] = [:],
-        outputTail: Int = Self.defaultOutputTail
+        outputTail: Int = Self.defaultOutputTail,
+        keepPerJob: Int = Self.defaultKeepPerJob,
+        maxHistoryAge: Duration = Self.defaultMaxHistoryAge
     ) {
+        self.keepPerJob = keepPerJob
+        self.maxHistoryAge = maxHistoryAge
         self.timeZone = timeZone
         self.maxConcurrentRuns = maxConcurrentRuns
         self.blockingThreads = blockingThreads
@@ -174,11 +184,20 @@ public struct JobDefinition: Sendable, Hashable {
     public var onSuccess: JobCommand?
     /// How long a hook may run before it is torn down.
     public var hookTimeout: Duration
+    /// Occurrences missed while the daemon was down.
+    public var catchUp: CatchUpPolicy
+    /// Most missed occurrences run with `catch_up: all`.
+    public var catchUpMax: Int
+    /// A running run when the job's definition changes.
+    public var onReload: ReloadPolicy
+    /// A running run when the job is removed.
+    public var onRemove: RemovalPolicy
     /// Where the job is defined (not part of its identity: moving a job in the file does not change it).
     public var location: SourceLocation
 
     public static let defaultKillGrace: Duration = .seconds(10)
     public static let defaultHookTimeout: Duration = .seconds(60)
+    public static let defaultCatchUpMax = 10
     public static let defaultInheritedEnvironment = ["PATH", "LANG", "LC_ALL"]
 
     public init(
@@ -205,6 +224,10 @@ public struct JobDefinition: Sendable, Hashable {
         onFailure: JobCommand? = nil,
         onSuccess: JobCommand? = nil,
         hookTimeout: Duration = Self.defaultHookTimeout,
+        catchUp: CatchUpPolicy = .none,
+        catchUpMax: Int = Self.defaultCatchUpMax,
+        onReload: ReloadPolicy = .keep,
+        onRemove: RemovalPolicy = .finish,
         location: SourceLocation = SourceLocation(file: "<memory>", line: 1, column: 1)
     ) {
         self.name = name
@@ -230,6 +253,10 @@ public struct JobDefinition: Sendable, Hashable {
         self.onFailure = onFailure
         self.onSuccess = onSuccess
         self.hookTimeout = hookTimeout
+        self.catchUp = catchUp
+        self.catchUpMax = catchUpMax
+        self.onReload = onReload
+        self.onRemove = onRemove
         self.location = location
     }
 
@@ -243,6 +270,8 @@ public struct JobDefinition: Sendable, Hashable {
             && lhs.umask == rhs.umask && lhs.nice == rhs.nice && lhs.limits == rhs.limits
             && lhs.inheritEnvironment == rhs.inheritEnvironment && lhs.onFailure == rhs.onFailure
             && lhs.onSuccess == rhs.onSuccess && lhs.hookTimeout == rhs.hookTimeout
+            && lhs.catchUp == rhs.catchUp && lhs.catchUpMax == rhs.catchUpMax && lhs.onReload == rhs.onReload
+            && lhs.onRemove == rhs.onRemove
     }
 
     public func hash(into hasher: inout Hasher) {

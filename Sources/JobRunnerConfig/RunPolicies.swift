@@ -133,3 +133,29 @@ public enum SizeText {
         return product
     }
 }
+
+/// What happens to occurrences missed while the daemon was down (or the clock jumped).
+public enum CatchUpPolicy: String, Sendable, Hashable, CaseIterable {
+    /// Missed occurrences are logged, not run (like cron and systemd timers without Persistent=).
+    case none
+    /// One run for the latest missed occurrence.
+    case once
+    /// One run for each missed occurrence, oldest first, at most `catch_up_max`.
+    case all
+}
+
+/// What a reload does to a running run whose job's definition changed.
+public enum ReloadPolicy: String, Sendable, Hashable, CaseIterable {
+    /// The run goes on with the definition it started with.
+    case keep
+    /// The run is cancelled with its kill sequence and started again with the new definition.
+    case restart
+}
+
+/// What a reload does to a running run whose job was removed.
+public enum RemovalPolicy: String, Sendable, Hashable, CaseIterable {
+    /// The run goes on to its end.
+    case finish
+    /// The run is cancelled with its kill sequence.
+    case cancel
+}

@@ -16,9 +16,12 @@ public struct StatusResponse: Codable, Sendable, Equatable {
     public var nextFire: NextFire?
     /// Finished runs since start, per outcome.
     public var runTotals: [String: Int]
+    /// Why history writes are failing (disk full, read-only), when they are.
+    public var historyError: String?
 
     public init(version: String, pid: Int32, startedAt: String, uptimeSeconds: Double, state: String, config: ConfigStatus,
-                jobs: Int, running: Int, waiting: Int, nextFire: NextFire?, runTotals: [String: Int]) {
+                jobs: Int, running: Int, waiting: Int, nextFire: NextFire?, runTotals: [String: Int], historyError: String? = nil) {
+        self.historyError = historyError
         self.version = version
         self.pid = pid
         self.startedAt = startedAt
@@ -44,6 +47,7 @@ public struct StatusResponse: Codable, Sendable, Equatable {
         case waiting
         case nextFire = "next_fire"
         case runTotals = "run_totals"
+        case historyError = "history_error"
     }
 }
 
@@ -127,7 +131,7 @@ public struct JobInfo: Codable, Sendable, Equatable {
     public var workingDirectory: String?
     /// Names of the variables set for the job (values are not shown: they may be secrets).
     public var environment: [String]
-    /// `enabled` or `disabled`.
+    /// `enabled`, `paused` or `disabled`.
     public var state: String
     public var nextFire: String?
     /// `file:line` where the job is defined.

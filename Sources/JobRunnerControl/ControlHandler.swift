@@ -11,6 +11,8 @@ public protocol ControlHandler: Sendable {
     func run(id: String) async -> RunDetail?
     /// Runs newest first, filtered.
     func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo]
+    /// Pauses or resumes a job; nil when there is no such job.
+    func setPaused(job name: String, _ paused: Bool) async -> JobInfo?
     /// Cancels a run; throws ``APIError`` for an unknown or finished run.
     func cancel(run id: String) async throws(APIError) -> CancelResponse
     /// Whether a peer (by SO_PEERCRED) may change things.

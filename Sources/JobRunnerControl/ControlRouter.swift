@@ -50,6 +50,16 @@ enum ControlRouter {
             }
             return APIError.jsonResponse(status: .ok, body: detail)
         }
+        for (action, paused) in [("pause", true), ("resume", false)] {
+            router.post("/v1/jobs/{name}/\(action)") { request, context in
+                try await authorize(request, context, handler: handler)
+                let name = try context.parameters.require("name")
+                guard let job = await handler.setPaused(job: name, paused) else {
+                    throw APIError.notFound("no job named '\(name)'")
+                }
+                return APIError.jsonResponse(status: .ok, body: job)
+            }
+        }
         router.post("/v1/runs/{id}/cancel") { request, context in
             try await authorize(request, context, handler: handler)
             let id = try context.parameters.require("id")

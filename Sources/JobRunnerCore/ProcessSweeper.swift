@@ -10,7 +10,7 @@ import Glibc
 /// Such a process is re-parented to the daemon (a child subreaper) when its parent exits, so it
 /// is a child of the daemon that is not a run's leader. Its `JOBRUNNER_RUN_ID` (inherited, unless
 /// the job scrubbed it) says which run it belongs to; it is killed once that run has ended.
-enum ProcessSweeper {
+public enum ProcessSweeper {
     /// Kills adopted processes whose run is in `endedRuns`; returns the pids killed. Reads /proc:
     /// blocking, for the thread pool.
     @available(*, noasync, message: "reads /proc; call from the thread pool")
@@ -30,6 +30,39 @@ enum ProcessSweeper {
             }
         }
         return killed
+    }
+
+    /// Kills every process, anywhere, whose `JOBRUNNER_RUN_ID` is one of `runs` (after a crash
+    /// the runs' processes were re-parented elsewhere). Returns how many were killed.
+    @available(*, noasync, message: "reads /proc; call from the thread pool")
+    public static func killLeftovers(ofRuns runs: Set<String>) -> Int {
+        guard !runs.isEmpty else { return 0 }
+        let me = getpid()
+        var killed = 0
+        for _ in 0..<8 {
+            var found = 0
+            for pid in allPIDs() where pid != me {
+                guard let run = runID(of: pid), runs.contains(run) else { continue }
+                kill(pid, SIGKILL)
+                found += 1
+            }
+            killed += found
+            if found == 0 { break }
+        }
+        return killed
+    }
+
+    static func allPIDs() -> [Int32] {
+        guard let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        var result: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { buffer in
+                String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let pid = Int32(name) { result.append(pid) }
+        }
+        return result
     }
 
     /// Children of this process that are alive and are not run leaders.

@@ -11,6 +11,11 @@ public enum OutputStreamKind: String, Sendable, Hashable, Codable {
 public struct OutputLine: Sendable, Hashable {
     public var stream: OutputStreamKind
     public var text: String
+
+    public init(stream: OutputStreamKind, text: String) {
+        self.stream = stream
+        self.text = text
+    }
 }
 
 /// The last bytes a run printed, kept for status: a bounded ring of lines.
@@ -27,6 +32,12 @@ public final class OutputTail: Sendable {
 
     public init(capacity: Int) {
         self.capacity = capacity
+    }
+
+    /// A tail holding `lines` (as read back from the history).
+    public convenience init(capacity: Int, lines: [OutputLine]) {
+        self.init(capacity: capacity)
+        for line in lines { append(line) }
     }
 
     func append(_ line: OutputLine) {

@@ -8,6 +8,8 @@ public enum RunTrigger: String, Sendable, Hashable, Codable {
     case manual
     /// `@reboot` or `run_on_start`: once when the daemon started.
     case startup
+    /// An occurrence missed while the daemon was down, run by the job's `catch_up` policy.
+    case catchUp = "catch_up"
 }
 
 /// Where a run is in its life.

@@ -1,5 +1,6 @@
 import JobRunnerConfig
 import JobRunnerSchedule
+import Logging
 
 /// What a cancel request did.
 public enum CancelResult: Sendable {
@@ -56,6 +57,34 @@ extension Scheduler {
         return record
     }
 
+    /// Pauses a job: its fires are recorded as skipped until it is resumed (kept across
+    /// restarts). Returns false when there is no such job.
+    public func pause(job name: String) -> Bool {
+        guard entries[name] != nil else { return false }
+        if paused.insert(name).inserted {
+            journal?.record(.paused(job: name, true))
+            logger.notice("job paused", metadata: ["job": "\(name)"])
+            onChange()
+        }
+        return true
+    }
+
+    /// Resumes a paused job. Returns false when there is no such job.
+    public func resume(job name: String) -> Bool {
+        guard entries[name] != nil else { return false }
+        if paused.remove(name) != nil {
+            journal?.record(.paused(job: name, false))
+            logger.notice("job resumed", metadata: ["job": "\(name)"])
+            onChange()
+        }
+        return true
+    }
+
+    /// Whether a job is paused.
+    public func isPaused(_ name: String) -> Bool {
+        paused.contains(name)
+    }
+
     /// Removes a not-yet-started run (waiting for a slot, queued, or in backoff) and records it.
     private func dropWaiting(_ id: RunID, at now: Timestamp) -> RunRecord? {
         var found = false
@@ -77,7 +106,7 @@ extension Scheduler {
             }
         }
         guard found else { return nil }
-        let record = registry.finish(id, outcome: .cancelled, at: now)
+        let record = settle(id, outcome: .cancelled, at: now)
         doorbell.ring()
         onChange()
         return record
@@ -86,7 +115,7 @@ extension Scheduler {
     private func dropRetries(ofFire fireID: RunID) {
         let now = clock.now()
         for retry in retries where retry.pending.request.fireID == fireID {
-            registry.finish(retry.pending.request.id, outcome: .cancelled, at: now)
+            settle(retry.pending.request.id, outcome: .cancelled, at: now)
         }
         retries.removeAll { $0.pending.request.fireID == fireID }
     }

@@ -53,11 +53,37 @@ extension Scheduler {
         retries.removeAll { changed.contains($0.pending.request.job.name) }
         for retry in droppedRetries {
             registry.update(retry.pending.request.id) { $0.statusText = "retry dropped: job changed by reload" }
-            registry.finish(retry.pending.request.id, outcome: .cancelled, at: now)
+            settle(retry.pending.request.id, outcome: .cancelled, at: now)
         }
+        // Running runs: a removed job's per its on_remove, a changed job's per its on_reload.
+        for name in removed {
+            guard let old = entries[name]?.job, old.onRemove == .cancel else { continue }
+            for (id, handle) in runs[name]?.running ?? [:] {
+                runs[name]?.cancelled.insert(id)
+                handle.cancel()
+                logger.notice("cancelling the run of a removed job (on_remove: cancel)", metadata: ["job": "\(name)", "run_id": "\(id)"])
+            }
+        }
+        var restarts: [JobDefinition] = []
+        for name in changed {
+            guard let job = newEntries[name]?.job, job.onReload == .restart, let running = runs[name]?.running, !running.isEmpty else {
+                continue
+            }
+            for (id, handle) in running {
+                runs[name]?.cancelled.insert(id)
+                handle.cancel()
+                logger.notice("restarting the run with the new definition (on_reload: restart)", metadata: ["job": "\(name)", "run_id": "\(id)"])
+            }
+            restarts.append(job)
+        }
+        if !added.isEmpty { journal?.record(.known(jobs: added, at: now)) }
+        paused.formIntersection(Set(newOrder))
         entries = newEntries
         order = newOrder
         settings = configuration.daemon
+        for job in restarts {
+            fire(job, scheduledTime: now, trigger: .manual, queueBehind: true)
+        }
         generation += 1
         let summary = ReloadSummary(generation: generation, added: added, changed: changed, removed: removed, at: now)
         lastReload = summary
@@ -76,6 +102,8 @@ extension Scheduler {
         public var definition: JobDefinition
         /// The next automatic fire, if any.
         public var nextFire: Timestamp?
+        /// Paused jobs do not fire.
+        public var paused: Bool
     }
 
     /// A summary for status lines and `GET /v1/status`.
@@ -95,14 +123,15 @@ extension Scheduler {
         let uptime = clock.uptime()
         return order.compactMap { name in
             guard let entry = entries[name] else { return nil }
-            return JobState(definition: entry.job, nextFire: wallInstant(entry.due, now: now, uptime: uptime))
+            return JobState(definition: entry.job, nextFire: wallInstant(entry.due, now: now, uptime: uptime), paused: paused.contains(name))
         }
     }
 
     /// One job's state, or nil when there is no such job.
     public func jobState(_ name: String) -> JobState? {
         guard let entry = entries[name] else { return nil }
-        return JobState(definition: entry.job, nextFire: wallInstant(entry.due, now: clock.now(), uptime: clock.uptime()))
+        return JobState(definition: entry.job, nextFire: wallInstant(entry.due, now: clock.now(), uptime: clock.uptime()),
+                        paused: paused.contains(name))
     }
 
     public func summary() -> Summary {

@@ -80,7 +80,11 @@ public actor Scheduler: Service {
     let onChange: @Sendable () -> Void
     /// Seeds `fixed_random_delay` offsets, so they are stable for a machine (its machine id).
     let jitterSeed: UInt64
-    private var startupJobs: [String] = []
+    /// Where history goes (nil: in memory only).
+    let journal: (any RunJournal)?
+    /// Paused jobs do not fire (their fires are recorded as skipped).
+    var paused: Set<String> = []
+    private var startupFires: [(job: String, occurrence: Timestamp?, trigger: RunTrigger)] = []
 
     /// Creates the scheduler and computes every job's first fire, so the schedule is complete
     /// before the daemon reports itself ready.
@@ -91,9 +95,12 @@ public actor Scheduler: Service {
         clock: any SchedulerClock,
         logger: Logger,
         jitterSeed: UInt64 = 0,
+        journal: (any RunJournal)? = nil,
+        memories: [String: JobMemory] = [:],
         onChange: @escaping @Sendable () -> Void = {}
     ) {
         self.jitterSeed = jitterSeed
+        self.journal = journal
         self.settings = configuration.daemon
         self.supervisor = supervisor
         self.registry = registry
@@ -105,7 +112,56 @@ public actor Scheduler: Service {
         for job in configuration.jobs {
             entries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed))
             order.append(job.name)
-            if job.enabled, job.trigger == .reboot || job.runOnStart { startupJobs.append(job.name) }
+            if memories[job.name]?.paused == true { paused.insert(job.name) }
+            guard job.enabled else { continue }
+            for occurrence in Self.missedOccurrences(of: job, memory: memories[job.name], now: now, logger: logger) {
+                startupFires.append((job.name, occurrence, .catchUp))
+            }
+            if job.trigger == .reboot || job.runOnStart { startupFires.append((job.name, nil, .startup)) }
+        }
+        journal?.record(.known(jobs: configuration.jobs.map(\.name), at: now))
+    }
+
+    /// Occurrences a job missed while the daemon was down, as its `catch_up` policy wants them
+    /// run: none, the latest, or each (the latest `catch_up_max`). A job never catches up on
+    /// time before the daemon first knew it.
+    static func missedOccurrences(of job: JobDefinition, memory: JobMemory?, now: Timestamp, logger: Logger) -> [Timestamp] {
+        guard let memory, let trigger = job.trigger else { return [] }
+        switch trigger {
+        case .cron, .calendar: return missed(trigger, job: job, memory: memory, now: now, logger: logger)
+        case .interval, .reboot: return []
+        }
+    }
+
+    private static func missed(_ trigger: JobTrigger, job: JobDefinition, memory: JobMemory, now: Timestamp, logger: Logger) -> [Timestamp] {
+        let candidates = [memory.lastOccurrence, memory.firstSeen].compactMap { $0 }
+        guard let since = candidates.max() else { return [] }
+        var missed: [Timestamp] = []
+        var count = 0
+        var cursor = since
+        while count < 1_000_000, let next = trigger.nextOccurrence(after: cursor, in: job.timeZone), next <= now {
+            count += 1
+            missed.append(next)
+            if missed.count > job.catchUpMax { missed.removeFirst() }
+            cursor = next
+        }
+        guard count > 0 else { return [] }
+        switch job.catchUp {
+        case .none:
+            logger.notice("occurrences missed while the daemon was down are not run (catch_up: none)", metadata: [
+                "job": "\(job.name)", "missed": "\(count)", "since": "\(since)",
+            ])
+            return []
+        case .once:
+            logger.notice("catching up once for occurrences missed while the daemon was down", metadata: [
+                "job": "\(job.name)", "missed": "\(count)", "latest": "\(missed.last!)",
+            ])
+            return [missed.last!]
+        case .all:
+            logger.notice("catching up occurrences missed while the daemon was down", metadata: [
+                "job": "\(job.name)", "missed": "\(count)", "running": "\(missed.count)",
+            ])
+            return missed
         }
     }
 
@@ -116,12 +172,13 @@ public actor Scheduler: Service {
         logger.info("scheduler started", metadata: ["jobs": "\(entries.count)"])
         await withDiscardingTaskGroup { group in
             await withTaskCancellationOrGracefulShutdownHandler {
-                for name in startupJobs {
-                    if let entry = entries[name] {
-                        fire(entry.job, scheduledTime: clock.now(), trigger: .startup)
+                for startup in startupFires {
+                    if let entry = entries[startup.job] {
+                        fire(entry.job, scheduledTime: startup.occurrence ?? clock.now(), trigger: startup.trigger,
+                             occurrence: startup.occurrence, queueBehind: startup.trigger == .catchUp)
                     }
                 }
-                startupJobs = []
+                startupFires = []
                 await loop(group: &group)
             } onCancelOrGracefulShutdown: { [doorbell, stopRequested] in
                 stopRequested.set()
@@ -149,7 +206,7 @@ public actor Scheduler: Service {
         state = .draining
         let now = clock.now()
         for pending in waiting + retries.map(\.pending) + runs.values.flatMap(\.queued) {
-            registry.finish(pending.request.id, outcome: .cancelled, at: now)
+            settle(pending.request.id, outcome: .cancelled, at: now)
         }
         waiting.removeAll()
         retries.removeAll()
@@ -193,10 +250,13 @@ public actor Scheduler: Service {
             case .wall(let first, let delay) where first.advanced(by: delay) <= now:
                 guard let trigger = job.trigger else { continue }
                 var occurrence = first
+                var skipped: [Timestamp] = []
                 var missed = 0
                 var next = trigger.nextOccurrence(after: occurrence, in: job.timeZone)
                 while let candidate = next, candidate.advanced(by: delay) <= now {
                     missed += 1
+                    skipped.append(occurrence)
+                    if skipped.count > job.catchUpMax { skipped.removeFirst() }
                     occurrence = candidate
                     if missed >= 10_000 {
                         next = trigger.nextOccurrence(after: now, in: job.timeZone)
@@ -204,14 +264,22 @@ public actor Scheduler: Service {
                     }
                     next = trigger.nextOccurrence(after: candidate, in: job.timeZone)
                 }
-                if missed > 0 {
-                    logger.warning("missed occurrences (clock jump or suspend); running the latest once", metadata: [
-                        "job": "\(name)", "missed": "\(missed)", "first_missed": "\(first)",
-                    ])
-                }
                 entry.due = next.map { .wall(occurrence: $0, delay: Self.delay(for: job, occurrence: $0, seed: jitterSeed)) }
                 entries[name] = entry
-                fire(job, scheduledTime: occurrence, trigger: .schedule)
+                if missed > 0 {
+                    // The latest occurrence runs (late); the earlier ones follow catch_up.
+                    let runsAll = job.catchUp == .all
+                    logger.warning("missed occurrences (clock jump or suspend)", metadata: [
+                        "job": "\(name)", "missed": "\(missed)", "first_missed": "\(first)",
+                        "catch_up": "\(runsAll ? "running the \(skipped.count) latest" : "running the latest only")",
+                    ])
+                    if runsAll {
+                        for earlier in skipped {
+                            fire(job, scheduledTime: earlier, trigger: .catchUp, occurrence: earlier, queueBehind: true)
+                        }
+                    }
+                }
+                fire(job, scheduledTime: occurrence, trigger: .schedule, occurrence: occurrence, queueBehind: job.catchUp == .all && missed > 0)
             case .uptime(let occurrence, let delay) where occurrence + delay <= uptime:
                 guard case .interval(let interval) = job.trigger else { continue }
                 var nextOccurrence = occurrence + interval
@@ -237,8 +305,14 @@ public actor Scheduler: Service {
 
     /// Records a fire and applies the job's overlap policy: start (or wait for a slot), queue
     /// behind the running run, replace it, or record the fire as skipped.
+    ///
+    /// `occurrence` is the schedule occurrence the fire handles (wall-clock schedules): it is
+    /// journalled before the run starts, so a crash never makes it run again. With
+    /// `queueBehind`, a fire that cannot start yet waits behind the job's runs whatever the
+    /// overlap policy (catch-up runs of every missed occurrence).
     @discardableResult
-    func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger) -> RunRecord {
+    func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp? = nil,
+              queueBehind: Bool = false) -> RunRecord {
         let now = clock.now()
         let id = ids.next(at: now)
         var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
@@ -247,20 +321,32 @@ public actor Scheduler: Service {
         record.output = pending.tail
         record.handle = pending.handle
 
-        if activeInstances(of: job.name) < job.overlap.maxInstances {
-            record.waitingFor = "a free slot"
-            registry.add(record)
-            waiting.append(pending)
-            doorbell.ring()
-            return record
-        }
         func skip(_ reason: String) -> RunRecord {
             record.handle = nil
             record.output = nil
             record.outcome = .skipped(reason: reason)
             record.endedAt = now
             registry.recordFinished(record)
+            journal?.record(.settled(record, occurrence: occurrence))
             logger.notice("fire skipped: \(reason)", metadata: ["job": "\(job.name)", "run_id": "\(id)"])
+            return record
+        }
+        if paused.contains(job.name), trigger != .manual {
+            return skip("paused")
+        }
+        if activeInstances(of: job.name) < job.overlap.maxInstances {
+            record.waitingFor = "a free slot"
+            registry.add(record)
+            journal?.record(.fired(record, occurrence: occurrence))
+            waiting.append(pending)
+            doorbell.ring()
+            return record
+        }
+        if queueBehind {
+            record.waitingFor = "the previous run"
+            registry.add(record)
+            journal?.record(.fired(record, occurrence: occurrence))
+            runs[job.name, default: JobRuns()].queued.append(pending)
             return record
         }
         switch job.overlap {
@@ -274,6 +360,7 @@ public actor Scheduler: Service {
             }
             record.waitingFor = "the previous run"
             registry.add(record)
+            journal?.record(.fired(record, occurrence: occurrence))
             runs[job.name, default: JobRuns()].queued.append(pending)
             return record
         case .replace:
@@ -285,6 +372,7 @@ public actor Scheduler: Service {
             logger.notice("replacing the running run", metadata: ["job": "\(job.name)", "run_id": "\(id)", "superseded": "\(superseded)"])
             record.waitingFor = "the replaced run to stop"
             registry.add(record)
+            journal?.record(.fired(record, occurrence: occurrence))
             runs[job.name, default: JobRuns()].queued = [pending]
             return record
         }
@@ -315,9 +403,17 @@ public actor Scheduler: Service {
         runs[job]?.queued.removeAll()
         for pending in dropped {
             registry.update(pending.request.id) { $0.statusText = reason }
-            registry.finish(pending.request.id, outcome: outcome, at: now)
+            settle(pending.request.id, outcome: outcome, at: now)
         }
         return dropped.count
+    }
+
+    /// Ends a live record (in memory and in the journal) and returns it.
+    @discardableResult
+    func settle(_ id: RunID, outcome: RunOutcome, at instant: Timestamp) -> RunRecord? {
+        let record = registry.finish(id, outcome: outcome, at: instant)
+        if let record { journal?.record(.finished(record)) }
+        return record
     }
 
     /// Moves retries whose backoff has passed to the slot queue.
@@ -360,19 +456,24 @@ public actor Scheduler: Service {
         let supervisor = self.supervisor
         let registry = self.registry
         let onChange = self.onChange
+        let journal = self.journal
         group.addTask {
             let id = request.id
+            // The fire is on disk before its process exists: a crash cannot run it twice.
+            await journal?.flush()
             let result = await supervisor.run(request, handle: pending.handle, output: pending.tail, onStarted: { pid, startedAt in
                 registry.update(id) { record in
                     record.pid = pid
                     record.startedAt = startedAt
                 }
+                journal?.record(.started(id: id, pid: pid, at: startedAt))
                 onChange()
             })
             registry.update(id) { record in
                 if record.startedAt == nil { record.startedAt = result.startedAt }
             }
             let final = registry.finish(id, outcome: result.outcome, at: result.endedAt)
+            if let final { journal?.record(.finished(final)) }
             let hook = await self.runEnded(request, result: result)
             if result.pid != nil {
                 await supervisor.sweepLeftovers(of: request)
@@ -421,6 +522,7 @@ public actor Scheduler: Service {
             record.handle = pending.handle
             record.waitingFor = "retry backoff (\(DurationText.format(delay)))"
             registry.add(record)
+            journal?.record(.fired(record, occurrence: nil))
             retries.append(Retry(due: clock.uptime() + delay, pending: pending))
             logger.notice("retrying", metadata: [
                 "job": "\(job.name)", "run_id": "\(id)", "attempt": "\(next.attempt)", "of": "\(retry.attempts)",

@@ -3,6 +3,7 @@ import JobRunnerConfig
 import JobRunnerControl
 import JobRunnerCore
 import JobRunnerSchedule
+import JobRunnerStore
 import Logging
 import NIOPosix
 import ServiceLifecycle
@@ -106,6 +107,33 @@ public enum Daemon {
             logger.warning("cannot become a child subreaper; orphaned job processes will go to PID 1")
         }
 
+        // MARK: History
+        let history: SQLiteHistory
+        let memories: [String: JobMemory]
+        do {
+            let path = options.stateDirectory + "/state.sqlite"
+            history = try await NIOThreadPool.singleton.runIfActive { try SQLiteHistory(path: path) }
+            let interrupted = try await history.recoverInterrupted(at: clock.now())
+            if !interrupted.isEmpty {
+                let ids = Set(interrupted.map(\.id.rawValue))
+                let killed = try await NIOThreadPool.singleton.runIfActive { ProcessSweeper.killLeftovers(ofRuns: ids) }
+                logger.warning("runs were interrupted by the daemon's last stop", metadata: [
+                    "runs": "\(interrupted.count)", "jobs": "\(Set(interrupted.map(\.job)).sorted().joined(separator: ","))",
+                    "killed_processes": "\(killed)",
+                ])
+            }
+            memories = try await history.jobMemories()
+        } catch {
+            close(lock)
+            logger.critical("cannot open the history", metadata: ["error": "\(error)", "state_directory": "\(options.stateDirectory)"])
+            notifier.failed(status: "cannot open the history in \(options.stateDirectory): \(error)", errno: EIO)
+            return DaemonExitCode.failure
+        }
+        let writer = HistoryWriter(
+            history: history,
+            retention: .init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge),
+            logger: logger)
+
         // MARK: Engine
         let pool = NIOThreadPool(numberOfThreads: configuration.daemon.blockingThreads)
         pool.start()
@@ -116,13 +144,14 @@ public enum Daemon {
         let statusBox = StatusBox()
         let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
                                   logger: logger, jitterSeed: Scheduler.jitterSeed(machineID: machineID),
-                                  onChange: { statusBox.poke() })
-        let status = StatusReporter(scheduler: scheduler, notifier: notifier, clock: clock)
+                                  journal: writer, memories: memories, onChange: { statusBox.poke() })
+        let status = StatusReporter(scheduler: scheduler, notifier: notifier, clock: clock, writer: writer)
         statusBox.reporter = status
         let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)
         let reloader = Reloader(path: options.configPath, loader: loader, pool: pool, scheduler: scheduler, daemon: daemonState,
-                                clock: clock, logger: logger)
-        let handler = EngineControlHandler(scheduler: scheduler, registry: registry, daemon: daemonState, clock: clock)
+                                writer: writer, clock: clock, logger: logger)
+        let handler = EngineControlHandler(scheduler: scheduler, registry: registry, history: history, writer: writer,
+                                           daemon: daemonState, clock: clock)
         let control = ControlServer(listeningSocket: listener, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger)
 
         let reloadService = ReloadService(reloader: reloader, notifier: notifier, status: status) {
@@ -131,13 +160,15 @@ public enum Daemon {
                                             "config": "\(options.configPath)"])
             notifier.ready(status: line)
         }
-        // Graceful shutdown runs in reverse order: announce, drain the scheduler, then close the
-        // control socket (so status stays readable while runs finish), then the rest.
+        // Graceful shutdown runs in reverse order: announce, drain the scheduler, write the last
+        // history, then close the control socket (so status stays readable while runs
+        // finish), then the rest.
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: reloadService),
                 .init(service: status),
                 .init(service: control),
+                .init(service: writer),
                 .init(service: scheduler),
                 .init(service: ShutdownAnnouncer(notifier: notifier, logger: logger)),
             ],

@@ -2,6 +2,7 @@ import JobRunnerConfig
 import JobRunnerControl
 import JobRunnerCore
 import JobRunnerSchedule
+import JobRunnerStore
 
 #if canImport(Glibc)
 import Glibc
@@ -14,6 +15,8 @@ struct EngineControlHandler: ControlHandler {
 
     let scheduler: Scheduler
     let registry: RunRegistry
+    let history: SQLiteHistory
+    let writer: HistoryWriter
     let daemon: DaemonState
     let clock: any SchedulerClock
 
@@ -31,18 +34,38 @@ struct EngineControlHandler: ControlHandler {
             running: summary.runningCount,
             waiting: summary.waitingCount,
             nextFire: summary.nextFire.map { NextFire(job: $0.job, at: $0.at.description) },
-            runTotals: registry.totals()
+            runTotals: registry.totals(),
+            historyError: writer.failure
         )
     }
 
     func jobs() async -> [JobInfo] {
         let now = clock.now()
-        return await scheduler.jobStates().map { Self.jobInfo($0, registry: registry, now: now) }
+        var result: [JobInfo] = []
+        for state in await scheduler.jobStates() {
+            result.append(await jobInfo(state, now: now))
+        }
+        return result
     }
 
     func job(named name: String) async -> JobInfo? {
         guard let state = await scheduler.jobState(name) else { return nil }
-        return Self.jobInfo(state, registry: registry, now: clock.now())
+        return await jobInfo(state, now: clock.now())
+    }
+
+    func setPaused(job name: String, _ paused: Bool) async -> JobInfo? {
+        let found = paused ? await scheduler.pause(job: name) : await scheduler.resume(job: name)
+        return found ? await job(named: name) : nil
+    }
+
+    /// The last run comes from memory when the daemon has seen one since it started, else from
+    /// the history.
+    private func jobInfo(_ state: Scheduler.JobState, now: Timestamp) async -> JobInfo {
+        var info = Self.jobInfo(state, registry: registry, now: now)
+        if info.lastRun == nil, let stored = try? await history.runs(job: state.definition.name, limit: 1).first {
+            info.lastRun = Self.runInfo(stored, now: now)
+        }
+        return info
     }
 
     func nextFires(job name: String, count: Int) async -> NextResponse? {
@@ -55,21 +78,29 @@ struct EngineControlHandler: ControlHandler {
     }
 
     func run(id: String) async -> RunDetail? {
-        guard let record = registry.record(RunID(rawValue: id)) else { return nil }
+        let runID = RunID(rawValue: id)
+        var found = registry.record(runID)
+        if found == nil { found = try? await history.run(id: runID) }
+        guard let record = found else { return nil }
         let lines = record.output?.lines ?? []
         return RunDetail(run: Self.runInfo(record, now: clock.now()),
                          output: lines.map { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text) })
     }
 
+    /// Live runs first (from memory), then the history (from the store), newest first.
     func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo] {
         let now = clock.now()
-        let all = registry.active().reversed() + registry.history()
-        return all.lazy
-            .filter { job == nil || $0.job == job }
-            .filter { outcome == nil || ($0.outcome?.name ?? $0.phase.rawValue) == outcome }
-            .filter { before == nil || $0.id.rawValue < before! }
-            .prefix(limit)
-            .map { Self.runInfo($0, now: now) }
+        let live = registry.active().reversed().filter { record in
+            (job == nil || record.job == job) && (outcome == nil || outcome == record.phase.rawValue)
+                && (before == nil || record.id.rawValue < before!)
+        }
+        var result = Array(live.prefix(limit))
+        if result.count < limit {
+            let liveIDs = Set(result.map(\.id))
+            let stored = (try? await history.runs(job: job, outcome: outcome, before: before, limit: limit)) ?? registry.history()
+            result += stored.filter { !liveIDs.contains($0.id) }.prefix(limit - result.count)
+        }
+        return result.map { Self.runInfo($0, now: now) }
     }
 
     func cancel(run id: String) async throws(APIError) -> CancelResponse {
@@ -110,7 +141,7 @@ struct EngineControlHandler: ControlHandler {
             killGraceSeconds: job.killGrace.secondsValue,
             workingDirectory: job.workingDirectory,
             environment: job.environment.keys.sorted(),
-            state: job.enabled ? "enabled" : "disabled",
+            state: state.paused ? "paused" : job.enabled ? "enabled" : "disabled",
             nextFire: state.nextFire?.description,
             source: "\(job.location.file):\(job.location.line)",
             lastRun: registry.lastRun(job: job.name).map { runInfo($0, now: now) },

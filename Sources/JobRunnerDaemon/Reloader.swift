@@ -2,6 +2,7 @@ import JobRunnerConfig
 import JobRunnerControl
 import JobRunnerCore
 import JobRunnerSchedule
+import JobRunnerStore
 import Logging
 import NIOPosix
 import Systemd
@@ -17,11 +18,13 @@ actor Reloader {
     private let pool: NIOThreadPool
     private let scheduler: Scheduler
     private let daemon: DaemonState
+    private let writer: HistoryWriter
     private let clock: any SchedulerClock
     private let logger: Logger
 
     init(path: String, loader: ConfigLoader, pool: NIOThreadPool, scheduler: Scheduler, daemon: DaemonState,
-         clock: any SchedulerClock, logger: Logger) {
+         writer: HistoryWriter, clock: any SchedulerClock, logger: Logger) {
+        self.writer = writer
         self.path = path
         self.loader = loader
         self.pool = pool
@@ -42,6 +45,7 @@ actor Reloader {
                 try loader.load(path: path)
             }
             let summary = await scheduler.apply(configuration)
+            writer.setRetention(.init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge))
             result = ReloadResult(at: summary.at.description, result: "ok", generation: summary.generation,
                                   added: summary.added, changed: summary.changed, removed: summary.removed)
         } catch let errors as ConfigErrors {

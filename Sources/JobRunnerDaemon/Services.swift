@@ -1,6 +1,7 @@
 import JobRunnerControl
 import JobRunnerCore
 import JobRunnerSchedule
+import JobRunnerStore
 import Logging
 import ServiceLifecycle
 import Systemd
@@ -49,12 +50,14 @@ actor StatusReporter: Service {
     private let scheduler: Scheduler
     private let notifier: Notifier
     private let clock: any SchedulerClock
+    private let writer: HistoryWriter
     private let pokes: AsyncStream<Void>
     private let poker: AsyncStream<Void>.Continuation
     private var lastSent = ""
     private var reloadError: String?
 
-    init(scheduler: Scheduler, notifier: Notifier, clock: any SchedulerClock) {
+    init(scheduler: Scheduler, notifier: Notifier, clock: any SchedulerClock, writer: HistoryWriter) {
+        self.writer = writer
         self.scheduler = scheduler
         self.notifier = notifier
         self.clock = clock
@@ -87,6 +90,7 @@ actor StatusReporter: Service {
             }
         }
         if let reloadError { line = "reload failed: \(reloadError); " + line }
+        if let failure = writer.failure { line = "history writes failing (\(failure)); " + line }
         return line
     }
 

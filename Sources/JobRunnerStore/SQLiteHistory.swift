@@ -1,0 +1,203 @@
+import Foundation
+import GRDB
+import JobRunnerCore
+import JobRunnerSchedule
+
+/// The run history and job state in SQLite (`state.sqlite`, WAL): one table of runs, one of
+/// jobs, versioned by migrations.
+public final class SQLiteHistory: Sendable {
+    /// The newest schema this build understands.
+    public static let schemaVersion = 1
+
+    let database: DatabasePool
+    public let path: String
+
+    /// Opens (creating if needed) and migrates the database.
+    @available(*, noasync, message: "opens files; call from the thread pool")
+    public init(path: String) throws {
+        self.path = path
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            // WAL commits survive a crash of the daemon (not a power cut) without an fsync each.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        database = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(database)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "runs") { table in
+                table.column("id", .text).primaryKey()
+                table.column("fire_id", .text).notNull()
+                table.column("job", .text).notNull()
+                table.column("trigger", .text).notNull()
+                table.column("attempt", .integer).notNull()
+                table.column("scheduled_at", .integer).notNull()
+                table.column("queued_at", .integer).notNull()
+                table.column("started_at", .integer)
+                table.column("ended_at", .integer)
+                table.column("outcome", .text)
+                table.column("exit_code", .integer)
+                table.column("signal", .integer)
+                table.column("detail", .text)
+                table.column("pid", .integer)
+                table.column("status_text", .text)
+                table.column("output", .text)
+                table.column("node", .text)
+            }
+            try db.create(index: "runs_by_job", on: "runs", columns: ["job", "id"])
+            try db.create(index: "runs_open", on: "runs", columns: ["ended_at"], condition: Column("ended_at") == nil)
+            try db.create(index: "runs_by_end", on: "runs", columns: ["ended_at"])
+            try db.create(table: "jobs") { table in
+                table.column("name", .text).primaryKey()
+                table.column("last_occurrence", .integer)
+                table.column("first_seen", .integer).notNull()
+                table.column("paused", .boolean).notNull().defaults(to: false)
+            }
+            try db.create(table: "schema_info") { table in
+                table.column("version", .integer).notNull()
+            }
+            try db.execute(sql: "INSERT INTO schema_info (version) VALUES (1)")
+        }
+        return migrator
+    }
+
+    // MARK: - Recovery
+
+    /// Runs that were alive when the daemon died.
+    public struct Interrupted: Sendable {
+        public var id: RunID
+        public var job: String
+        public var pid: Int32?
+    }
+
+    /// Marks every run without an end as `interrupted` (the daemon died while it was waiting or
+    /// running) and returns them, so their processes can be hunted down.
+    public func recoverInterrupted(at instant: Timestamp) async throws -> [Interrupted] {
+        try await database.write { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT id, job, pid FROM runs WHERE ended_at IS NULL")
+            let interrupted = rows.map { Interrupted(id: RunID(rawValue: $0["id"]), job: $0["job"], pid: $0["pid"]) }
+            try db.execute(sql: """
+                UPDATE runs SET ended_at = ?, outcome = 'interrupted',
+                    detail = CASE WHEN started_at IS NULL THEN 'the daemon stopped before it started' ELSE 'the daemon stopped while it ran' END
+                WHERE ended_at IS NULL
+                """, arguments: [instant.microseconds])
+            return interrupted
+        }
+    }
+
+    /// What the history remembers of every job.
+    public func jobMemories() async throws -> [String: JobMemory] {
+        try await database.read { db in
+            var result: [String: JobMemory] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT name, last_occurrence, first_seen, paused FROM jobs") {
+                let last: Int64? = row["last_occurrence"]
+                let first: Int64 = row["first_seen"]
+                result[row["name"]] = JobMemory(lastOccurrence: last.map { Timestamp(microseconds: $0) },
+                                                firstSeen: Timestamp(microseconds: first), paused: row["paused"])
+            }
+            return result
+        }
+    }
+
+    /// Records that these jobs exist from `instant` on (jobs already known keep their date).
+    public func registerJobs(_ names: [String], at instant: Timestamp) async throws {
+        try await database.write { db in
+            for name in names {
+                try db.execute(sql: "INSERT INTO jobs (name, first_seen) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                               arguments: [name, instant.microseconds])
+            }
+        }
+    }
+
+    // MARK: - Reads
+
+    /// Runs newest first.
+    public func runs(job: String? = nil, outcome: String? = nil, before: String? = nil, limit: Int) async throws -> [RunRecord] {
+        try await database.read { db in
+            var conditions: [String] = []
+            var arguments: [any DatabaseValueConvertible] = []
+            if let job {
+                conditions.append("job = ?")
+                arguments.append(job)
+            }
+            if let outcome {
+                conditions.append("outcome = ?")
+                arguments.append(outcome)
+            }
+            if let before {
+                conditions.append("id < ?")
+                arguments.append(before)
+            }
+            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM runs \(filter) ORDER BY id DESC LIMIT ?",
+                                        arguments: StatementArguments(arguments + [limit]))
+            return rows.map(Self.record(from:))
+        }
+    }
+
+    /// One run.
+    public func run(id: RunID) async throws -> RunRecord? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]).map(Self.record(from:))
+        }
+    }
+
+    /// How many runs a job has in the history.
+    public func count(job: String) async throws -> Int {
+        try await database.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM runs WHERE job = ?", arguments: [job]) ?? 0
+        }
+    }
+
+    static func record(from row: Row) -> RunRecord {
+        var record = RunRecord(
+            id: RunID(rawValue: row["id"]),
+            job: row["job"],
+            trigger: RunTrigger(rawValue: row["trigger"]) ?? .schedule,
+            scheduledTime: Timestamp(microseconds: row["scheduled_at"]),
+            attempt: row["attempt"],
+            fireID: RunID(rawValue: row["fire_id"]),
+            queuedAt: Timestamp(microseconds: row["queued_at"])
+        )
+        record.startedAt = (row["started_at"] as Int64?).map { Timestamp(microseconds: $0) }
+        record.endedAt = (row["ended_at"] as Int64?).map { Timestamp(microseconds: $0) }
+        record.pid = row["pid"]
+        record.statusText = row["status_text"]
+        if let name: String = row["outcome"] {
+            record.outcome = Self.outcome(name: name, exitCode: row["exit_code"], signal: row["signal"], detail: row["detail"])
+        }
+        if let output: String = row["output"] {
+            record.output = OutputTail(capacity: Int.max, lines: decodeOutput(output))
+        }
+        return record
+    }
+
+    static func outcome(name: String, exitCode: Int32?, signal: Int32?, detail: String?) -> RunOutcome {
+        switch name {
+        case "succeeded": .succeeded
+        case "failed": .failed(exitCode: exitCode ?? 1)
+        case "signalled": .signalled(signal ?? 0)
+        case "timed_out": .timedOut
+        case "cancelled": .cancelled
+        case "spawn_failed": .spawnFailed(reason: detail ?? "")
+        case "skipped": .skipped(reason: detail ?? "")
+        default: .interrupted
+        }
+    }
+
+    /// Output lines as stored: one per line, `o ` or `e ` first.
+    static func encodeOutput(_ lines: [OutputLine]) -> String {
+        lines.map { ($0.stream == .stdout ? "o " : "e ") + $0.text.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n")
+    }
+
+    static func decodeOutput(_ text: String) -> [OutputLine] {
+        guard !text.isEmpty else { return [] }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            OutputLine(stream: line.hasPrefix("e ") ? .stderr : .stdout, text: String(line.dropFirst(2)))
+        }
+    }
+}

@@ -16,7 +16,8 @@ public struct ConfigLoader: Sendable {
     /// Deepest `[`/`{` nesting accepted (the YAML composer recurses once per level).
     public static let maximumNesting = 256
 
-    static let topLevelKeys = ["daemon", "jobs"]
+    static let topLevelKeys = ["daemon", "jobs", "include"]
+    static let includedTopLevelKeys = ["jobs"]
     static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace", "pools", "history"]
     static let historyKeys = ["output_tail", "keep_per_job", "max_age"]
     static let jobKeys = [
@@ -83,22 +84,117 @@ public struct ConfigLoader: Sendable {
         }
 
         var jobs: [JobDefinition] = []
+        var seen: [String: SourceLocation] = [:]
         if let section = top.first(where: { $0.key == "jobs" }) {
-            if !NodeReader.isNull(section.value), let entries = reader.mapping(section.value, what: "jobs") {
-                for entry in entries {
-                    if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
-                        jobs.append(job)
-                    }
-                }
-            }
-        } else {
+            readJobs(section.value, daemon: daemon, reader: &reader, into: &jobs, seen: &seen)
+        } else if top.first(where: { $0.key == "include" }) == nil {
             reader.fail(.missingKey, at: root, "missing 'jobs:' section (an empty one, 'jobs: {}', is allowed)")
+        }
+        if let include = top.first(where: { $0.key == "include" }) {
+            readIncludes(include.value, mainPath: path, daemon: daemon, reader: &reader, into: &jobs, seen: &seen)
         }
 
         guard reader.errors.isEmpty else {
-            throw ConfigErrors(reader.errors.sorted { ($0.location.line, $0.location.column) < ($1.location.line, $1.location.column) })
+            // File order (main file first, then includes as read), then position.
+            var fileOrder: [String: Int] = [:]
+            for error in reader.errors where fileOrder[error.location.file] == nil {
+                fileOrder[error.location.file] = error.location.file == path ? -1 : fileOrder.count
+            }
+            throw ConfigErrors(reader.errors.sorted {
+                (fileOrder[$0.location.file]!, $0.location.line, $0.location.column)
+                    < (fileOrder[$1.location.file]!, $1.location.line, $1.location.column)
+            })
         }
         return Configuration(path: path, daemon: daemon, jobs: jobs)
+    }
+
+    private func readJobs(_ node: Node, daemon: DaemonSettings, reader: inout NodeReader, into jobs: inout [JobDefinition],
+                          seen: inout [String: SourceLocation]) {
+        guard !NodeReader.isNull(node), let entries = reader.mapping(node, what: "jobs") else { return }
+        for entry in entries {
+            let location = reader.location(entry.keyNode)
+            if let first = seen[entry.key] {
+                reader.fail(.duplicateJob, at: location, "duplicate job name '\(entry.key)' (also defined at \(first.file):\(first.line))")
+                continue
+            }
+            seen[entry.key] = location
+            if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
+                jobs.append(job)
+            }
+        }
+    }
+
+    // MARK: - include:
+
+    /// `include:` globs, relative to the main file, expanded in sorted order; each file holds a
+    /// `jobs:` section. A pattern without wildcards names a file that must exist.
+    private func readIncludes(_ node: Node, mainPath: String, daemon: DaemonSettings, reader: inout NodeReader,
+                              into jobs: inout [JobDefinition], seen: inout [String: SourceLocation]) {
+        let patterns: [(String, Node)]
+        if case .sequence(let sequence) = node {
+            patterns = sequence.compactMap { item in reader.nonEmptyString(item, what: "include").map { ($0, item) } }
+        } else if let single = reader.nonEmptyString(node, what: "include") {
+            patterns = [(single, node)]
+        } else {
+            return
+        }
+        let directory = mainPath.contains("/") ? String(mainPath[..<mainPath.lastIndex(of: "/")!]) : "."
+        var included = Set<String>()
+        for (pattern, patternNode) in patterns {
+            let absolute = pattern.hasPrefix("/") ? pattern : directory + "/" + pattern
+            let isGlob = pattern.contains { "*?[".contains($0) }
+            let files = Self.glob(absolute)
+            if files.isEmpty && !isGlob {
+                reader.fail(.unreadable, at: patternNode, "include: '\(pattern)' does not exist")
+                continue
+            }
+            for file in files where included.insert(file).inserted {
+                includeFile(file, daemon: daemon, reader: &reader, into: &jobs, seen: &seen)
+            }
+        }
+    }
+
+    private func includeFile(_ file: String, daemon: DaemonSettings, reader: inout NodeReader, into jobs: inout [JobDefinition],
+                             seen: inout [String: SourceLocation]) {
+        let text: String
+        switch readConfigFile(file) {
+        case .success(let contents): text = contents
+        case .failure(let error):
+            reader.fail(error.code, at: error.location, error.message)
+            return
+        }
+        var fileReader = NodeReader(file: file)
+        defer { reader.adopt(fileReader.errors) }
+        if let deep = deepNesting(text) {
+            fileReader.fail(.syntax, at: SourceLocation(file: file, line: deep.line, column: deep.column), "nesting deeper than \(Self.maximumNesting) levels")
+            return
+        }
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            fileReader.fail(.syntax, at: Self.syntaxError(error, file: file).location, Self.syntaxError(error, file: file).message)
+            return
+        }
+        guard let root, !NodeReader.isNull(root) else { return }
+        guard let top = fileReader.mapping(root, what: "included file") else { return }
+        fileReader.checkKeys(top, known: Self.includedTopLevelKeys, context: "in an included file (only 'jobs:' belongs here)")
+        if let section = top.first(where: { $0.key == "jobs" }) {
+            readJobs(section.value, daemon: daemon, reader: &fileReader, into: &jobs, seen: &seen)
+        }
+    }
+
+    /// Paths matching a shell pattern, sorted.
+    @available(*, noasync)
+    static func glob(_ pattern: String) -> [String] {
+        var result = glob_t()
+        defer { globfree(&result) }
+        guard Glibc.glob(pattern, 0, nil, &result) == 0 else { return [] }
+        var paths: [String] = []
+        for index in 0..<Int(result.gl_pathc) {
+            if let path = result.gl_pathv[index] { paths.append(String(cString: path)) }
+        }
+        return paths.sorted()
     }
 
     // MARK: - daemon:

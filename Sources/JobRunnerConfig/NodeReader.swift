@@ -29,6 +29,11 @@ struct NodeReader {
         errors.append(ConfigError(code: code, location: location, message: message))
     }
 
+    /// Takes over the errors of another file's reader.
+    mutating func adopt(_ other: [ConfigError]) {
+        errors.append(contentsOf: other)
+    }
+
     /// How a node is described in "found …" messages.
     static func describe(_ node: Node) -> String {
         switch node {

@@ -13,6 +13,8 @@ public protocol ControlHandler: Sendable {
     func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo]
     /// Pauses or resumes a job; nil when there is no such job.
     func setPaused(job name: String, _ paused: Bool) async -> JobInfo?
+    /// Reloads the configuration (as SIGHUP does) and returns what happened.
+    func reload() async -> ReloadResult
     /// Cancels a run; throws ``APIError`` for an unknown or finished run.
     func cancel(run id: String) async throws(APIError) -> CancelResponse
     /// Whether a peer (by SO_PEERCRED) may change things.

@@ -60,6 +60,11 @@ enum ControlRouter {
                 return APIError.jsonResponse(status: .ok, body: job)
             }
         }
+        router.post("/v1/reload") { request, context in
+            try await authorize(request, context, handler: handler)
+            let result = await handler.reload()
+            return APIError.jsonResponse(status: .ok, body: result)
+        }
         router.post("/v1/runs/{id}/cancel") { request, context in
             try await authorize(request, context, handler: handler)
             let id = try context.parameters.require("id")

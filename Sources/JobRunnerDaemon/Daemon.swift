@@ -149,12 +149,12 @@ public enum Daemon {
         statusBox.reporter = status
         let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)
         let reloader = Reloader(path: options.configPath, loader: loader, pool: pool, scheduler: scheduler, daemon: daemonState,
-                                writer: writer, clock: clock, logger: logger)
+                                writer: writer, clock: clock, logger: logger, notifier: notifier, status: status)
         let handler = EngineControlHandler(scheduler: scheduler, registry: registry, history: history, writer: writer,
-                                           daemon: daemonState, clock: clock)
+                                           reloader: reloader, daemon: daemonState, clock: clock)
         let control = ControlServer(listeningSocket: listener, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger)
 
-        let reloadService = ReloadService(reloader: reloader, notifier: notifier, status: status) {
+        let reloadService = ReloadService(reloader: reloader) {
             let line = await status.line()
             logger.info("ready", metadata: ["jobs": "\(configuration.jobs.count)", "socket": "\(options.socketPath)",
                                             "config": "\(options.configPath)"])

@@ -17,6 +17,7 @@ struct EngineControlHandler: ControlHandler {
     let registry: RunRegistry
     let history: SQLiteHistory
     let writer: HistoryWriter
+    let reloader: Reloader
     let daemon: DaemonState
     let clock: any SchedulerClock
 
@@ -115,6 +116,10 @@ struct EngineControlHandler: ControlHandler {
         case .notFound:
             throw APIError.notFound("no run with id '\(id)'")
         }
+    }
+
+    func reload() async -> ReloadResult {
+        await reloader.reloadAndNotify()
     }
 
     func mayMutate(_ peer: PeerCredentials) -> Bool {

@@ -21,10 +21,14 @@ actor Reloader {
     private let writer: HistoryWriter
     private let clock: any SchedulerClock
     private let logger: Logger
+    private let notifier: Notifier
+    private let status: StatusReporter
 
     init(path: String, loader: ConfigLoader, pool: NIOThreadPool, scheduler: Scheduler, daemon: DaemonState,
-         writer: HistoryWriter, clock: any SchedulerClock, logger: Logger) {
+         writer: HistoryWriter, clock: any SchedulerClock, logger: Logger, notifier: Notifier, status: StatusReporter) {
         self.writer = writer
+        self.notifier = notifier
+        self.status = status
         self.path = path
         self.loader = loader
         self.pool = pool
@@ -32,6 +36,16 @@ actor Reloader {
         self.daemon = daemon
         self.clock = clock
         self.logger = logger
+    }
+
+    /// A reload as systemd sees it (SIGHUP or `POST /v1/reload`): RELOADING=1, the reload,
+    /// READY=1 with the new status line.
+    func reloadAndNotify() async -> ReloadResult {
+        notifier.reloading()
+        let result = await reload()
+        await status.reloadFinished(result)
+        notifier.ready(status: await status.line())
+        return result
     }
 
     /// Loads, validates and applies the configuration file; returns what happened.

@@ -8,21 +8,23 @@ import Systemd
 import UnixSignals
 
 /// Traps SIGHUP (before READY=1 is sent: SIGHUP's default action would kill the daemon) and
-/// reloads on each one, telling systemd RELOADING=1 … READY=1.
+/// reloads on each one. SIGHUPs that arrive during a reload coalesce into one more reload.
 struct ReloadService: Service {
     let reloader: Reloader
-    let notifier: Notifier
-    let status: StatusReporter
     let onReady: @Sendable () async -> Void
 
     func run() async {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let (requests, pending) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await onReady()
-        for await _ in hangups.cancelOnGracefulShutdown() {
-            notifier.reloading()
-            let result = await reloader.reload()
-            await status.reloadFinished(result)
-            notifier.ready(status: await status.line())
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await _ in hangups { pending.yield() }
+            }
+            for await _ in requests.cancelOnGracefulShutdown() {
+                _ = await reloader.reloadAndNotify()
+            }
+            group.cancelAll()
         }
     }
 }

@@ -42,10 +42,14 @@ public final class HistoryWriter: RunJournal, Service {
 
     private let history: SQLiteHistory
     private let state: Mutex<State>
+    private let onHealthChange: @Sendable (String?) -> Void
     private let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     private let logger: Logger
 
-    public init(history: SQLiteHistory, retention: Retention, logger: Logger) {
+    /// `onHealthChange` is called with the failure when writes start failing and with nil when
+    /// they resume.
+    public init(history: SQLiteHistory, retention: Retention, logger: Logger, onHealthChange: @escaping @Sendable (String?) -> Void = { _ in }) {
+        self.onHealthChange = onHealthChange
         self.history = history
         self.state = Mutex(State(retention: retention))
         self.logger = logger
@@ -137,6 +141,7 @@ public final class HistoryWriter: RunJournal, Service {
             }
             if let previous = recovered.0 {
                 logger.notice("history writes resumed", metadata: ["after": "\(previous)", "dropped_events": "\(recovered.1)"])
+                onHealthChange(nil)
             }
             releaseWaiters()
             if let prune {
@@ -144,15 +149,17 @@ public final class HistoryWriter: RunJournal, Service {
             }
         } catch {
             let reason = Self.describe(error)
-            let shouldLog = state.withLock { state -> Bool in
+            let (shouldLog, changed) = state.withLock { state -> (Bool, Bool) in
                 // Put the batch back in front of anything recorded meanwhile.
                 state.pending = batch + state.pending
+                let changed = state.failure != reason
                 state.failure = reason
                 let now = ContinuousClock.now
-                if let last = state.lastFailureLog, now - last < .seconds(60) { return false }
+                if let last = state.lastFailureLog, now - last < .seconds(60) { return (false, changed) }
                 state.lastFailureLog = now
-                return true
+                return (true, changed)
             }
+            if changed { onHealthChange(reason) }
             if shouldLog {
                 logger.error("cannot write history, runs go on; retrying every 5s", metadata: [
                     "error": "\(reason)", "path": "\(history.path)", "pending": "\(batch.count)",

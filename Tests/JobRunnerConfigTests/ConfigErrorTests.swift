@@ -412,3 +412,50 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
             == ["jobs.yaml:4:14: unknown key 'nfile' in job 'a': limits (did you mean 'nofile'?)"])
     }
 }
+
+/// `include:` files.
+@Suite struct IncludeTests {
+    @Test func includesAreReadInOrderAndNameTheirOwnErrors() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        try FileManager.default.createDirectory(atPath: directory.file("jobs.d"), withIntermediateDirectories: true)
+        directory.write("jobs.d/20-b.yaml", "jobs:\n  b:\n    shell: \"true\"\n")
+        directory.write("jobs.d/10-a.yaml", "jobs:\n  a:\n    shell: \"true\"\n")
+        let main = directory.write("main.yaml", "include: [\"jobs.d/*.yaml\"]\njobs:\n  main:\n    shell: \"true\"\n")
+        let configuration = try ConfigLoader().load(path: main)
+        #expect(configuration.jobs.map(\.name) == ["main", "a", "b"])
+        #expect(configuration.jobs[1].location.file == directory.file("jobs.d/10-a.yaml"))
+
+        directory.write("jobs.d/30-bad.yaml", "jobs:\n  c:\n    shell: \"true\"\n    timeout: eventually\n")
+        directory.write("jobs.d/40-dup.yaml", "jobs:\n  x:\n    shell: \"true\"\n  a:\n    shell: \"false\"\n")
+        do {
+            _ = try ConfigLoader().load(path: main)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.errors.map(\.description) == [
+                "\(directory.file("jobs.d/30-bad.yaml")):4:14: job 'c': timeout: 'eventually' is not a duration: expected a number at 'eventually'",
+                "\(directory.file("jobs.d/40-dup.yaml")):4:3: duplicate job name 'a' (also defined at \(directory.file("jobs.d/10-a.yaml")):2)",
+            ])
+        }
+    }
+
+    @Test func missingOrBadIncludes() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let main = directory.write("main.yaml", "include: [\"extra.yaml\", \"none.d/*.yaml\"]\njobs: {}\n")
+        do {
+            _ = try ConfigLoader().load(path: main)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.errors.map(\.description) == ["\(main):1:11: include: 'extra.yaml' does not exist"])
+        }
+        directory.write("extra.yaml", "daemon:\n  blocking_threads: 2\n")
+        do {
+            _ = try ConfigLoader().load(path: main)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.errors.map(\.code) == [.unknownKey])
+            #expect(error.errors.first?.location.file == directory.file("extra.yaml"))
+        }
+    }
+}

@@ -457,6 +457,7 @@ public actor Scheduler: Service {
         let registry = self.registry
         let onChange = self.onChange
         let journal = self.journal
+        let logger = self.logger
         group.addTask {
             let id = request.id
             // The fire is on disk before its process exists: a crash cannot run it twice.
@@ -474,6 +475,12 @@ public actor Scheduler: Service {
             }
             let final = registry.finish(id, outcome: result.outcome, at: result.endedAt)
             if let final { journal?.record(.finished(final)) }
+            // Logged once the record is final, so whoever reads the log line can read the run.
+            var runLogger = logger
+            runLogger[metadataKey: "job"] = "\(request.job.name)"
+            runLogger[metadataKey: "run_id"] = "\(id)"
+            if let pid = result.pid { runLogger[metadataKey: "pid"] = "\(pid)" }
+            result.log(runLogger, "run")
             let hook = await self.runEnded(request, result: result)
             if result.pid != nil {
                 await supervisor.sweepLeftovers(of: request)

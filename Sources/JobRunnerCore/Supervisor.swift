@@ -33,6 +33,20 @@ public struct RunResult: Sendable {
     public var startedAt: Timestamp
     public var endedAt: Timestamp
     public var pid: Int32?
+    /// How the process ended, when it started.
+    public var exitStatus: ExitStatus?
+
+    /// Logs the end of a run: notice for a success (so `--log-level notice` shows the lifecycle
+    /// without job output), warning otherwise.
+    public func log(_ logger: Logger, _ what: String) {
+        let duration = DurationText.format(startedAt.duration(to: endedAt))
+        if outcome == .succeeded {
+            logger.notice("\(what) finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)"])
+        } else {
+            logger.warning("\(what) finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)",
+                                                        "detail": "\(exitStatus?.description ?? outcome.detail ?? "")"])
+        }
+    }
 }
 
 /// Starts a run's process and watches it to the end: output line by line, the timeout (which
@@ -153,15 +167,13 @@ public final class Supervisor: Sendable {
         let bytes = Array(output.utf8)
         let stdin = bytes.withUnsafeBytes { jr_memfd_with_contents($0.baseAddress, $0.count) }
         defer { if stdin >= 0 { close(stdin) } }
-        let outcome = await execute(
+        let hookResult = await execute(
             command: hook, job: request.job, environment: environment, stdin: stdin >= 0 ? stdin : nil,
             timeout: request.job.hookTimeout, notify: nil, handle: RunHandle(), logger: logger, tail: nil, onLine: nil,
             onStarted: { _, _ in }
-        ).outcome
-        if outcome != .succeeded {
-            logger.error("hook failed", metadata: ["outcome": "\(outcome)"])
-        }
-        return outcome
+        )
+        hookResult.log(logger, "hook")
+        return hookResult.outcome
     }
 
     // MARK: - Execution
@@ -335,16 +347,7 @@ public final class Supervisor: Sendable {
             case .signalled(let signal, _): outcome = .signalled(signal)
             }
         }
-        let duration = DurationText.format(startedAt.duration(to: endedAt))
-        switch outcome {
-        case .succeeded:
-            // Notice, not info: with --log-level notice the lifecycle shows without job output.
-            logger.notice("run finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)"])
-        default:
-            logger.warning("run finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)",
-                                                      "detail": "\(exitStatus?.description ?? "")"])
-        }
-        return RunResult(outcome: outcome, startedAt: startedAt, endedAt: endedAt, pid: pid)
+        return RunResult(outcome: outcome, startedAt: startedAt, endedAt: endedAt, pid: pid, exitStatus: exitStatus)
     }
 
     // MARK: - Helpers
@@ -394,7 +397,7 @@ public final class Supervisor: Sendable {
     private func spawnFailed(_ error: SpawnError, logger: Logger) -> RunResult {
         let now = wallClock()
         logger.error("cannot start run", metadata: ["outcome": "spawn_failed", "error": "\(error.message)"])
-        return RunResult(outcome: .spawnFailed(reason: error.message), startedAt: now, endedAt: now, pid: nil)
+        return RunResult(outcome: .spawnFailed(reason: error.message), startedAt: now, endedAt: now, pid: nil, exitStatus: nil)
     }
 
     /// Reads one pipe on the event loop; posts `.outputClosed` when it reaches end of file.

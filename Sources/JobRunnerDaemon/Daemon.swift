@@ -129,10 +129,7 @@ public enum Daemon {
             notifier.failed(status: "cannot open the history in \(options.stateDirectory): \(error)", errno: EIO)
             return DaemonExitCode.failure
         }
-        let writer = HistoryWriter(
-            history: history,
-            retention: .init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge),
-            logger: logger)
+
 
         // MARK: Engine
         let pool = NIOThreadPool(numberOfThreads: configuration.daemon.blockingThreads)
@@ -142,6 +139,10 @@ public enum Daemon {
         let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, blockingPool: pool, runtimeDirectory: options.runtimeDirectory,
                                     logger: logger, wallClock: { clock.now() })
         let statusBox = StatusBox()
+        let writer = HistoryWriter(
+            history: history,
+            retention: .init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge),
+            logger: logger, onHealthChange: { _ in statusBox.poke() })
         let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
                                   logger: logger, jitterSeed: Scheduler.jitterSeed(machineID: machineID),
                                   journal: writer, memories: memories, onChange: { statusBox.poke() })

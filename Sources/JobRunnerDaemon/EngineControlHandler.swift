@@ -81,27 +81,29 @@ struct EngineControlHandler: ControlHandler {
     func run(id: String) async -> RunDetail? {
         let runID = RunID(rawValue: id)
         var found = registry.record(runID)
-        if found == nil { found = try? await history.run(id: runID) }
+        if found == nil { found = (try? await history.run(id: runID)) ?? nil }
         guard let record = found else { return nil }
         let lines = record.output?.lines ?? []
         return RunDetail(run: Self.runInfo(record, now: clock.now()),
                          output: lines.map { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text) })
     }
 
-    /// Live runs first (from memory), then the history (from the store), newest first.
+    /// Runs newest first: what memory holds (live runs and the recent finished ones, always
+    /// current) merged with the history on disk (which may lag a batch behind).
     func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo] {
         let now = clock.now()
-        let live = registry.active().reversed().filter { record in
-            (job == nil || record.job == job) && (outcome == nil || outcome == record.phase.rawValue)
+        let matches: (RunRecord) -> Bool = { record in
+            (job == nil || record.job == job) && (outcome == nil || outcome == (record.outcome?.name ?? record.phase.rawValue))
                 && (before == nil || record.id.rawValue < before!)
         }
-        var result = Array(live.prefix(limit))
-        if result.count < limit {
-            let liveIDs = Set(result.map(\.id))
-            let stored = (try? await history.runs(job: job, outcome: outcome, before: before, limit: limit)) ?? registry.history()
-            result += stored.filter { !liveIDs.contains($0.id) }.prefix(limit - result.count)
+        var byID: [RunID: RunRecord] = [:]
+        for record in (try? await history.runs(job: job, outcome: outcome, before: before, limit: limit)) ?? [] where matches(record) {
+            byID[record.id] = record
         }
-        return result.map { Self.runInfo($0, now: now) }
+        for record in registry.active() + registry.history() where matches(record) {
+            byID[record.id] = record
+        }
+        return byID.values.sorted { $0.id > $1.id }.prefix(limit).map { Self.runInfo($0, now: now) }
     }
 
     func cancel(run id: String) async throws(APIError) -> CancelResponse {

@@ -99,7 +99,7 @@ import Testing
         let job = try await client.get("/v1/jobs/progress", as: JobInfo.self)
         #expect(job.active.first?.statusText == "50%")
         #expect(FileManager.default.createFile(atPath: release, contents: nil))
-        try await daemon.waitForLog("run finished", "job=progress", "hook=on_failure")
+        try await daemon.waitForLog("hook finished", "job=progress", "hook=on_failure")
         let report = try String(contentsOfFile: hookReport, encoding: .utf8)
         #expect(report == "JOBRUNNER_OUTCOME=failed\n")
         let finished = try await client.get("/v1/jobs/progress", as: JobInfo.self)

@@ -14,9 +14,11 @@ public final class DaemonHarness: @unchecked Sendable {
     private let exits = EventQueue<Int32>()
     private let process = Process()
 
-    /// Writes `config` and starts the daemon on it.
-    public init(config: String, arguments: [String] = [], environment: [String: String] = [:], logLevel: String = "debug") throws {
-        directory = TemporaryDirectory("jobrunnerd")
+    /// Writes `config` and starts the daemon on it; with `directory`, in that directory (with
+    /// whatever state an earlier daemon left there).
+    public init(config: String, in existing: TemporaryDirectory? = nil, arguments: [String] = [], environment: [String: String] = [:],
+                logLevel: String = "debug") throws {
+        directory = existing ?? TemporaryDirectory("jobrunnerd")
         configPath = directory.write("jobrunner.yaml", config)
         stateDirectory = directory.file("state")
         socketPath = directory.file("jobrunner.sock")
@@ -84,18 +86,28 @@ public final class DaemonHarness: @unchecked Sendable {
         try await log.first(within: timeout, "log line with \(fragments)") { line in fragments.allSatisfy { line.contains($0) } }
     }
 
+    /// A log line containing every one of `fragments`, printed at any time (order-free).
+    @discardableResult
+    public func sawLog(_ fragments: String..., within timeout: Duration = .seconds(20)) async throws -> String {
+        try await log.seen(within: timeout, "log line with \(fragments)") { line in fragments.allSatisfy { line.contains($0) } }
+    }
+
     /// Waits for the daemon to exit and returns its exit status.
     public func waitForExit(within timeout: Duration = .seconds(30)) async throws -> Int32 {
         try await exits.first(within: timeout, "daemon exit") { _ in true }
     }
 
-    /// Kills the daemon if it still runs and removes its files.
-    public func cleanUp() {
+    /// Kills the daemon if it still runs and removes its files (unless `keepDirectory`, for a
+    /// daemon started again on the same state).
+    public func cleanUp(keepDirectory: Bool = false) {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         notify.close()
-        directory.remove()
+        if !keepDirectory { directory.remove() }
     }
+
+    /// The history database.
+    public var databasePath: String { stateDirectory + "/state.sqlite" }
 }

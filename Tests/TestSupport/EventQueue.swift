@@ -75,6 +75,34 @@ public final class EventQueue<Element: Sendable>: Sendable {
         }
     }
 
+    /// An event satisfying `predicate`, seen at any time (before or after the cursor), without
+    /// moving the cursor: for events whose order is not fixed.
+    public func seen(
+        within timeout: Duration = .seconds(10),
+        _ what: String = "event",
+        where predicate: @escaping @Sendable (Element) -> Bool
+    ) async throws -> Element {
+        if let found = state.withLock({ $0.history.first(where: predicate) }) { return found }
+        let token = state.withLock { state -> UInt64 in
+            state.nextToken += 1
+            return state.nextToken
+        }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: token) }
+            waiter?.continuation.resume(throwing: TimeoutError("no \(what) within \(timeout)"))
+        }
+        defer { timer.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> Element? in
+                if let found = state.history.first(where: predicate) { return found }
+                state.waiters[token] = Waiter(predicate: predicate, continuation: continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
     /// The next event after the cursor, whatever it is.
     public func next(within timeout: Duration = .seconds(10)) async throws -> Element {
         try await first(within: timeout) { _ in true }

@@ -18,7 +18,9 @@ public struct ConfigLoader: Sendable {
 
     static let topLevelKeys = ["daemon", "jobs", "include"]
     static let includedTopLevelKeys = ["jobs"]
-    static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace", "pools", "history"]
+    static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace", "pools", "history", "control", "metrics"]
+    static let controlKeys = ["group", "allowed_uids", "allowed_groups", "max_connections"]
+    static let metricsKeys = ["listen"]
     static let historyKeys = ["output_tail", "keep_per_job", "max_age"]
     static let jobKeys = [
         "command", "shell", "schedule", "on_calendar", "every", "run_on_start", "time_zone", "random_delay", "fixed_random_delay",
@@ -230,6 +232,64 @@ public struct ConfigLoader: Sendable {
                     }
                     if let size = reader.integer(pool.value, what: "\(what).\(pool.key)", range: 1...100_000) {
                         settings.pools[pool.key] = size
+                    }
+                }
+            case "control":
+                guard !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: what) else { continue }
+                reader.checkKeys(entries, known: Self.controlKeys, context: "in 'daemon.control'")
+                for entry in entries {
+                    let what = "daemon.control.\(entry.key)"
+                    switch entry.key {
+                    case "group":
+                        guard let name = reader.nonEmptyString(entry.value, what: what) else { continue }
+                        if let gid = UserDatabase.group(name) {
+                            settings.control.group = name
+                            settings.control.groupID = gid
+                        } else {
+                            reader.fail(.invalidValue, at: entry.value, "\(what): no such group '\(name)'")
+                        }
+                    case "allowed_uids":
+                        guard case .sequence(let items) = entry.value else {
+                            reader.fail(.wrongType, at: entry.value, "\(what): expected a list of uids or user names")
+                            continue
+                        }
+                        for item in items {
+                            guard let text = reader.nonEmptyString(item, what: what) else { continue }
+                            if let user = UserDatabase.user(text) {
+                                settings.control.allowedUIDs.append(user.uid)
+                            } else if let uid = UInt32(text) {
+                                settings.control.allowedUIDs.append(uid)
+                            } else {
+                                reader.fail(.invalidValue, at: item, "\(what): no such user '\(text)'")
+                            }
+                        }
+                    case "allowed_groups":
+                        guard let names = reader.stringList(entry.value, what: what) else { continue }
+                        for name in names {
+                            if let gid = UserDatabase.group(name) {
+                                settings.control.allowedGroups.append(name)
+                                settings.control.allowedGIDs.append(gid)
+                            } else {
+                                reader.fail(.invalidValue, at: entry.value, "\(what): no such group '\(name)'")
+                            }
+                        }
+                    case "max_connections":
+                        if let value = reader.integer(entry.value, what: what, range: 1...100_000) { settings.control.maxConnections = value }
+                    default:
+                        break
+                    }
+                }
+            case "metrics":
+                guard !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: what) else { continue }
+                reader.checkKeys(entries, known: Self.metricsKeys, context: "in 'daemon.metrics'")
+                for entry in entries where entry.key == "listen" {
+                    guard let text = reader.nonEmptyString(entry.value, what: "daemon.metrics.listen") else { continue }
+                    if let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) {
+                        var host = String(text[..<colon])
+                        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+                        settings.metricsListen = (host.isEmpty ? "0.0.0.0" : host, port)
+                    } else {
+                        reader.fail(.invalidValue, at: entry.value, "daemon.metrics.listen: '\(text)' is not an address such as 127.0.0.1:9464")
                     }
                 }
             case "history":

@@ -15,8 +15,24 @@ public struct Configuration: Sendable {
     }
 }
 
+/// `daemon.control`: the control socket's group and who may change things through it.
+public struct ControlSettings: Sendable, Hashable {
+    /// The socket's group (mode 0660): its members may connect.
+    public var group: String?
+    public var groupID: UInt32?
+    /// Besides root and the daemon's own user, these uids may run, cancel, pause, resume, reload.
+    public var allowedUIDs: [UInt32] = []
+    /// …and members of these groups.
+    public var allowedGroups: [String] = []
+    public var allowedGIDs: [UInt32] = []
+    /// Most connections served at once; further ones wait in the listen backlog.
+    public var maxConnections = 256
+
+    public init() {}
+}
+
 /// The `daemon:` section.
-public struct DaemonSettings: Sendable, Hashable {
+public struct DaemonSettings: Sendable, Equatable {
     /// Zone that schedules are computed in unless a job says otherwise.
     public var timeZone: TimeZoneRules
     /// Most runs alive at once, across all jobs; further due runs wait in fire order.
@@ -33,9 +49,20 @@ public struct DaemonSettings: Sendable, Hashable {
     public var keepPerJob: Int
     /// Finished runs older than this are deleted (`history.max_age`).
     public var maxHistoryAge: Duration
+    /// Who may use the control socket (`control:`).
+    public var control: ControlSettings
+    /// `metrics.listen`: a TCP address serving only `/metrics`, if set.
+    public var metricsListen: (host: String, port: Int)?
 
     public static let defaultMaxConcurrentRuns = 64
     public static let defaultBlockingThreads = 4
+    public static func == (lhs: DaemonSettings, rhs: DaemonSettings) -> Bool {
+        lhs.timeZone == rhs.timeZone && lhs.maxConcurrentRuns == rhs.maxConcurrentRuns && lhs.blockingThreads == rhs.blockingThreads
+            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.pools == rhs.pools && lhs.outputTail == rhs.outputTail
+            && lhs.keepPerJob == rhs.keepPerJob && lhs.maxHistoryAge == rhs.maxHistoryAge && lhs.control == rhs.control
+            && lhs.metricsListen?.host == rhs.metricsListen?.host && lhs.metricsListen?.port == rhs.metricsListen?.port
+    }
+
     public static let defaultShutdownGrace: Duration = .seconds(30)
     public static let defaultOutputTail = 64 * 1024
     public static let defaultKeepPerJob = 100
@@ -53,6 +80,8 @@ public struct DaemonSettings: Sendable, Hashable {
     ) {
         self.keepPerJob = keepPerJob
         self.maxHistoryAge = maxHistoryAge
+        self.control = ControlSettings()
+        self.metricsListen = nil
         self.timeZone = timeZone
         self.maxConcurrentRuns = maxConcurrentRuns
         self.blockingThreads = blockingThreads

@@ -52,8 +52,6 @@ public enum ControlMethod: String, Sendable {
 /// A small HTTP/1.1 client for the daemon's unix socket.
 public struct ControlClient: Sendable {
     public let socketPath: String
-    /// Gives up on a request that takes longer than this.
-    public var timeout: TimeAmount = .seconds(30)
 
     public init(socketPath: String) {
         self.socketPath = socketPath
@@ -96,6 +94,49 @@ public struct ControlClient: Sendable {
                 }
                 throw ControlClientError(kind: .other, message: "the daemon closed the connection before answering"
                                          + (writeError.map { " (\($0))" } ?? ""))
+            }
+        } catch let error as ControlClientError {
+            throw error
+        } catch {
+            throw ControlClientError(kind: .other, message: "request to \(socketPath) failed: \(error)")
+        }
+    }
+
+    /// GETs a streaming endpoint and hands each complete line of the body to `line` as it
+    /// arrives; returns the status when the body ends.
+    public func streamLines(_ path: String, line: @Sendable (String) -> Void) async throws(ControlClientError) -> Int {
+        let channel = try await connect()
+        do {
+            return try await channel.executeThenClose { inbound, outbound in
+                var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+                head.headers.add(name: "Host", value: "localhost")
+                head.headers.add(name: "Connection", value: "close")
+                try await outbound.write(contentsOf: [.head(head), .end(nil)])
+                var status = 0
+                var pending: [UInt8] = []
+                var errorBody = Data()
+                for try await part in inbound {
+                    switch part {
+                    case .head(let responseHead):
+                        status = Int(responseHead.status.code)
+                    case .body(let buffer):
+                        guard status == 200 else {
+                            errorBody.append(contentsOf: buffer.readableBytesView)
+                            continue
+                        }
+                        pending.append(contentsOf: buffer.readableBytesView)
+                        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                            line(String(decoding: pending[..<newline], as: UTF8.self))
+                            pending.removeSubrange(...newline)
+                        }
+                    case .end:
+                        if status != 200 {
+                            _ = try ControlResponse(status: status, body: errorBody).decode(ErrorBody.self)
+                        }
+                        return status
+                    }
+                }
+                return status
             }
         } catch let error as ControlClientError {
             throw error

@@ -13,6 +13,13 @@ public protocol ControlHandler: Sendable {
     func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo]
     /// Pauses or resumes a job; nil when there is no such job.
     func setPaused(job name: String, _ paused: Bool) async -> JobInfo?
+    /// Fires a job now; with `wait`, returns once the run has ended.
+    func runNow(job name: String, wait: Bool) async throws(APIError) -> RunInfo
+    /// A run's kept output and, unless it has ended, what it prints from now on (the stream ends
+    /// with the run); nil for an unknown run.
+    func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: AsyncStream<OutputLineInfo>?)?
+    /// The metrics in Prometheus text format.
+    func metrics() -> String
     /// Reloads the configuration (as SIGHUP does) and returns what happened.
     func reload() async -> ReloadResult
     /// Cancels a run; throws ``APIError`` for an unknown or finished run.

@@ -4,8 +4,14 @@ import Logging
 
 /// The routes of the control API, mapped onto a ``ControlHandler``.
 enum ControlRouter {
-    static func make(handler: some ControlHandler) -> Router<ControlRequestContext> {
+    static func make(handler: some ControlHandler, metricsOnly: Bool = false) -> Router<ControlRequestContext> {
         let router = Router(context: ControlRequestContext.self)
+        router.get("/metrics") { _, _ in
+            var buffer = ByteBuffer()
+            buffer.writeString(handler.metrics())
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: buffer))
+        }
+        if metricsOnly { return router }
         router.get("/v1/status") { _, _ in
             APIError.jsonResponse(status: .ok, body: await handler.status())
         }
@@ -43,6 +49,30 @@ enum ControlRouter {
             let runs = await handler.runs(job: query.get("job"), outcome: query.get("outcome"), limit: limit, before: query.get("before"))
             return APIError.jsonResponse(status: .ok, body: RunsResponse(runs: runs))
         }
+        router.get("/v1/runs/{id}/output") { request, context in
+            let id = try context.parameters.require("id")
+            let follow = request.uri.queryParameters.get("follow").map { ["true", "1", "yes"].contains($0) } ?? false
+            guard let output = await handler.followOutput(run: id) else {
+                throw APIError.notFound("no run with id '\(id)'")
+            }
+            // One JSON object per line: {"stream": "stdout", "text": "..."}.
+            @Sendable func encode(_ line: OutputLineInfo) -> ByteBuffer {
+                var buffer = ByteBuffer()
+                buffer.writeBytes((try? APICoding.encoder().encode(line)) ?? Data())
+                buffer.writeString("\n")
+                return buffer
+            }
+            let kept = output.kept
+            guard follow, let more = output.more else {
+                return Response(status: .ok, headers: [.contentType: "application/x-ndjson"],
+                                body: .init(contentsOf: kept.map(encode)))
+            }
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init { writer in
+                for line in kept { try await writer.write(encode(line)) }
+                for await line in more { try await writer.write(encode(line)) }
+                try await writer.finish(nil)
+            })
+        }
         router.get("/v1/runs/{id}") { _, context in
             let id = try context.parameters.require("id")
             guard let detail = await handler.run(id: id) else {
@@ -59,6 +89,13 @@ enum ControlRouter {
                 }
                 return APIError.jsonResponse(status: .ok, body: job)
             }
+        }
+        router.post("/v1/jobs/{name}/run") { request, context in
+            try await authorize(request, context, handler: handler)
+            let name = try context.parameters.require("name")
+            let wait = request.uri.queryParameters.get("wait").map { ["true", "1", "yes"].contains($0) } ?? false
+            let run = try await handler.runNow(job: name, wait: wait)
+            return APIError.jsonResponse(status: wait ? .ok : .accepted, body: run)
         }
         router.post("/v1/reload") { request, context in
             try await authorize(request, context, handler: handler)

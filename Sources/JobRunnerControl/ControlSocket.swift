@@ -58,6 +58,29 @@ public enum ControlSocket {
         return fd
     }
 
+    /// A listening TCP socket (for the read-only metrics listener).
+    @available(*, noasync, message: "blocking socket calls; call at start-up or from the thread pool")
+    public static func listenTCP(host: String, port: Int) throws(ControlSocketError) -> Int32 {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
+            throw ControlSocketError(message: "'\(host)' is not a numeric address")
+        }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw ControlSocketError(message: "socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0, Glibc.listen(fd, 128) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw ControlSocketError(message: "cannot listen on \(host):\(port): \(reason)")
+        }
+        return fd
+    }
+
     /// Whether something accepts connections on the socket at `path`.
     static func isAnswering(_ path: String) -> Bool {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)

@@ -24,6 +24,9 @@ public final class OutputTail: Sendable {
         var lines: [OutputLine] = []
         var head = 0
         var bytes = 0
+        var followers: [UInt64: AsyncStream<OutputLine>.Continuation] = [:]
+        var nextFollower: UInt64 = 0
+        var finished = false
     }
 
     /// The most bytes kept.
@@ -41,7 +44,7 @@ public final class OutputTail: Sendable {
     }
 
     func append(_ line: OutputLine) {
-        state.withLock { state in
+        let followers = state.withLock { state -> [AsyncStream<OutputLine>.Continuation] in
             var line = line
             if line.text.utf8.count > capacity {
                 line.text = String(decoding: line.text.utf8.suffix(capacity), as: UTF8.self)
@@ -56,7 +59,40 @@ public final class OutputTail: Sendable {
                 state.lines.removeFirst(state.head)
                 state.head = 0
             }
+            return Array(state.followers.values)
         }
+        for follower in followers { follower.yield(line) }
+    }
+
+    /// The lines kept so far and every line printed from now on, until the run ends: what
+    /// `logs -f` shows. Taken under one lock, so no line is missed or shown twice. A follower
+    /// that reads slowly loses the oldest lines it has not read (at most 10,000 are buffered).
+    public func follow() -> (kept: [OutputLine], more: AsyncStream<OutputLine>) {
+        let (stream, continuation) = AsyncStream.makeStream(of: OutputLine.self, bufferingPolicy: .bufferingNewest(10_000))
+        let kept = state.withLock { state -> [OutputLine] in
+            if state.finished {
+                continuation.finish()
+            } else {
+                state.nextFollower += 1
+                let token = state.nextFollower
+                state.followers[token] = continuation
+                continuation.onTermination = { [weak self] _ in
+                    _ = self?.state.withLock { $0.followers.removeValue(forKey: token) }
+                }
+            }
+            return Array(state.lines[state.head...])
+        }
+        return (kept, stream)
+    }
+
+    /// The run has ended: followers see the end of the stream.
+    public func finish() {
+        let followers = state.withLock { state -> [AsyncStream<OutputLine>.Continuation] in
+            state.finished = true
+            defer { state.followers.removeAll() }
+            return Array(state.followers.values)
+        }
+        for follower in followers { follower.finish() }
     }
 
     /// The kept lines, oldest first.

@@ -6,6 +6,7 @@ import Synchronization
 /// reads it without queueing behind the scheduler.
 public final class RunRegistry: Sendable {
     private struct State {
+        var endWaiters: [RunID: [CheckedContinuation<RunRecord, Never>]] = [:]
         var active: [RunID: RunRecord] = [:]
         var history: [RunRecord] = []
         var historyHead = 0
@@ -39,21 +40,40 @@ public final class RunRegistry: Sendable {
     /// Moves a live run to history with its outcome; returns the final record.
     @discardableResult
     func finish(_ id: RunID, outcome: RunOutcome, at instant: Timestamp) -> RunRecord? {
-        state.withLock { state in
-            guard var record = state.active.removeValue(forKey: id) else { return nil }
+        let (record, waiters) = state.withLock { state -> (RunRecord?, [CheckedContinuation<RunRecord, Never>]) in
+            guard var record = state.active.removeValue(forKey: id) else { return (nil, []) }
             record.outcome = outcome
             record.endedAt = instant
             record.statusText = record.handle?.statusText ?? record.statusText
             record.handle = nil
             record.waitingFor = nil
             Self.archive(record, in: &state, limit: historyLimit)
-            return record
+            return (record, state.endWaiters.removeValue(forKey: id) ?? [])
+        }
+        record?.output?.finish()
+        if let record { waiters.forEach { $0.resume(returning: record) } }
+        return record
+    }
+
+    /// Waits until a run has ended (returns at once if it has); nil for a run this registry
+    /// does not know.
+    public func waitForEnd(_ id: RunID) async -> RunRecord? {
+        let known = state.withLock { $0.active[id] != nil || $0.history.contains { $0.id == id } }
+        guard known else { return nil }
+        return await withCheckedContinuation { continuation in
+            let done = state.withLock { state -> RunRecord? in
+                if state.active[id] == nil { return state.history.first { $0.id == id } }
+                state.endWaiters[id, default: []].append(continuation)
+                return nil
+            }
+            if let done { continuation.resume(returning: done) }
         }
     }
 
     /// Records a fire that did not run at all.
     func recordFinished(_ record: RunRecord) {
         state.withLock { Self.archive(record, in: &$0, limit: historyLimit) }
+        record.output?.finish()
     }
 
     private static func archive(_ record: RunRecord, in state: inout State, limit: Int) {

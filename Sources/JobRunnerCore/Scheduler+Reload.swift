@@ -1,6 +1,7 @@
 import JobRunnerConfig
 import JobRunnerSchedule
 import Logging
+import Metrics
 
 /// What a reload changed.
 public struct ReloadSummary: Sendable, Hashable {
@@ -81,6 +82,10 @@ extension Scheduler {
         entries = newEntries
         order = newOrder
         settings = configuration.daemon
+        for name in removed { EngineMetrics.forget(job: name) }
+        for name in added + changed {
+            EngineMetrics.nextFire(job: name, at: Self.fireInstant(newEntries[name]?.due, now: now, uptime: uptime))
+        }
         for job in restarts {
             fire(job, scheduledTime: now, trigger: .manual, queueBehind: true)
         }

@@ -120,6 +120,9 @@ public actor Scheduler: Service {
             if job.trigger == .reboot || job.runOnStart { startupFires.append((job.name, nil, .startup)) }
         }
         journal?.record(.known(jobs: configuration.jobs.map(\.name), at: now))
+        for (name, entry) in entries {
+            EngineMetrics.nextFire(job: name, at: Self.fireInstant(entry.due, now: now, uptime: uptime))
+        }
     }
 
     /// Occurrences a job missed while the daemon was down, as its `catch_up` policy wants them
@@ -196,6 +199,7 @@ public actor Scheduler: Service {
             fireDue()
             promoteDueRetries()
             startWaiting(group: &group)
+            EngineMetrics.waiting(waiting.count + retries.count + runs.values.reduce(0) { $0 + $1.queued.count })
             onChange()
             _ = await waitForWork(until: nextDeadline())
         }
@@ -279,7 +283,9 @@ public actor Scheduler: Service {
                         }
                     }
                 }
-                fire(job, scheduledTime: occurrence, trigger: .schedule, occurrence: occurrence, queueBehind: job.catchUp == .all && missed > 0)
+                EngineMetrics.nextFire(job: name, at: Self.fireInstant(entry.due, now: now, uptime: uptime))
+                fire(job, scheduledTime: occurrence, trigger: .schedule, occurrence: occurrence, queueBehind: job.catchUp == .all && missed > 0,
+                     dueTime: occurrence.advanced(by: delay))
             case .uptime(let occurrence, let delay) where occurrence + delay <= uptime:
                 guard case .interval(let interval) = job.trigger else { continue }
                 var nextOccurrence = occurrence + interval
@@ -296,7 +302,9 @@ public actor Scheduler: Service {
                 }
                 entry.due = .uptime(occurrence: nextOccurrence, delay: Self.delay(for: job, occurrence: nil, seed: jitterSeed))
                 entries[name] = entry
-                fire(job, scheduledTime: now.advanced(by: occurrence - uptime), trigger: .schedule)
+                EngineMetrics.nextFire(job: name, at: Self.fireInstant(entry.due, now: now, uptime: uptime))
+                fire(job, scheduledTime: now.advanced(by: occurrence - uptime), trigger: .schedule,
+                     dueTime: now.advanced(by: occurrence + delay - uptime))
             default:
                 continue
             }
@@ -312,11 +320,11 @@ public actor Scheduler: Service {
     /// overlap policy (catch-up runs of every missed occurrence).
     @discardableResult
     func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp? = nil,
-              queueBehind: Bool = false) -> RunRecord {
+              queueBehind: Bool = false, dueTime: Timestamp? = nil) -> RunRecord {
         let now = clock.now()
         let id = ids.next(at: now)
         var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
-        let pending = Pending(request: RunRequest(id: id, job: job, scheduledTime: scheduledTime),
+        let pending = Pending(request: RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime ?? now),
                               tail: OutputTail(capacity: settings.outputTail), handle: RunHandle())
         record.output = pending.tail
         record.handle = pending.handle
@@ -328,6 +336,7 @@ public actor Scheduler: Service {
             record.endedAt = now
             registry.recordFinished(record)
             journal?.record(.settled(record, occurrence: occurrence))
+            EngineMetrics.runFinished(job: job.name, outcome: record.outcome!, duration: nil, at: now)
             logger.notice("fire skipped: \(reason)", metadata: ["job": "\(job.name)", "run_id": "\(id)"])
             return record
         }
@@ -452,6 +461,7 @@ public actor Scheduler: Service {
         runningCount += 1
         if let pool = request.job.pool { poolUsage[pool, default: 0] += 1 }
         runs[request.job.name, default: JobRuns()].running[request.id] = pending.handle
+        EngineMetrics.running(job: request.job.name, count: runs[request.job.name]?.running.count ?? 0)
         registry.update(request.id) { $0.waitingFor = nil }
         let supervisor = self.supervisor
         let registry = self.registry
@@ -468,6 +478,7 @@ public actor Scheduler: Service {
                     record.startedAt = startedAt
                 }
                 journal?.record(.started(id: id, pid: pid, at: startedAt))
+                EngineMetrics.lateness(request.dueTime.duration(to: startedAt))
                 onChange()
             })
             registry.update(id) { record in
@@ -475,6 +486,8 @@ public actor Scheduler: Service {
             }
             let final = registry.finish(id, outcome: result.outcome, at: result.endedAt)
             if let final { journal?.record(.finished(final)) }
+            EngineMetrics.runFinished(job: request.job.name, outcome: result.outcome,
+                                      duration: result.startedAt.duration(to: result.endedAt), at: result.endedAt)
             // Logged once the record is final, so whoever reads the log line can read the run.
             var runLogger = logger
             runLogger[metadataKey: "job"] = "\(request.job.name)"
@@ -499,6 +512,7 @@ public actor Scheduler: Service {
         runningCount -= 1
         if let pool = job.pool { poolUsage[pool, default: 1] -= 1 }
         runs[job.name]?.running.removeValue(forKey: request.id)
+        EngineMetrics.running(job: job.name, count: runs[job.name]?.running.count ?? 0)
         let cancelledOnPurpose = runs[job.name]?.cancelled.remove(request.id) != nil
         defer {
             if runs[job.name]?.running.isEmpty == true, let next = runs[job.name]?.queued.first,

@@ -17,13 +17,17 @@ public struct RunRequest: Sendable {
     public var attempt: Int
     /// Every attempt of one fire shares its id (the first attempt's run id).
     public var fireID: RunID
+    /// When the run was due to start (the occurrence plus any random delay): lateness is
+    /// measured from here.
+    public var dueTime: Timestamp
 
-    public init(id: RunID, job: JobDefinition, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil) {
+    public init(id: RunID, job: JobDefinition, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil, dueTime: Timestamp? = nil) {
         self.id = id
         self.job = job
         self.scheduledTime = scheduledTime
         self.attempt = attempt
         self.fireID = fireID ?? id
+        self.dueTime = dueTime ?? scheduledTime
     }
 }
 

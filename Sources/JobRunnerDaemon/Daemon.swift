@@ -5,6 +5,8 @@ import JobRunnerCore
 import JobRunnerSchedule
 import JobRunnerStore
 import Logging
+import Metrics
+import Prometheus
 import NIOPosix
 import ServiceLifecycle
 import Systemd
@@ -91,7 +93,7 @@ public enum Daemon {
         let machineID: String
         do {
             (lock, listener, machineID) = try await NIOThreadPool.singleton.runIfActive { () throws -> (Int32, Int32, String) in
-                let (lock, listener) = try prepareRuntime(options)
+                let (lock, listener) = try prepareRuntime(options, group: configuration.daemon.control.groupID)
                 let machineID = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8)) ?? ProcessInfo.processInfo.hostName
                 return (lock, listener, machineID.trimmingCharacters(in: .whitespacesAndNewlines))
             }
@@ -132,6 +134,17 @@ public enum Daemon {
 
 
         // MARK: Engine
+        let metricsRegistry = PrometheusCollectorRegistry()
+        var metricsFactory = PrometheusMetricsFactory(registry: metricsRegistry)
+        metricsFactory.durationHistogramBuckets = [
+            "jobrunner_run_duration_seconds": [.milliseconds(10), .milliseconds(100), .seconds(1), .seconds(10), .seconds(60),
+                                               .seconds(300), .seconds(1800), .seconds(3600), .seconds(4 * 3600)],
+            "jobrunner_fire_lateness_seconds": [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10),
+                                                .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(10)],
+        ]
+        MetricsSystem.bootstrap(metricsFactory)
+        Gauge(label: "jobrunner_config_generation").record(1)
+        let access = AccessPolicy(configuration.daemon.control)
         let pool = NIOThreadPool(numberOfThreads: configuration.daemon.blockingThreads)
         pool.start()
         let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
@@ -150,10 +163,28 @@ public enum Daemon {
         statusBox.reporter = status
         let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)
         let reloader = Reloader(path: options.configPath, loader: loader, pool: pool, scheduler: scheduler, daemon: daemonState,
-                                writer: writer, clock: clock, logger: logger, notifier: notifier, status: status)
+                                writer: writer, clock: clock, logger: logger, notifier: notifier, status: status,
+                                access: access)
         let handler = EngineControlHandler(scheduler: scheduler, registry: registry, history: history, writer: writer,
-                                           reloader: reloader, daemon: daemonState, clock: clock)
-        let control = ControlServer(listeningSocket: listener, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger)
+                                           reloader: reloader, daemon: daemonState, clock: clock,
+                                           metricsRegistry: metricsRegistry, access: access)
+        var limits = ControlServer.Limits()
+        limits.maxConnections = configuration.daemon.control.maxConnections
+        let control = ControlServer(listeningSocket: listener, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger,
+                                    limits: limits)
+        var metricsServer: ControlServer?
+        if let listen = configuration.daemon.metricsListen {
+            do {
+                let socket = try await NIOThreadPool.singleton.runIfActive { try ControlSocket.listenTCP(host: listen.host, port: listen.port) }
+                metricsServer = ControlServer(listeningSocket: socket, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger,
+                                              metricsOnly: true)
+                logger.info("serving /metrics over TCP", metadata: ["address": "\(listen.host):\(listen.port)"])
+            } catch {
+                logger.critical("cannot listen for metrics", metadata: ["error": "\(error)"])
+                notifier.failed(status: "cannot listen for metrics on \(listen.host):\(listen.port): \(error)", errno: EADDRINUSE)
+                return DaemonExitCode.failure
+            }
+        }
 
         let reloadService = ReloadService(reloader: reloader) {
             let line = await status.line()
@@ -169,6 +200,7 @@ public enum Daemon {
                 .init(service: reloadService),
                 .init(service: status),
                 .init(service: control),
+            ] + (metricsServer.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
                 .init(service: writer),
                 .init(service: scheduler),
                 .init(service: ShutdownAnnouncer(notifier: notifier, logger: logger)),
@@ -193,13 +225,13 @@ public enum Daemon {
 
     /// Creates the state directory, locks it, and binds the control socket.
     @available(*, noasync)
-    static func prepareRuntime(_ options: DaemonOptions) throws -> (lock: Int32, listener: Int32) {
+    static func prepareRuntime(_ options: DaemonOptions, group: UInt32?) throws -> (lock: Int32, listener: Int32) {
         try makeDirectory(options.stateDirectory, mode: 0o750)
         try makeDirectory(options.runtimeDirectory, mode: 0o755)
         let lock = try lockStateDirectory(options.stateDirectory)
         do {
             try makeDirectory((options.socketPath as NSString).deletingLastPathComponent, mode: 0o755)
-            return (lock, try ControlSocket.listen(path: options.socketPath))
+            return (lock, try ControlSocket.listen(path: options.socketPath, group: group))
         } catch {
             close(lock)
             throw error

@@ -3,6 +3,7 @@ import JobRunnerControl
 import JobRunnerCore
 import JobRunnerSchedule
 import JobRunnerStore
+import Prometheus
 
 #if canImport(Glibc)
 import Glibc
@@ -20,6 +21,8 @@ struct EngineControlHandler: ControlHandler {
     let reloader: Reloader
     let daemon: DaemonState
     let clock: any SchedulerClock
+    let metricsRegistry: PrometheusCollectorRegistry
+    let access: AccessPolicy
 
     func status() async -> StatusResponse {
         let summary = await scheduler.summary()
@@ -125,7 +128,32 @@ struct EngineControlHandler: ControlHandler {
     }
 
     func mayMutate(_ peer: PeerCredentials) -> Bool {
-        peer.uid == 0 || peer.uid == geteuid()
+        access.allows(peer)
+    }
+
+    func runNow(job name: String, wait: Bool) async throws(APIError) -> RunInfo {
+        guard let record = await scheduler.runNow(job: name) else {
+            throw APIError.notFound("no job named '\(name)'")
+        }
+        guard wait, record.outcome == nil else { return Self.runInfo(record, now: clock.now()) }
+        let finished = await registry.waitForEnd(record.id) ?? record
+        return Self.runInfo(finished, now: clock.now())
+    }
+
+    func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: AsyncStream<OutputLineInfo>?)? {
+        let runID = RunID(rawValue: id)
+        let convert: @Sendable (OutputLine) -> OutputLineInfo = { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text) }
+        if let record = registry.record(runID) {
+            guard let tail = record.output else { return ([], nil) }
+            let (kept, more) = tail.follow()
+            return (kept.map(convert), record.outcome == nil ? outputInfoStream(more) : nil)
+        }
+        guard let stored = (try? await history.run(id: runID)) ?? nil else { return nil }
+        return ((stored.output?.lines ?? []).map(convert), nil)
+    }
+
+    func metrics() -> String {
+        metricsRegistry.emitToString()
     }
 
     // MARK: - Mapping

@@ -74,10 +74,10 @@ public struct TextLogHandler: LogHandler {
     }
 
     static func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        let local = LocalDateTime(secondsSinceEpoch: Int64(now.tv_sec))
-        let milliseconds = Int(now.tv_nsec / 1_000_000)
+        let now = Date().timeIntervalSince1970
+        let seconds = Int64(now.rounded(.down))
+        let local = LocalDateTime(secondsSinceEpoch: seconds)
+        let milliseconds = min(999, Int((now - Double(seconds)) * 1000))
         let fraction = milliseconds < 10 ? "00\(milliseconds)" : milliseconds < 100 ? "0\(milliseconds)" : "\(milliseconds)"
         return local.isoDate + "T" + local.isoTime(includeFraction: false) + "." + fraction + "Z"
     }

@@ -4,6 +4,7 @@ import JobRunnerCore
 import JobRunnerSchedule
 import JobRunnerStore
 import Logging
+import Metrics
 import NIOPosix
 import Systemd
 
@@ -23,9 +24,12 @@ actor Reloader {
     private let logger: Logger
     private let notifier: Notifier
     private let status: StatusReporter
+    private let access: AccessPolicy
 
     init(path: String, loader: ConfigLoader, pool: NIOThreadPool, scheduler: Scheduler, daemon: DaemonState,
-         writer: HistoryWriter, clock: any SchedulerClock, logger: Logger, notifier: Notifier, status: StatusReporter) {
+         writer: HistoryWriter, clock: any SchedulerClock, logger: Logger, notifier: Notifier, status: StatusReporter,
+         access: AccessPolicy) {
+        self.access = access
         self.writer = writer
         self.notifier = notifier
         self.status = status
@@ -59,6 +63,9 @@ actor Reloader {
                 try loader.load(path: path)
             }
             let summary = await scheduler.apply(configuration)
+            access.update(configuration.daemon.control)
+            Gauge(label: "jobrunner_config_generation").record(Double(summary.generation))
+            Counter(label: "jobrunner_reloads_total", dimensions: [("result", "ok")]).increment()
             writer.setRetention(.init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge))
             result = ReloadResult(at: summary.at.description, result: "ok", generation: summary.generation,
                                   added: summary.added, changed: summary.changed, removed: summary.removed)
@@ -67,6 +74,7 @@ actor Reloader {
                 logger.error("\(error.description)")
             }
             logger.error("reload failed, keeping previous configuration", metadata: ["errors": "\(errors.errors.count)"])
+            Counter(label: "jobrunner_reloads_total", dimensions: [("result", "failed")]).increment()
             let generation = await scheduler.summary().generation
             result = ReloadResult(at: clock.now().description, result: "failed", generation: generation,
                                   errors: errors.errors.map(\.description))

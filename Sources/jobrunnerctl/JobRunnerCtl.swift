@@ -4,10 +4,14 @@ import JobRunnerControl
 
 @main
 struct JobRunnerCtl: AsyncParsableCommand {
+    /// `jobrunnerctl --socket S --json status` as well as `jobrunnerctl status --socket S --json`.
+    @OptionGroup var global: ConnectionOptions
+
     static let configuration = CommandConfiguration(
         commandName: "jobrunnerctl",
         abstract: "Inspect and control a running jobrunnerd.",
-        subcommands: [Status.self, Jobs.self, Show.self, Next.self]
+        subcommands: [Status.self, Jobs.self, Show.self, Runs.self, Logs.self, RunJob.self, Cancel.self, Pause.self, Resume.self,
+                      Reload.self, Next.self, CheckConfig.self]
     )
 }
 
@@ -18,6 +22,14 @@ struct ConnectionOptions: ParsableArguments {
 
     @Flag(name: .long, help: "Print the API's JSON instead of a table.")
     var json = false
+
+    /// These options, filled in from the ones given before the subcommand.
+    func merged(with global: ConnectionOptions) -> ConnectionOptions {
+        var merged = self
+        merged.socket = socket ?? global.socket
+        merged.json = json || global.json
+        return merged
+    }
 
     var socketPath: String {
         socket ?? ProcessInfo.processInfo.environment["JOBRUNNER_SOCKET"] ?? "/run/jobrunner/jobrunner.sock"
@@ -60,12 +72,14 @@ extension CLIError {
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the daemon's state: config, jobs, runs, next fire.")
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var local: ConnectionOptions
+    @ParentCommand var root: JobRunnerCtl
+    var connection: ConnectionOptions { local.merged(with: root.global) }
 
     func run() async throws {
         do {
             guard let status = try await connection.fetch("/v1/status", as: StatusResponse.self) else { return }
-            print(Render.status(status, now: Date()))
+            print(Render.status(status, now: Date(), colors: Colors.forStandardOutput))
         } catch let error as CLIError {
             error.exit()
         }
@@ -76,12 +90,14 @@ struct Status: AsyncParsableCommand {
 
 struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs with their schedule, next fire and last run.")
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var local: ConnectionOptions
+    @ParentCommand var root: JobRunnerCtl
+    var connection: ConnectionOptions { local.merged(with: root.global) }
 
     func run() async throws {
         do {
             guard let response = try await connection.fetch("/v1/jobs", as: JobsResponse.self) else { return }
-            print(Render.jobs(response.jobs, now: Date()), terminator: "")
+            print(Render.jobs(response.jobs, now: Date(), colors: Colors.forStandardOutput), terminator: "")
         } catch let error as CLIError {
             error.exit()
         }
@@ -92,14 +108,16 @@ struct Jobs: AsyncParsableCommand {
 
 struct Show: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show one job in detail.")
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var local: ConnectionOptions
+    @ParentCommand var root: JobRunnerCtl
+    var connection: ConnectionOptions { local.merged(with: root.global) }
     @Argument(help: "The job's name.") var job: String
 
     func run() async throws {
         do {
             let path = "/v1/jobs/" + (job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)
             guard let info = try await connection.fetch(path, as: JobInfo.self) else { return }
-            print(Render.job(info, now: Date()), terminator: "")
+            print(Render.job(info, now: Date(), colors: Colors.forStandardOutput), terminator: "")
         } catch let error as CLIError {
             error.exit()
         }

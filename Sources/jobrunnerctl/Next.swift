@@ -39,7 +39,9 @@ struct Next: AsyncParsableCommand {
     @Flag(name: .long, help: .hidden)
     var batch = false
 
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var local: ConnectionOptions
+    @ParentCommand var root: JobRunnerCtl
+    var connection: ConnectionOptions { local.merged(with: root.global) }
 
     func validate() throws {
         if cron && calendar { throw ValidationError("--cron and --calendar exclude each other") }

@@ -4,7 +4,7 @@ import JobRunnerSchedule
 
 /// Human output of `jobrunnerctl`: aligned tables and relative times.
 enum Render {
-    static func status(_ status: StatusResponse, now: Date) -> String {
+    static func status(_ status: StatusResponse, now: Date, colors: Colors = Colors(enabled: false)) -> String {
         let nowStamp = timestamp(now)
         var lines: [(String, String)] = []
         lines.append(("daemon", "jobrunnerd \(status.version), pid \(status.pid), \(status.state), up \(DurationText.approximate(.seconds(status.uptimeSeconds)))"))
@@ -22,13 +22,16 @@ enum Render {
         } else {
             lines.append(("next fire", "none scheduled"))
         }
-        let totals = status.runTotals.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }
+        let totals = status.runTotals.sorted { $0.key < $1.key }.map { "\($0.value) \(colors.outcome($0.key))" }
         lines.append(("runs", totals.isEmpty ? "none yet" : totals.joined(separator: ", ")))
+        if let error = status.historyError {
+            lines.append(("history", colors.outcome("failed") + ": \(error) (runs go on)"))
+        }
         let width = lines.map(\.0.count).max() ?? 0
         return lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
     }
 
-    static func jobs(_ jobs: [JobInfo], now: Date) -> String {
+    static func jobs(_ jobs: [JobInfo], now: Date, colors: Colors = Colors(enabled: false)) -> String {
         let nowStamp = timestamp(now)
         var rows = [["NAME", "SCHEDULE", "NEXT", "LAST RUN", "STATE"]]
         for job in jobs {
@@ -40,10 +43,10 @@ enum Render {
                 job.active.contains { $0.state == "running" } ? "running" : job.state,
             ])
         }
-        return table(rows)
+        return table(rows, colorColumn: 3, colors: colors)
     }
 
-    static func job(_ job: JobInfo, now: Date) -> String {
+    static func job(_ job: JobInfo, now: Date, colors: Colors = Colors(enabled: false)) -> String {
         let nowStamp = timestamp(now)
         var lines: [(String, String)] = [("name", job.name)]
         if let command = job.command { lines.append(("command", command.map(shellQuoted).joined(separator: " "))) }
@@ -56,12 +59,43 @@ enum Render {
         if !job.environment.isEmpty { lines.append(("environment", job.environment.joined(separator: ", "))) }
         lines.append(("state", job.state))
         lines.append(("defined at", job.source))
-        lines.append(("last run", job.lastRun.map { "\(lastRun($0, now: nowStamp)) (\($0.id))" } ?? "never"))
+        lines.append(("last run", job.lastRun.map { "\(colors.outcome(lastRun($0, now: nowStamp))) (\($0.id))" } ?? "never"))
         for run in job.active {
-            lines.append(("active", "\(run.id) \(run.state)" + (run.pid.map { " pid \($0)" } ?? "")))
+            var text = "\(run.id) \(colors.outcome(run.state))" + (run.pid.map { " pid \($0)" } ?? "")
+            if let waiting = run.waitingFor { text += ", waiting for \(waiting)" }
+            if let status = run.statusText { text += ", \"\(status)\"" }
+            lines.append(("active", text))
         }
         let width = lines.map(\.0.count).max() ?? 0
         return lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n") + "\n"
+    }
+
+    static func runs(_ runs: [RunInfo], now: Date, colors: Colors = Colors(enabled: false)) -> String {
+        let nowStamp = timestamp(now)
+        var rows = [["RUN", "JOB", "TRIGGER", "SCHEDULED", "STARTED", "DURATION", "OUTCOME"]]
+        for run in runs {
+            var outcome = run.outcome ?? run.state
+            if let code = run.exitCode, code != 0 { outcome += "(\(code))" }
+            if let signal = run.signal { outcome += "(signal \(signal))" }
+            rows.append([
+                run.id,
+                run.job + (run.attempt > 1 ? " #\(run.attempt)" : ""),
+                run.trigger,
+                relative(run.scheduledTime, now: nowStamp),
+                run.startedAt.map { relative($0, now: nowStamp) } ?? "-",
+                run.durationSeconds.map { DurationText.approximate(.milliseconds(Int64($0 * 1000))) } ?? "-",
+                outcome,
+            ])
+        }
+        return table(rows, colorColumn: 6, colors: colors)
+    }
+
+    /// One run on one line (for `run --wait`).
+    static func runLine(_ run: RunInfo, colors: Colors) -> String {
+        var text = "\(run.job) \(run.id): \(colors.outcome(run.outcome ?? run.state))"
+        if let code = run.exitCode, code != 0 { text += " (exit status \(code))" }
+        if let seconds = run.durationSeconds { text += " after " + DurationText.format(.milliseconds(Int64(seconds * 1000))) }
+        return text
     }
 
     // MARK: - Pieces
@@ -87,16 +121,21 @@ enum Render {
         return safe && !word.isEmpty ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 
-    /// Columns padded to their widest cell, two spaces apart.
-    static func table(_ rows: [[String]]) -> String {
+    /// Columns padded to their widest cell, two spaces apart; `colorColumn` (outcomes) coloured
+    /// after padding so escape codes never upset the alignment.
+    static func table(_ rows: [[String]], colorColumn: Int? = nil, colors: Colors = Colors(enabled: false)) -> String {
         guard let first = rows.first else { return "" }
         var widths = [Int](repeating: 0, count: first.count)
         for row in rows {
             for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) }
         }
-        return rows.map { row in
+        return rows.enumerated().map { rowIndex, row in
             row.enumerated().map { index, cell in
-                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                let padded = index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                guard index == colorColumn, rowIndex > 0, colors.enabled else { return padded }
+                let trimmed = padded.trimmingCharacters(in: .whitespaces)
+                let word = trimmed.split(separator: " ").first.map(String.init) ?? trimmed
+                return padded.replacingOccurrences(of: word, with: colors.outcome(word))
             }.joined(separator: "  ")
         }.joined(separator: "\n") + "\n"
     }

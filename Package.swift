@@ -136,7 +136,7 @@ let package = Package(
         // MARK: - Tests
         .target(
             name: "TestSupport",
-            dependencies: [],
+            dependencies: ["CLinuxSupport"],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -156,7 +156,7 @@ let package = Package(
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["JobRunnerControl", "TestSupport"],
+            dependencies: ["JobRunnerControl", "JobRunnerSchedule", "TestSupport"],
             swiftSettings: strict
         ),
     ],

@@ -151,19 +151,28 @@ public struct ControlClient: Sendable {
     }
 
     private func connect() async throws(ControlClientError) -> NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart> {
-        do {
-            return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.seconds(5))
-                .connect(unixDomainSocketPath: socketPath) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+        // A unix socket whose listen backlog is full refuses with EAGAIN at once (it does not
+        // queue the caller): retry with a growing pause for up to five seconds.
+        let deadline = ContinuousClock.now + .seconds(5)
+        var pause = Duration.milliseconds(5)
+        while true {
+            do {
+                return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connectTimeout(.seconds(5))
+                    .connect(unixDomainSocketPath: socketPath) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                            return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                        }
                     }
-                }
-        } catch let error as IOError {
-            throw Self.connectionError(errno: error.errnoCode, path: socketPath)
-        } catch {
-            throw ControlClientError(kind: .notRunning, message: "cannot connect to \(socketPath): \(error) — is jobrunnerd running?")
+            } catch let error as IOError where error.errnoCode == EAGAIN && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: pause)
+                pause = min(pause * 2, .milliseconds(200))
+            } catch let error as IOError {
+                throw Self.connectionError(errno: error.errnoCode, path: socketPath)
+            } catch {
+                throw ControlClientError(kind: .notRunning, message: "cannot connect to \(socketPath): \(error) — is jobrunnerd running?")
+            }
         }
     }
 
@@ -173,6 +182,8 @@ public struct ControlClient: Sendable {
             return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): no such file — is jobrunnerd running?")
         case ECONNREFUSED:
             return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): connection refused — is jobrunnerd running?")
+        case EAGAIN:
+            return ControlClientError(kind: .other, message: "cannot connect to \(path): the daemon's connection queue stayed full for 5 seconds")
         case EACCES, EPERM:
             return ControlClientError(kind: .permissionDenied,
                                       message: "cannot connect to \(path): permission denied (the socket is for root and the jobrunner group)")

@@ -17,7 +17,7 @@ public enum ControlSocket {
     /// A socket file left by a crashed daemon is replaced; a path where a live daemon answers is
     /// an error, never taken over.
     @available(*, noasync, message: "blocking socket calls; call at start-up or from the thread pool")
-    public static func listen(path: String, mode: mode_t = 0o660, group: gid_t? = nil, backlog: Int32 = 256) throws(ControlSocketError) -> Int32 {
+    public static func listen(path: String, mode: mode_t = 0o660, group: gid_t? = nil, backlog: Int32 = SOMAXCONN) throws(ControlSocketError) -> Int32 {
         guard path.utf8.count < 108 else {
             throw ControlSocketError(message: "socket path '\(path)' is longer than 107 bytes")
         }

@@ -5,20 +5,9 @@ import Testing
 /// `jobrunnerd --check-config` and a bad configuration at start.
 @Suite(.timeLimit(.minutes(1))) struct ConfigCheckTests {
     func runDaemon(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: productsDirectory + "/jobrunnerd")
-        process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let exited = EventQueue<Int32>()
-        process.terminationHandler = { exited.push($0.terminationStatus) }
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return (try await exited.next(within: .seconds(30)), output)
+        return try await ChildProcess.run(productsDirectory + "/jobrunnerd", arguments, environment: env, within: .seconds(30))
     }
 
     @Test func validConfigExitsZero() async throws {

@@ -6,17 +6,7 @@ import Testing
 /// `jobrunnerctl` against a real daemon.
 @Suite(.timeLimit(.minutes(1))) struct CtlTests {
     func ctl(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: productsDirectory + "/jobrunnerctl")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let exited = EventQueue<Int32>()
-        process.terminationHandler = { exited.push($0.terminationStatus) }
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return (try await exited.next(within: .seconds(30)), output)
+        try await ChildProcess.run(productsDirectory + "/jobrunnerctl", arguments, within: .seconds(30))
     }
 
     @Test func statusAndJobsTablesAndJSON() async throws {

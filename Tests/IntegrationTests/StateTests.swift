@@ -38,7 +38,7 @@ import Testing
         // No occurrence before the kill ran again: every occurrence appears once, and nothing the
         // second daemon started is scheduled before the kill.
         try await second.waitForLog("run started", "job=long")
-        let rows = try SQLiteShell.query(second.databasePath, "SELECT scheduled_at, queued_at FROM runs WHERE job = 'long'")
+        let rows = try await SQLiteShell.query(second.databasePath, "SELECT scheduled_at, queued_at FROM runs WHERE job = 'long'")
         let scheduled = rows.map { Int64($0[0])! }
         #expect(Set(scheduled).count == scheduled.count)
         let lateStarters = rows.filter { Int64($0[1])! > killedAt && Int64($0[0])! < killedAt - 1_000_000 }
@@ -61,7 +61,7 @@ import Testing
         first.cleanUp(keepDirectory: true)
         // Pretend the daemon was down for the last ten minutes.
         let tenMinutesAgo = Self.micros(Date()) - 600_000_000
-        _ = try SQLiteShell.query(first.databasePath,
+        _ = try await SQLiteShell.query(first.databasePath,
                                   "UPDATE jobs SET last_occurrence = \(tenMinutesAgo), first_seen = \(tenMinutesAgo - 86_400_000_000)")
         let second = try DaemonHarness(config: config, in: first.directory)
         defer { second.cleanUp() }
@@ -73,7 +73,7 @@ import Testing
         }
         second.signal(SIGTERM)
         _ = try await second.waitForExit()
-        return try SQLiteShell.query(second.databasePath,
+        return try await SQLiteShell.query(second.databasePath,
                                      "SELECT trigger, scheduled_at FROM runs WHERE job = 'minutely' ORDER BY scheduled_at")
     }
 
@@ -111,14 +111,18 @@ import Testing
             """, in: first.directory)
         defer { second.cleanUp() }
         try await second.waitUntilReady()
-        let rows = try SQLiteShell.query(second.databasePath, "SELECT COUNT(*) FROM runs WHERE trigger = 'catch_up'")
+        let rows = try await SQLiteShell.query(second.databasePath, "SELECT COUNT(*) FROM runs WHERE trigger = 'catch_up'")
         #expect(rows.first?.first == "0")
-        let known = try SQLiteShell.query(second.databasePath, "SELECT name FROM jobs")
+        let known = try await SQLiteShell.query(second.databasePath, "SELECT name FROM jobs")
         #expect(known.map { $0[0] } == ["fresh"])
     }
 
     @Test func reloadStormNeverLosesOrDoublesAnOccurrence() async throws {
-        let jobs = (1...50).map { "  steady\($0):\n    shell: \"true\"\n    schedule: \"* * * * * *\"\n    catch_up: all\n" }.joined()
+        // Queue rather than skip: on a loaded machine a run may still be alive when the next
+        // second comes, and every occurrence must run.
+        let jobs = (1...50).map {
+            "  steady\($0):\n    shell: \"true\"\n    schedule: \"* * * * * *\"\n    catch_up: all\n    overlap: queue\n    max_queue: 100\n"
+        }.joined()
         func config(_ generation: Int) -> String {
             "daemon:\n  max_concurrent_runs: 64\njobs:\n" + jobs + "  edited:\n    shell: \"echo \(generation)\"\n"
         }
@@ -135,7 +139,7 @@ import Testing
         }
         daemon.signal(SIGTERM)
         #expect(try await daemon.waitForExit() == 0)
-        let rows = try SQLiteShell.query(daemon.databasePath,
+        let rows = try await SQLiteShell.query(daemon.databasePath,
                                          "SELECT job, scheduled_at, outcome FROM runs WHERE job LIKE 'steady%' ORDER BY job, scheduled_at")
         let byJob = Dictionary(grouping: rows, by: { $0[0] })
         #expect(byJob.count == 50)
@@ -146,7 +150,7 @@ import Testing
             #expect(times.count >= 9, "\(job) ran only \(times.count) times")
             #expect(runs.allSatisfy { $0[2] == "succeeded" }, "\(job): \(runs.map { $0[2] })")
         }
-        let generations = try SQLiteShell.query(daemon.databasePath, "SELECT COUNT(*) FROM runs")
+        let generations = try await SQLiteShell.query(daemon.databasePath, "SELECT COUNT(*) FROM runs")
         #expect(Int(generations.first?.first ?? "0")! >= 450)
     }
 
@@ -236,9 +240,9 @@ import Testing
         try await daemon.waitForLog("run finished", "job=tick")
         daemon.signal(SIGTERM)
         _ = try await daemon.waitForExit()
-        let check = try SQLiteShell.query(daemon.databasePath, "PRAGMA integrity_check")
+        let check = try await SQLiteShell.query(daemon.databasePath, "PRAGMA integrity_check")
         #expect(check.first?.first == "ok")
-        let rows = try SQLiteShell.query(daemon.databasePath, "SELECT scheduled_at FROM runs WHERE job = 'tick' ORDER BY scheduled_at")
+        let rows = try await SQLiteShell.query(daemon.databasePath, "SELECT scheduled_at FROM runs WHERE job = 'tick' ORDER BY scheduled_at")
         let times = rows.map { Int64($0[0])! }
         // Nothing was lost while the disk was full: every second is there once.
         #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 == 1_000_000 }, "\(times)")

@@ -2,17 +2,15 @@ import Foundation
 
 /// A real `jobrunnerd` started from the built products, with a fake `NOTIFY_SOCKET`, its log
 /// lines collected, and everything in a temporary directory.
-public final class DaemonHarness: @unchecked Sendable {
-    // `process` is set up once in init; afterwards only thread-safe Foundation calls touch it.
+public final class DaemonHarness: Sendable {
     public let directory: TemporaryDirectory
     public let configPath: String
     public let socketPath: String
     public let stateDirectory: String
     public let notify: NotifyListener
     /// Every line the daemon writes to stderr.
-    public let log = EventQueue<String>()
-    private let exits = EventQueue<Int32>()
-    private let process = Process()
+    public var log: EventQueue<String> { process.lines }
+    private let process: ChildProcess
 
     /// Writes `config` and starts the daemon on it; with `directory`, in that directory (with
     /// whatever state an earlier daemon left there).
@@ -23,37 +21,17 @@ public final class DaemonHarness: @unchecked Sendable {
         stateDirectory = directory.file("state")
         socketPath = directory.file("jobrunner.sock")
         notify = NotifyListener(path: directory.file("notify.sock"))
-        process.executableURL = URL(fileURLWithPath: productsDirectory + "/jobrunnerd")
-        process.arguments = ["--config", configPath, "--state-directory", stateDirectory, "--socket", socketPath,
-                             "--runtime-directory", directory.file("run"), "--log-format", "text", "--log-level", logLevel] + arguments
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = notify.path
         for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = errors
-        let log = self.log
-        let exits = self.exits
-        let reader = errors.fileHandleForReading
-        Thread {
-            var pending = Data()
-            while true {
-                let chunk = reader.availableData
-                if chunk.isEmpty { break }
-                pending.append(chunk)
-                while let newline = pending.firstIndex(of: 0x0A) {
-                    log.push(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
-                    pending.removeSubrange(pending.startIndex...newline)
-                }
-            }
-            if !pending.isEmpty { log.push(String(decoding: pending, as: UTF8.self)) }
-        }.start()
-        process.terminationHandler = { process in exits.push(process.terminationStatus) }
-        try process.run()
+        process = try ChildProcess(
+            productsDirectory + "/jobrunnerd",
+            ["--config", configPath, "--state-directory", stateDirectory, "--socket", socketPath,
+             "--runtime-directory", directory.file("run"), "--log-format", "text", "--log-level", logLevel] + arguments,
+            environment: env)
     }
 
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.pid }
 
     /// The daemon's peak resident memory (VmHWM), in bytes.
     public var peakResidentBytes: Int? {
@@ -72,7 +50,7 @@ public final class DaemonHarness: @unchecked Sendable {
     }
 
     public func signal(_ signal: Int32) {
-        kill(process.processIdentifier, signal)
+        process.signal(signal)
     }
 
     /// Waits for READY=1 (the daemon is fully up).
@@ -94,16 +72,13 @@ public final class DaemonHarness: @unchecked Sendable {
 
     /// Waits for the daemon to exit and returns its exit status.
     public func waitForExit(within timeout: Duration = .seconds(30)) async throws -> Int32 {
-        try await exits.first(within: timeout, "daemon exit") { _ in true }
+        try await process.waitForExit(within: timeout)
     }
 
     /// Kills the daemon if it still runs and removes its files (unless `keepDirectory`, for a
     /// daemon started again on the same state).
     public func cleanUp(keepDirectory: Bool = false) {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        process.kill()
         notify.close()
         if !keepDirectory { directory.remove() }
     }

@@ -1,9 +1,11 @@
 import Foundation
+import Synchronization
 
 /// A unix datagram socket standing in for systemd's `NOTIFY_SOCKET`: receives exactly what
 /// `sd_notify` sends, one datagram per message.
 public final class NotifyListener: @unchecked Sendable {
-    // `fd` is written once in init and closed once in `close()`; the reader thread only reads it.
+    // `fd` is written once in init. `close()` only shuts it down; the reader thread closes it after
+    // its last `recv`, so the descriptor number can never be reused under a pending read.
     public let path: String
     public let messages = EventQueue<String>()
     private let fd: Int32
@@ -29,7 +31,10 @@ public final class NotifyListener: @unchecked Sendable {
             while true {
                 let count = buffer.withUnsafeMutableBytes { recv(socketFD, $0.baseAddress, $0.count, 0) }
                 if count < 0 && errno == EINTR { continue }
-                if count <= 0 { return }
+                if count <= 0 {
+                    Foundation.close(socketFD)
+                    return
+                }
                 messages.push(String(decoding: buffer[0..<count], as: UTF8.self))
             }
         }
@@ -42,8 +47,13 @@ public final class NotifyListener: @unchecked Sendable {
     }
 
     public func close() {
-        shutdown(fd, Int32(SHUT_RDWR))
-        Foundation.close(fd)
-        unlink(path)
+        closed.withLock { alreadyClosed in
+            guard !alreadyClosed else { return }
+            alreadyClosed = true
+            shutdown(fd, Int32(SHUT_RDWR))
+            unlink(path)
+        }
     }
+
+    private let closed = Mutex(false)
 }

@@ -4,7 +4,7 @@ import Foundation
 /// check what is on disk, not what the daemon says about it).
 public enum SQLiteShell {
     /// Runs `sql` and returns the rows, each column as text.
-    public static func query(_ database: String, _ sql: String) throws -> [[String]] {
+    public static func query(_ database: String, _ sql: String) async throws -> [[String]] {
         let script = """
             import sqlite3, sys, json
             connection = sqlite3.connect(sys.argv[1], timeout=10)
@@ -12,15 +12,9 @@ public enum SQLiteShell {
             connection.commit()
             print(json.dumps([[None if v is None else str(v) for v in row] for row in rows]))
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, database, sql]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw TimeoutError("sqlite query failed: \(sql)") }
+        let result = try await ChildProcess.run("/usr/bin/python3", ["-c", script, database, sql])
+        guard result.status == 0 else { throw TimeoutError("sqlite query failed: \(sql): \(result.output)") }
+        let data = Data(result.output.utf8)
         let rows = try JSONSerialization.jsonObject(with: data) as? [[String?]] ?? []
         return rows.map { $0.map { $0 ?? "" } }
     }

@@ -8,7 +8,7 @@ public struct TemporaryDirectory: Sendable {
         var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
         let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(result != nil, "mkdtemp failed")
-        path = String(cString: template)
+        path = String(cString: result!)
         chmod(path, 0o755)
     }
 

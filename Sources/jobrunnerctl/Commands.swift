@@ -32,7 +32,7 @@ struct Runs: AsyncParsableCommand {
                 print(Render.runs(runs, now: Date(), colors: Colors.forStandardOutput), terminator: "")
             }
         } catch let error as ControlClientError {
-            CLIError(message: error.message).exit()
+            CLIError(error).exit()
         }
     }
 }
@@ -55,7 +55,7 @@ struct Logs: AsyncParsableCommand {
             do {
                 latest = try await client.get("/v1/runs?job=\(target.urlQueryEscaped)&limit=1", as: RunsResponse.self).runs
             } catch {
-                CLIError(message: error.message).exit()
+                CLIError(error).exit()
             }
             guard let run = latest.first else { CLIError(message: "no run or job named '\(target)'").exit() }
             runID = run.id
@@ -66,7 +66,7 @@ struct Logs: AsyncParsableCommand {
         do {
             _ = try await client.streamLines(path) { text in Self.emit(text, json: json, colors: colors) }
         } catch {
-            CLIError(message: error.message).exit()
+            CLIError(error).exit()
         }
     }
 
@@ -101,7 +101,7 @@ struct RunJob: AsyncParsableCommand {
             run = try await connection.client.request(.post, "/v1/jobs/\(job.urlPathEscaped)/run" + (wait ? "?wait=true" : ""))
                 .decode(RunInfo.self)
         } catch {
-            CLIError(message: "\(error)").exit()
+            CLIError(error).exit()
         }
         if connection.json {
             try printJSON(run)
@@ -141,8 +141,8 @@ struct Cancel: AsyncParsableCommand {
                 print(response.result == "stopping" ? "stopping run \(response.run.id) of \(response.run.job)"
                                                       : "dropped run \(response.run.id) of \(response.run.job) (it had not started)")
             }
-        } catch {
-            CLIError(message: "\(error)").exit()
+        } catch let error as ControlClientError {
+            CLIError(error).exit()
         }
     }
 }
@@ -171,8 +171,8 @@ private func setPaused(_ connection: ConnectionOptions, _ job: String, action: S
     do {
         let info = try await connection.client.request(.post, "/v1/jobs/\(job.urlPathEscaped)/\(action)").decode(JobInfo.self)
         if connection.json { try printJSON(info) } else { print("\(info.name): \(info.state)") }
-    } catch {
-        CLIError(message: "\(error)").exit()
+    } catch let error as ControlClientError {
+        CLIError(error).exit()
     }
 }
 
@@ -187,7 +187,7 @@ struct Reload: AsyncParsableCommand {
         do {
             result = try await connection.client.request(.post, "/v1/reload").decode(ReloadResult.self)
         } catch {
-            CLIError(message: "\(error)").exit()
+            CLIError(error).exit()
         }
         if connection.json {
             try printJSON(result)

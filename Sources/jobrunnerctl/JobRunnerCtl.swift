@@ -43,7 +43,7 @@ struct ConnectionOptions: ParsableArguments {
         do {
             value = try await client.get(path, as: type)
         } catch {
-            throw CLIError(message: error.description)
+            throw CLIError(error)
         }
         if json {
             let data = try APICoding.encoder(pretty: true).encode(value)
@@ -59,6 +59,24 @@ struct CLIError: Error, CustomStringConvertible {
     var message: String
     var code: Int32 = 1
     var description: String { message }
+
+    /// Exit 69 (EX_UNAVAILABLE) when the daemon cannot be reached, 77 (EX_NOPERM) when it (or
+    /// the socket's mode) refuses, 1 for any other error: scripts can tell "the daemon is down"
+    /// from "the job failed" (`run --wait` exits 1).
+    init(_ error: ControlClientError) {
+        message = error.message
+        switch error.kind {
+        case .notRunning: code = 69
+        case .permissionDenied: code = 77
+        case .api(status: 403, code: _): code = 77
+        case .api, .other: code = 1
+        }
+    }
+
+    init(message: String, code: Int32 = 1) {
+        self.message = message
+        self.code = code
+    }
 }
 
 extension CLIError {

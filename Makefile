@@ -4,6 +4,8 @@
 #   make test    build and run every test
 #   make build   debug build only
 #   make release optimized build
+#   make install / uninstall   binaries, systemd units, sysusers/tmpfiles, completions, config
+#                (PREFIX=/usr/local, DESTDIR for staging; CONFIGURATION=debug to install a debug build)
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -12,6 +14,16 @@ STATE_DIR ?= .state
 SOCKET ?= $(STATE_DIR)/jobrunner.sock
 PREFIX ?= /usr/local
 DESTDIR ?=
+SYSCONFDIR ?= /etc
+CONFIGURATION ?= release
+BINDIR := $(PREFIX)/bin
+# systemd looks for administrator-installed units, sysusers and tmpfiles under /usr/local/lib
+# as well as /usr/lib (systemd.unit(5)).
+LIBDIR_SYSTEMD := $(if $(filter /usr,$(PREFIX)),/usr/lib,$(PREFIX)/lib)
+UNITDIR ?= $(LIBDIR_SYSTEMD)/systemd/system
+SYSUSERSDIR ?= $(LIBDIR_SYSTEMD)/sysusers.d
+TMPFILESDIR ?= $(LIBDIR_SYSTEMD)/tmpfiles.d
+DOCDIR ?= $(PREFIX)/share/doc/jobrunner
 
 # System packages the build links against (Debian names).
 APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
@@ -20,7 +32,7 @@ PYTHON ?= python3
 # Reference implementations the schedule maths is checked against (PyPI).
 ORACLE_PACKAGES := cronsim croniter
 
-.PHONY: all deps oracle-deps build release run test test-oracle clean
+.PHONY: all deps oracle-deps build release run test test-oracle test-systemd install uninstall clean
 
 all: build
 
@@ -43,24 +55,77 @@ oracle-deps:
 build: deps
 	$(SWIFT) build
 
+# Installed binaries carry the Swift runtime inside (no dependency on the toolchain's path).
 release: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 
 run: build
 	@mkdir -p $(STATE_DIR)
 	$$($(SWIFT) build --show-bin-path)/jobrunnerd --config $(CONFIG) --state-directory $(STATE_DIR) --socket $(SOCKET) --runtime-directory $(STATE_DIR)/run --log-format text
 
 # The engine's reaper waits for every child of its process, so the suites that start the
-# built binaries (with Foundation's Process) run in a test process of their own.
+# built binaries run in a test process of their own.
 test: deps oracle-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip IntegrationTests
 	$(SWIFT) test --skip-build --filter IntegrationTests
 	$(MAKE) --no-print-directory test-oracle
+	$(MAKE) --no-print-directory test-systemd
 
 # Thousands of random schedules compared with cronsim, croniter and systemd-analyze.
 test-oracle: oracle-deps
 	$(PYTHON) Tests/Oracles/schedule_oracle.py $$($(SWIFT) build --show-bin-path)/jobrunnerctl
+
+# The units, installed into a private root, under a real systemd booted in namespaces of its own.
+test-systemd: build
+	Tests/EndToEnd/systemd-e2e.sh
+
+install: $(if $(filter debug,$(CONFIGURATION)),build,release)
+	@bin=$$($(SWIFT) build -c $(CONFIGURATION) $(if $(filter release,$(CONFIGURATION)),--static-swift-stdlib) --show-bin-path); set -e; \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	  $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/jobrunner/jobs.d \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d; \
+	install -m 0755 $(if $(filter release,$(CONFIGURATION)),-s) $$bin/jobrunnerd $$bin/jobrunnerctl $(DESTDIR)$(BINDIR)/; \
+	for unit in jobrunnerd.service jobrunnerd.socket; do \
+	  sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/jobrunner|$(DOCDIR)|g' \
+	      -e 's|/etc/jobrunner/|$(SYSCONFDIR)/jobrunner/|g' deploy/$$unit > $(DESTDIR)$(UNITDIR)/$$unit; \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$unit; \
+	done; \
+	install -m 0644 deploy/sysusers.d/jobrunner.conf $(DESTDIR)$(SYSUSERSDIR)/jobrunner.conf; \
+	install -m 0644 deploy/tmpfiles.d/jobrunner.conf $(DESTDIR)$(TMPFILESDIR)/jobrunner.conf; \
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md; \
+	$$bin/jobrunnerctl --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/jobrunnerctl; \
+	$$bin/jobrunnerctl --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_jobrunnerctl; \
+	$$bin/jobrunnerctl --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/jobrunnerctl.fish; \
+	if [ -e $(DESTDIR)$(SYSCONFDIR)/jobrunner/jobrunner.yaml ]; then \
+	  echo "kept the existing $(DESTDIR)$(SYSCONFDIR)/jobrunner/jobrunner.yaml"; \
+	else \
+	  install -m 0644 config/jobrunner.yaml $(DESTDIR)$(SYSCONFDIR)/jobrunner/jobrunner.yaml; \
+	fi; \
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemd-sysusers $(SYSUSERSDIR)/jobrunner.conf; \
+	  systemd-tmpfiles --create $(TMPFILESDIR)/jobrunner.conf; \
+	  systemctl daemon-reload; \
+	fi; \
+	echo "installed; start with: systemctl enable --now jobrunnerd.socket jobrunnerd.service"
+
+# Removes what install put there, except the configuration and the history.
+uninstall:
+	@set -e; \
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemctl disable --now jobrunnerd.service jobrunnerd.socket 2>/dev/null || true; \
+	fi; \
+	rm -f $(DESTDIR)$(BINDIR)/jobrunnerd $(DESTDIR)$(BINDIR)/jobrunnerctl \
+	  $(DESTDIR)$(UNITDIR)/jobrunnerd.service $(DESTDIR)$(UNITDIR)/jobrunnerd.socket \
+	  $(DESTDIR)$(SYSUSERSDIR)/jobrunner.conf $(DESTDIR)$(TMPFILESDIR)/jobrunner.conf \
+	  $(DESTDIR)$(DOCDIR)/README.md \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions/jobrunnerctl \
+	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_jobrunnerctl \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/jobrunnerctl.fish; \
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true; \
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	echo "uninstalled; $(SYSCONFDIR)/jobrunner and /var/lib/jobrunner are kept"
 
 clean:
 	rm -rf .build $(STATE_DIR)

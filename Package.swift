@@ -153,7 +153,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "JobRunnerControlTests", dependencies: ["JobRunnerControl", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "SystemdTests",
+            dependencies: ["Systemd", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["JobRunnerControl", "JobRunnerSchedule", "TestSupport"],

@@ -252,3 +252,13 @@ int jr_memfd_with_contents(const void *bytes, size_t length) {
     }
     return fd;
 }
+
+int jr_file_type(const char *path) {
+    struct stat status;
+    if (lstat(path, &status) != 0) return -1;
+    return (int)(status.st_mode & S_IFMT);
+}
+
+int jr_is_socket_type(int type) {
+    return type >= 0 && S_ISSOCK((mode_t)type);
+}

@@ -21,9 +21,9 @@ public enum ControlSocket {
         guard path.utf8.count < 108 else {
             throw ControlSocketError(message: "socket path '\(path)' is longer than 107 bytes")
         }
-        var status = stat()
-        if lstat(path, &status) == 0 {
-            guard (status.st_mode & S_IFMT) == S_IFSOCK else {
+        let type = jr_file_type(path)
+        if type >= 0 {
+            guard jr_is_socket_type(type) != 0 else {
                 throw ControlSocketError(message: "\(path) exists and is not a socket; not replacing it")
             }
             if isAnswering(path) {

@@ -84,6 +84,9 @@ public actor Scheduler: Service {
     let journal: (any RunJournal)?
     /// Paused jobs do not fire (their fires are recorded as skipped).
     var paused: Set<String> = []
+    /// Called from the loop to show liveness (the watchdog) and, while draining, the time left.
+    let heartbeat: Heartbeat?
+    private var lastBeat: Duration = .zero
     private var startupFires: [(job: String, occurrence: Timestamp?, trigger: RunTrigger)] = []
 
     /// Creates the scheduler and computes every job's first fire, so the schedule is complete
@@ -97,8 +100,10 @@ public actor Scheduler: Service {
         jitterSeed: UInt64 = 0,
         journal: (any RunJournal)? = nil,
         memories: [String: JobMemory] = [:],
+        heartbeat: Heartbeat? = nil,
         onChange: @escaping @Sendable () -> Void = {}
     ) {
+        self.heartbeat = heartbeat
         self.jitterSeed = jitterSeed
         self.journal = journal
         self.settings = configuration.daemon
@@ -201,8 +206,27 @@ public actor Scheduler: Service {
             startWaiting(group: &group)
             EngineMetrics.waiting(waiting.count + retries.count + runs.values.reduce(0) { $0 + $1.queued.count })
             onChange()
-            _ = await waitForWork(until: nextDeadline())
+            let beatAt = beatIfDue(.running, every: heartbeat?.interval)
+            _ = await waitForWork(until: Self.earliest(nextDeadline(), beatAt))
         }
+    }
+
+    /// Beats if `every` has passed since the last beat; returns when the next beat is due (on
+    /// the wall clock, for the sleep), or nil without heartbeat.
+    private func beatIfDue(_ phase: Heartbeat.Phase, every interval: Duration?) -> Timestamp? {
+        guard let heartbeat, let interval else { return nil }
+        let uptime = clock.uptime()
+        if uptime - lastBeat >= interval || lastBeat == .zero {
+            heartbeat.beat(phase)
+            lastBeat = uptime
+        }
+        return clock.now().advanced(by: lastBeat + interval - uptime)
+    }
+
+    static func earliest(_ first: Timestamp?, _ second: Timestamp?) -> Timestamp? {
+        guard let first else { return second }
+        guard let second else { return first }
+        return min(first, second)
     }
 
     /// Stops firing, lets runs finish for `shutdown_grace`, then cancels what is left.
@@ -222,7 +246,11 @@ public actor Scheduler: Service {
             ])
         }
         onChange()
+        let longestKillGrace = runs.keys.compactMap { entries[$0]?.job.killGrace }.max() ?? .zero
+        lastBeat = .zero
         while runningCount > 0 {
+            let timeLeft = max(.zero, graceEnd - clock.uptime()) + longestKillGrace + Heartbeat.drainMargin
+            let beatAt = beatIfDue(.draining(runs: runningCount, timeLeft: timeLeft), every: heartbeat?.drainInterval)
             if clock.uptime() >= graceEnd {
                 logger.warning("shutdown_grace over, tearing down running runs", metadata: ["running": "\(runningCount)"])
                 for name in runs.keys {
@@ -234,7 +262,7 @@ public actor Scheduler: Service {
                 group.cancelAll()
                 return
             }
-            _ = await waitForWork(until: clock.now().advanced(by: graceEnd - clock.uptime()))
+            _ = await waitForWork(until: Self.earliest(clock.now().advanced(by: graceEnd - clock.uptime()), beatAt))
             onChange()
         }
     }

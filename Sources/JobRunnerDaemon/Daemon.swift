@@ -88,12 +88,22 @@ public enum Daemon {
         }
 
         // MARK: State directory, lock, socket
+        let passed = SocketActivation.takeSockets()
+        let activated = SocketActivation.controlSocket(in: passed)
+        for socket in passed where socket.descriptor != activated?.descriptor {
+            logger.warning("ignoring a socket passed by systemd", metadata: ["fd": "\(socket.descriptor)", "name": "\(socket.name)"])
+            close(socket.descriptor)
+        }
+        if let activated {
+            logger.info("serving the control API on the socket passed by systemd", metadata: ["name": "\(activated.name)"])
+        }
         let lock: Int32
         let listener: Int32
         let machineID: String
         do {
             (lock, listener, machineID) = try await NIOThreadPool.singleton.runIfActive { () throws -> (Int32, Int32, String) in
-                let (lock, listener) = try prepareRuntime(options, group: configuration.daemon.control.groupID)
+                let (lock, listener) = try prepareRuntime(options, group: configuration.daemon.control.groupID,
+                                                          activated: activated?.descriptor)
                 let machineID = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8)) ?? ProcessInfo.processInfo.hostName
                 return (lock, listener, machineID.trimmingCharacters(in: .whitespacesAndNewlines))
             }
@@ -158,7 +168,8 @@ public enum Daemon {
             logger: logger, onHealthChange: { _ in statusBox.poke() })
         let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
                                   logger: logger, jitterSeed: Scheduler.jitterSeed(machineID: machineID),
-                                  journal: writer, memories: memories, onChange: { statusBox.poke() })
+                                  journal: writer, memories: memories, heartbeat: Self.heartbeat(notifier, logger: logger),
+                                  onChange: { statusBox.poke() })
         let status = StatusReporter(scheduler: scheduler, notifier: notifier, clock: clock, writer: writer)
         statusBox.reporter = status
         let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)
@@ -215,7 +226,7 @@ public enum Daemon {
             logger.critical("stopped on an error", metadata: ["error": "\(error)"])
             exitCode = DaemonExitCode.failure
         }
-        unlink(options.socketPath)
+        if activated == nil { unlink(options.socketPath) }
         try? await pool.shutdownGracefully()
         logger.info("stopped", metadata: ["exit_code": "\(exitCode)"])
         return exitCode
@@ -223,12 +234,14 @@ public enum Daemon {
 
     // MARK: - Helpers
 
-    /// Creates the state directory, locks it, and binds the control socket.
+    /// Creates the state directory, locks it, and binds the control socket (unless systemd
+    /// passed one: `activated`).
     @available(*, noasync)
-    static func prepareRuntime(_ options: DaemonOptions, group: UInt32?) throws -> (lock: Int32, listener: Int32) {
+    static func prepareRuntime(_ options: DaemonOptions, group: UInt32?, activated: Int32?) throws -> (lock: Int32, listener: Int32) {
         try makeDirectory(options.stateDirectory, mode: 0o750)
         try makeDirectory(options.runtimeDirectory, mode: 0o755)
         let lock = try lockStateDirectory(options.stateDirectory)
+        if let activated { return (lock, activated) }
         do {
             try makeDirectory((options.socketPath as NSString).deletingLastPathComponent, mode: 0o755)
             return (lock, try ControlSocket.listen(path: options.socketPath, group: group))
@@ -272,4 +285,21 @@ final class StatusBox: @unchecked Sendable {
     // Written once during start-up, before any service runs; read-only afterwards.
     var reporter: StatusReporter?
     func poke() { reporter?.poke() }
+}
+
+extension Daemon {
+    /// The scheduler's heartbeat under systemd: `WATCHDOG=1` at half of `WATCHDOG_USEC` (when the
+    /// unit has `WatchdogSec=`), and while draining `EXTEND_TIMEOUT_USEC=` with the time the
+    /// runs may still take, so systemd does not kill the daemon before its own kill sequence.
+    static func heartbeat(_ notifier: Notifier, logger: Logger) -> Heartbeat? {
+        guard notifier.isConnected else { return nil }
+        let watchdog = notifier.watchdogInterval()
+        if let watchdog {
+            logger.info("systemd watchdog enabled", metadata: ["interval": "\(DurationText.format(watchdog))"])
+        }
+        return Heartbeat(interval: watchdog.map { $0 / 2 }, drainInterval: min(watchdog.map { $0 / 2 } ?? .seconds(5), .seconds(5))) { phase in
+            if watchdog != nil { notifier.watchdog() }
+            if case .draining(_, let timeLeft) = phase { notifier.extendTimeout(by: timeLeft) }
+        }
+    }
 }

@@ -5,6 +5,7 @@ import Glibc
 import JobRunnerSchedule
 import Logging
 import Synchronization
+import Systemd
 
 /// How the daemon writes its log.
 public enum LogFormat: String, Sendable, CaseIterable {
@@ -12,6 +13,22 @@ public enum LogFormat: String, Sendable, CaseIterable {
     case text
     /// One JSON object per entry on stderr.
     case json
+    /// Native journal entries (`sd_journal_sendv`) with a field per metadata key.
+    case journal
+
+    /// `journal` when stderr is the journal (`JOURNAL_STREAM`), else `text`.
+    public static var automatic: LogFormat {
+        JournalLogHandler.stderrIsJournal ? .journal : .text
+    }
+
+    /// A handler for this format.
+    public func makeHandler(label: String) -> any LogHandler {
+        switch self {
+        case .text: TextLogHandler(label: label)
+        case .json: JSONLogHandler(label: label)
+        case .journal: JournalLogHandler(identifier: "jobrunnerd")
+        }
+    }
 }
 
 /// Writes whole lines to stderr, one `write(2)` each, so concurrent entries never interleave.

@@ -81,6 +81,6 @@ public struct Notifier: Sendable {
 
 extension String {
     fileprivate func replacingNewlines() -> String {
-        String(map { $0 == "\n" || $0 == "\r" ? " " : $0 })
+        String(map { $0.isNewline ? " " : $0 })
     }
 }

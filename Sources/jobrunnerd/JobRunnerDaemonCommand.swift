@@ -31,8 +31,8 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Directory for runtime files (per-run notify sockets).")
     var runtimeDirectory = DaemonOptions.defaultRuntimeDirectory
 
-    @Option(name: .long, help: "Log format: text or json.")
-    var logFormat: LogFormat = .text
+    @Option(name: .long, help: "Log format: journal, text or json (default: journal when stderr is the journal, else text).")
+    var logFormat: LogFormat?
 
     @Option(name: .long, help: "Lowest level logged: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -41,14 +41,10 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
         if checkConfig {
             throw ExitCode(await Daemon.checkConfig(path: config))
         }
-        let format = logFormat
+        let format = logFormat ?? .automatic
         let level = logLevel
         LoggingSystem.bootstrap { label in
-            var handler: any LogHandler
-            switch format {
-            case .text: handler = TextLogHandler(label: label)
-            case .json: handler = JSONLogHandler(label: label)
-            }
+            var handler = format.makeHandler(label: label)
             handler.logLevel = level
             return handler
         }

@@ -67,6 +67,12 @@ int jr_reap_child(pid_t pid, int *kind, int *status);
 /// SO_PEERCRED of a connected unix socket.
 int jr_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 
+/// The file type bits (st_mode & S_IFMT) of `path` itself (lstat), or -1 with errno set.
+int jr_file_type(const char *path);
+
+/// Whether `type` (from jr_file_type) is a socket.
+int jr_is_socket_type(int type);
+
 /// A CLOCK_REALTIME timerfd (blocking reads, close-on-exec).
 int jr_realtime_timer_create(void);
 /// Arms the timer at an absolute realtime instant, cancelled by clock changes; 0 disarms.

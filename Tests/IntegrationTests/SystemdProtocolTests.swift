@@ -1,0 +1,93 @@
+import Foundation
+import JobRunnerControl
+import TestSupport
+import Testing
+
+/// What the daemon tells systemd, read from a real datagram socket standing in for
+/// `NOTIFY_SOCKET`, and a control socket passed the way systemd passes it. (The same behaviour
+/// under a real systemd is `Tests/EndToEnd/systemd-e2e.sh`.)
+@Suite(.timeLimit(.minutes(1))) struct SystemdProtocolTests {
+    @Test func watchdogBeatsComeAtHalfTheInterval() async throws {
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              idle:
+                command: ["/bin/true"]
+                schedule: "@yearly"
+            """, environment: ["WATCHDOG_USEC": "400000"])
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        try await daemon.sawLog("systemd watchdog enabled", "interval=400ms")
+        // An idle scheduler (next fire a year away) still beats: five beats in about a second.
+        let start = ContinuousClock.now
+        for _ in 0..<5 { _ = try await daemon.notify.waitFor("WATCHDOG=1", within: .seconds(5)) }
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed < .seconds(3), "five beats took \(elapsed)")
+        #expect(elapsed > .milliseconds(600), "five beats in \(elapsed): faster than every 200ms")
+    }
+
+    @Test func noWatchdogBeatsWithoutWatchdogUSEC() async throws {
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              tick:
+                shell: "true"
+                schedule: "* * * * * *"
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        try await daemon.waitForLog("run finished", "job=tick")
+        try await daemon.waitForLog("run finished", "job=tick")
+        #expect(!daemon.notify.messages.all.contains { $0.contains("WATCHDOG=1") })
+    }
+
+    @Test func drainingAsksForMoreTimeAndSaysWhatItWaitsFor() async throws {
+        let daemon = try DaemonHarness(config: """
+            daemon:
+              shutdown_grace: 3s
+            jobs:
+              long:
+                shell: "sleep 300"
+                schedule: "@reboot"
+                kill_grace: 7s
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitForLog("run started", "job=long")
+        daemon.signal(SIGTERM)
+        _ = try await daemon.notify.waitFor("STOPPING=1")
+        // Order-free: the extension and the status line come from different services.
+        _ = try await daemon.notify.messages.seen(within: .seconds(10), "status line") { $0.contains("STATUS=stopping: waiting for 1 run") }
+        let extend = try await daemon.notify.messages.seen(within: .seconds(10), "extension") { $0.contains("EXTEND_TIMEOUT_USEC=") }
+        let microseconds = Int(extend.split(separator: "=").last.map(String.init) ?? "") ?? 0
+        // The rest of shutdown_grace (≤ 3s) + the longest kill_grace (7s) + a 10s margin.
+        #expect((17_000_000...20_000_000).contains(microseconds), "\(extend)")
+        #expect(try await daemon.waitForExit() == 0)
+    }
+
+    @Test func servesTheControlAPIOnASocketPassedBySystemd() async throws {
+        let directory = TemporaryDirectory("jobrunner-activation")
+        defer { directory.remove() }
+        let socket = directory.file("activated.sock")
+        let config = directory.write("jobrunner.yaml", """
+            jobs:
+              hello:
+                shell: "echo hello"
+                schedule: "@daily"
+            """)
+        // systemd-socket-activate listens on the path and passes the socket exactly as a
+        // .socket unit with FileDescriptorName=control would, starting the daemon on the
+        // first connection.
+        let activator = try ChildProcess("/usr/bin/systemd-socket-activate", [
+            "-l", socket, "--fdname=control",
+            productsDirectory + "/jobrunnerd", "--config", config, "--state-directory", directory.file("state"),
+            "--socket", directory.file("unused.sock"), "--runtime-directory", directory.file("run"), "--log-format", "text",
+        ])
+        defer { activator.kill() }
+        _ = try await activator.lines.first(within: .seconds(10), "listening line") { $0.contains("Listening on") }
+        let status = try await ControlClient(socketPath: socket).get("/v1/status", as: StatusResponse.self)
+        #expect(status.jobs == 1)
+        _ = try await activator.lines.seen(within: .seconds(5), "activation log line") {
+            $0.contains("serving the control API on the socket passed by systemd") && $0.contains("name=control")
+        }
+        // The configured path was not bound: the passed socket is the control socket.
+        #expect(!FileManager.default.fileExists(atPath: directory.file("unused.sock")))
+    }
+}

@@ -18,7 +18,9 @@ public struct ConfigLoader: Sendable {
 
     static let topLevelKeys = ["daemon", "jobs", "include"]
     static let includedTopLevelKeys = ["jobs"]
-    static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace", "pools", "history", "control", "metrics"]
+    static let daemonKeys = ["time_zone", "max_concurrent_runs", "blocking_threads", "shutdown_grace", "pools", "history", "control", "metrics",
+                             "cluster"]
+    static let clusterKeys = ["database", "node_name", "lease"]
     static let controlKeys = ["group", "allowed_uids", "allowed_groups", "max_connections"]
     static let metricsKeys = ["listen"]
     static let historyKeys = ["output_tail", "keep_per_job", "max_age"]
@@ -53,6 +55,7 @@ public struct ConfigLoader: Sendable {
     @available(*, noasync, message: "reads the zone database; call from the thread pool")
     public func parse(_ text: String, path: String) throws(ConfigErrors) -> Configuration {
         var reader = NodeReader(file: path)
+        reader.noteSource(text)
         if let deep = deepNesting(text) {
             reader.fail(.syntax, at: SourceLocation(file: path, line: deep.line, column: deep.column),
                         "nesting deeper than \(Self.maximumNesting) levels")
@@ -107,7 +110,7 @@ public struct ConfigLoader: Sendable {
                     < (fileOrder[$1.location.file]!, $1.location.line, $1.location.column)
             })
         }
-        return Configuration(path: path, daemon: daemon, jobs: jobs)
+        return Configuration(path: path, daemon: daemon, jobs: jobs, contentHash: StableHash.hex(reader.sources.joined(separator: "\u{0}")))
     }
 
     private func readJobs(_ node: Node, daemon: DaemonSettings, reader: inout NodeReader, into jobs: inout [JobDefinition],
@@ -165,6 +168,7 @@ public struct ConfigLoader: Sendable {
             reader.fail(error.code, at: error.location, error.message)
             return
         }
+        reader.noteSource(text)
         var fileReader = NodeReader(file: file)
         defer { reader.adopt(fileReader.errors) }
         if let deep = deepNesting(text) {
@@ -200,6 +204,53 @@ public struct ConfigLoader: Sendable {
     }
 
     // MARK: - daemon:
+
+    /// `daemon.cluster: {database, node_name, lease}`.
+    private func readCluster(_ node: Node, reader: inout NodeReader) -> ClusterSettings? {
+        guard let entries = reader.mapping(node, what: "daemon.cluster") else { return nil }
+        reader.checkKeys(entries, known: Self.clusterKeys, context: "in 'daemon.cluster'")
+        var database: PostgresURL?
+        var nodeName = UserDatabase.hostName()
+        var lease = ClusterSettings.defaultLease
+        var valid = true
+        for entry in entries {
+            let what = "daemon.cluster.\(entry.key)"
+            switch entry.key {
+            case "database":
+                guard let text = reader.nonEmptyString(entry.value, what: what) else { valid = false; continue }
+                switch PostgresURL.parse(text) {
+                case .success(let url): database = url
+                case .failure(let error):
+                    reader.fail(.invalidValue, at: entry.value, "\(what): \(error.message)")
+                    valid = false
+                }
+            case "node_name":
+                guard let name = reader.nonEmptyString(entry.value, what: what) else { valid = false; continue }
+                guard Self.isValidJobName(name), name.utf8.count <= 64 else {
+                    reader.fail(.invalidName, at: entry.value, "\(what): '\(name)' may only contain letters, digits, '_', '.' and '-' (at most 64)")
+                    valid = false
+                    continue
+                }
+                nodeName = name
+            case "lease":
+                guard let value = duration(entry.value, what: what, allowZero: false, reader: &reader) else { valid = false; continue }
+                guard value >= .seconds(2) else {
+                    reader.fail(.invalidValue, at: entry.value, "\(what): at least 2s (nodes heartbeat three times per lease)")
+                    valid = false
+                    continue
+                }
+                lease = value
+            default:
+                break
+            }
+        }
+        guard valid else { return nil }
+        guard let database else {
+            reader.fail(.missingKey, at: node, "daemon.cluster: missing 'database' (a URL such as postgresql://jobrunner@db.example/jobrunner)")
+            return nil
+        }
+        return ClusterSettings(database: database, nodeName: nodeName, lease: lease)
+    }
 
     private func readDaemon(_ node: Node, reader: inout NodeReader) -> (settings: DaemonSettings, zoneGiven: Bool)? {
         guard let pairs = reader.mapping(node, what: "daemon") else { return nil }
@@ -279,6 +330,9 @@ public struct ConfigLoader: Sendable {
                         break
                     }
                 }
+            case "cluster":
+                guard !NodeReader.isNull(pair.value) else { continue }
+                settings.cluster = readCluster(pair.value, reader: &reader)
             case "metrics":
                 guard !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: what) else { continue }
                 reader.checkKeys(entries, known: Self.metricsKeys, context: "in 'daemon.metrics'")

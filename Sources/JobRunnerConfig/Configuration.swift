@@ -7,11 +7,15 @@ public struct Configuration: Sendable {
     public var daemon: DaemonSettings
     /// Jobs in the order they appear in the file.
     public var jobs: [JobDefinition]
+    /// A fingerprint of the files read (the main file and its includes): nodes of a cluster
+    /// compare theirs to spot a node running a different configuration.
+    public var contentHash: String
 
-    public init(path: String, daemon: DaemonSettings, jobs: [JobDefinition]) {
+    public init(path: String, daemon: DaemonSettings, jobs: [JobDefinition], contentHash: String = "") {
         self.path = path
         self.daemon = daemon
         self.jobs = jobs
+        self.contentHash = contentHash
     }
 }
 
@@ -53,6 +57,8 @@ public struct DaemonSettings: Sendable, Equatable {
     public var control: ControlSettings
     /// `metrics.listen`: a TCP address serving only `/metrics`, if set.
     public var metricsListen: (host: String, port: Int)?
+    /// `cluster:`: share the schedule with other nodes through PostgreSQL.
+    public var cluster: ClusterSettings?
 
     public static let defaultMaxConcurrentRuns = 64
     public static let defaultBlockingThreads = 4
@@ -61,6 +67,7 @@ public struct DaemonSettings: Sendable, Equatable {
             && lhs.shutdownGrace == rhs.shutdownGrace && lhs.pools == rhs.pools && lhs.outputTail == rhs.outputTail
             && lhs.keepPerJob == rhs.keepPerJob && lhs.maxHistoryAge == rhs.maxHistoryAge && lhs.control == rhs.control
             && lhs.metricsListen?.host == rhs.metricsListen?.host && lhs.metricsListen?.port == rhs.metricsListen?.port
+            && lhs.cluster == rhs.cluster
     }
 
     public static let defaultShutdownGrace: Duration = .seconds(30)

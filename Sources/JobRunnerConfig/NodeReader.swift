@@ -9,6 +9,12 @@ import Yams
 struct NodeReader {
     let file: String
     private(set) var errors: [ConfigError] = []
+    /// The text of every file read, in order (for the configuration's fingerprint).
+    private(set) var sources: [String] = []
+
+    mutating func noteSource(_ text: String) {
+        sources.append(text)
+    }
 
     init(file: String) {
         self.file = file

@@ -15,6 +15,15 @@ enum UserDatabase {
 
     /// A user by name or numeric uid.
     @available(*, noasync)
+    /// This machine's host name (the default cluster node name), up to its first dot.
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "node" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let short = name.split(separator: ".").first.map(String.init) ?? name
+        return short.isEmpty ? "node" : short
+    }
+
     static func user(_ nameOrID: String) -> User? {
         var entry = passwd()
         var result: UnsafeMutablePointer<passwd>?

@@ -45,6 +45,8 @@ public struct RunRecord: Sendable, Identifiable {
     public var handle: RunHandle?
     /// The last `STATUS=` the run sent.
     public var statusText: String?
+    /// The cluster node that ran it (nil without a cluster).
+    public var node: String?
 
     public init(id: RunID, job: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil,
                 queuedAt: Timestamp) {

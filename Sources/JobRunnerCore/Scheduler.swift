@@ -674,18 +674,9 @@ public actor Scheduler: Service {
         stableHash(seed: 0, machineID)
     }
 
-    /// FNV-1a: stable across processes (Swift's `Hasher` is seeded per process).
+    /// Stable across processes and machines (Swift's `Hasher` is seeded per process).
     static func stableHash(seed: UInt64, _ text: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x100_0000_01b3
-        }
-        // Final avalanche so nearby names spread over the whole range.
-        hash ^= hash >> 33
-        hash = hash &* 0xff51_afd7_ed55_8ccd
-        hash ^= hash >> 33
-        return hash
+        StableHash.of(text, seed: seed)
     }
 }
 

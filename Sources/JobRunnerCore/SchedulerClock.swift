@@ -55,7 +55,7 @@ public final class SystemClock: SchedulerClock {
     }
 
     public func now() -> Timestamp {
-        Timestamp(microseconds: jr_realtime_microseconds())
+        WallClock.now()
     }
 
     public func uptime() -> Duration {
@@ -244,4 +244,11 @@ func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
     }, box.toOpaque())
     pthread_attr_destroy(&attributes)
     precondition(rc == 0, "cannot start a thread: \(rc)")
+}
+
+/// The wall clock, read directly (for code that has no `SchedulerClock`: stores, tools).
+public enum WallClock {
+    public static func now() -> Timestamp {
+        Timestamp(microseconds: jr_realtime_microseconds())
+    }
 }

@@ -16,7 +16,7 @@ struct EngineControlHandler: ControlHandler {
 
     let scheduler: Scheduler
     let registry: RunRegistry
-    let history: SQLiteHistory
+    let history: any HistoryStore
     let writer: HistoryWriter
     let reloader: Reloader
     let daemon: DaemonState

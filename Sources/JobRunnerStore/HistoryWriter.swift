@@ -6,10 +6,10 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Writes the engine's journal to SQLite: in order, in batches (one transaction for whatever
-/// accumulated while the previous one was written), never blocking the scheduler.
+/// Writes the engine's journal to the history store: in order, in batches (one transaction for
+/// whatever accumulated while the previous one was written), never blocking the scheduler.
 ///
-/// When the disk is full or read-only, runs go on: the failure is logged once a minute and shown
+/// When the disk is full or read-only (or the cluster's database is away), runs go on: the failure is logged once a minute and shown
 /// in status, events wait in a bounded backlog, and writing resumes by itself when it can.
 public final class HistoryWriter: RunJournal, Service {
     /// Retention: kept per job, and no older than.
@@ -40,7 +40,7 @@ public final class HistoryWriter: RunJournal, Service {
         var lastPrune = ContinuousClock.now
     }
 
-    private let history: SQLiteHistory
+    private let history: any HistoryStore
     private let state: Mutex<State>
     private let onHealthChange: @Sendable (String?) -> Void
     private let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -48,7 +48,7 @@ public final class HistoryWriter: RunJournal, Service {
 
     /// `onHealthChange` is called with the failure when writes start failing and with nil when
     /// they resume.
-    public init(history: SQLiteHistory, retention: Retention, logger: Logger, onHealthChange: @escaping @Sendable (String?) -> Void = { _ in }) {
+    public init(history: any HistoryStore, retention: Retention, logger: Logger, onHealthChange: @escaping @Sendable (String?) -> Void = { _ in }) {
         self.onHealthChange = onHealthChange
         self.history = history
         self.state = Mutex(State(retention: retention))
@@ -127,9 +127,7 @@ public final class HistoryWriter: RunJournal, Service {
         }
         guard !batch.isEmpty || prune != nil else { return }
         do {
-            try await history.database.write { db in
-                for event in batch { try Self.apply(event, in: db) }
-            }
+            try await history.write(batch)
             let recovered = state.withLock { state -> (String?, Int) in
                 let previous = state.failure
                 state.failure = nil
@@ -148,7 +146,7 @@ public final class HistoryWriter: RunJournal, Service {
                 await self.prune(jobs: prune, retention: retention)
             }
         } catch {
-            let reason = Self.describe(error)
+            let reason = history.describe(error)
             let (shouldLog, changed) = state.withLock { state -> (Bool, Bool) in
                 // Put the batch back in front of anything recorded meanwhile.
                 state.pending = batch + state.pending
@@ -162,7 +160,7 @@ public final class HistoryWriter: RunJournal, Service {
             if changed { onHealthChange(reason) }
             if shouldLog {
                 logger.error("cannot write history, runs go on; retrying every 5s", metadata: [
-                    "error": "\(reason)", "path": "\(history.path)", "pending": "\(batch.count)",
+                    "error": "\(reason)", "location": "\(history.location)", "pending": "\(batch.count)",
                 ])
             }
             // Nobody waits on a failing disk.
@@ -197,108 +195,16 @@ public final class HistoryWriter: RunJournal, Service {
             state.lastPrune = .now
         }
         do {
-            for job in jobs {
-                try await history.database.write { db in
-                    try db.execute(sql: """
-                        DELETE FROM runs WHERE job = ? AND ended_at IS NOT NULL AND id < (
-                            SELECT id FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
-                        """, arguments: [job, job, retention.keepPerJob - 1])
-                }
-            }
-            let cutoff = Int64(Date().timeIntervalSince1970 * 1_000_000) - retention.maxAge.wholeMicroseconds
-            while true {
-                let deleted = try await history.database.write { db -> Int in
-                    try db.execute(sql: """
-                        DELETE FROM runs WHERE rowid IN (
-                            SELECT rowid FROM runs WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT 1000)
-                        """, arguments: [cutoff])
-                    return db.changesCount
-                }
-                if deleted < 1000 { break }
-            }
+            let cutoff = WallClock.now().advanced(by: .zero - retention.maxAge)
+            try await history.prune(jobs: jobs, keepPerJob: retention.keepPerJob, endedBefore: cutoff)
         } catch {
-            logger.warning("history pruning failed, will retry", metadata: ["error": "\(Self.describe(error))"])
+            logger.warning("history pruning failed, will retry", metadata: ["error": "\(history.describe(error))"])
         }
     }
 
     /// Runs retention now for every job (tests and start-up).
     public func pruneAll() async {
-        let jobs = (try? await history.database.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT job FROM runs") }) ?? []
+        let jobs = (try? await history.jobsWithRuns()) ?? []
         await prune(jobs: Set(jobs), retention: state.withLock { $0.retention })
-    }
-
-    // MARK: - Events → rows
-
-    static func apply(_ event: JournalEvent, in db: Database) throws {
-        switch event {
-        case .fired(let record, let occurrence):
-            try upsert(record, in: db)
-            if let occurrence { try handled(job: record.job, occurrence: occurrence, in: db) }
-        case .settled(let record, let occurrence):
-            try upsert(record, in: db)
-            if let occurrence { try handled(job: record.job, occurrence: occurrence, in: db) }
-        case .started(let id, let pid, let at):
-            try db.execute(sql: "UPDATE runs SET started_at = ?, pid = ? WHERE id = ?", arguments: [at.microseconds, pid, id.rawValue])
-        case .finished(let record):
-            try upsert(record, in: db)
-        case .known(let jobs, let at):
-            for job in jobs {
-                try db.execute(sql: "INSERT INTO jobs (name, first_seen) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-                               arguments: [job, at.microseconds])
-            }
-        case .paused(let job, let paused):
-            try db.execute(sql: """
-                INSERT INTO jobs (name, first_seen, paused) VALUES (?, ?, ?)
-                ON CONFLICT(name) DO UPDATE SET paused = excluded.paused
-                """, arguments: [job, Int64(Date().timeIntervalSince1970 * 1_000_000), paused])
-        }
-    }
-
-    static func handled(job: String, occurrence: Timestamp, in db: Database) throws {
-        try db.execute(sql: """
-            INSERT INTO jobs (name, first_seen, last_occurrence) VALUES (?, ?, ?)
-            ON CONFLICT(name) DO UPDATE SET last_occurrence = MAX(COALESCE(last_occurrence, 0), excluded.last_occurrence)
-            """, arguments: [job, occurrence.microseconds, occurrence.microseconds])
-    }
-
-    static func upsert(_ record: RunRecord, in db: Database) throws {
-        let outcome = record.outcome
-        try db.execute(sql: """
-            INSERT INTO runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
-                              exit_code, signal, detail, pid, status_text, output)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT(id) DO UPDATE SET
-                started_at = COALESCE(excluded.started_at, started_at), ended_at = excluded.ended_at,
-                outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
-                detail = excluded.detail, pid = COALESCE(excluded.pid, pid), status_text = excluded.status_text,
-                output = COALESCE(excluded.output, output)
-            """, arguments: [
-                record.id.rawValue, record.fireID.rawValue, record.job, record.trigger.rawValue, record.attempt,
-                record.scheduledTime.microseconds, record.queuedAt.microseconds, record.startedAt?.microseconds,
-                record.endedAt?.microseconds, outcome?.name, outcome?.exitCode, outcome?.signal, outcome?.detail, record.pid,
-                record.progress, record.outcome == nil ? nil : record.output.map { SQLiteHistory.encodeOutput($0.lines) },
-            ])
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if let error = error as? DatabaseError {
-            switch error.resultCode {
-            case .SQLITE_FULL: return "disk full"
-            case .SQLITE_READONLY: return "read-only database or directory"
-            case .SQLITE_CANTOPEN: return "cannot open the database file"
-            case .SQLITE_IOERR: return "I/O error"
-            default: return error.message ?? "\(error.resultCode)"
-            }
-        }
-        return "\(error)"
-    }
-}
-
-extension JournalEvent {
-    var job: String? {
-        switch self {
-        case .fired(let record, _), .settled(let record, _), .finished(let record): record.job
-        case .started, .paused, .known: nil
-        }
     }
 }

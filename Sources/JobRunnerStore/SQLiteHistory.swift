@@ -5,12 +5,13 @@ import JobRunnerSchedule
 
 /// The run history and job state in SQLite (`state.sqlite`, WAL): one table of runs, one of
 /// jobs, versioned by migrations.
-public final class SQLiteHistory: Sendable {
+public final class SQLiteHistory: HistoryStore {
     /// The newest schema this build understands.
     public static let schemaVersion = 1
 
     let database: DatabasePool
     public let path: String
+    public var location: String { path }
 
     /// Opens (creating if needed) and migrates the database.
     @available(*, noasync, message: "opens files; call from the thread pool")
@@ -67,19 +68,12 @@ public final class SQLiteHistory: Sendable {
 
     // MARK: - Recovery
 
-    /// Runs that were alive when the daemon died.
-    public struct Interrupted: Sendable {
-        public var id: RunID
-        public var job: String
-        public var pid: Int32?
-    }
-
     /// Marks every run without an end as `interrupted` (the daemon died while it was waiting or
     /// running) and returns them, so their processes can be hunted down.
-    public func recoverInterrupted(at instant: Timestamp) async throws -> [Interrupted] {
+    public func recoverInterrupted(at instant: Timestamp) async throws -> [InterruptedRun] {
         try await database.write { db in
             let rows = try Row.fetchAll(db, sql: "SELECT id, job, pid FROM runs WHERE ended_at IS NULL")
-            let interrupted = rows.map { Interrupted(id: RunID(rawValue: $0["id"]), job: $0["job"], pid: $0["pid"]) }
+            let interrupted = rows.map { InterruptedRun(id: RunID(rawValue: $0["id"]), job: $0["job"], pid: $0["pid"]) }
             try db.execute(sql: """
                 UPDATE runs SET ended_at = ?, outcome = 'interrupted',
                     detail = CASE WHEN started_at IS NULL THEN 'the daemon stopped before it started' ELSE 'the daemon stopped while it ran' END
@@ -116,7 +110,7 @@ public final class SQLiteHistory: Sendable {
     // MARK: - Reads
 
     /// Runs newest first.
-    public func runs(job: String? = nil, outcome: String? = nil, before: String? = nil, limit: Int) async throws -> [RunRecord] {
+    public func runs(job: String?, outcome: String?, before: String?, limit: Int) async throws -> [RunRecord] {
         try await database.read { db in
             var conditions: [String] = []
             var arguments: [any DatabaseValueConvertible] = []
@@ -168,36 +162,108 @@ public final class SQLiteHistory: Sendable {
         record.pid = row["pid"]
         record.statusText = row["status_text"]
         if let name: String = row["outcome"] {
-            record.outcome = Self.outcome(name: name, exitCode: row["exit_code"], signal: row["signal"], detail: row["detail"])
+            record.outcome = .stored(name: name, exitCode: row["exit_code"], signal: row["signal"], detail: row["detail"])
         }
         if let output: String = row["output"] {
-            record.output = OutputTail(capacity: Int.max, lines: decodeOutput(output))
+            record.output = OutputTail(capacity: Int.max, lines: StoredOutput.decode(output))
         }
+        record.node = row["node"]
         return record
     }
 
-    static func outcome(name: String, exitCode: Int32?, signal: Int32?, detail: String?) -> RunOutcome {
-        switch name {
-        case "succeeded": .succeeded
-        case "failed": .failed(exitCode: exitCode ?? 1)
-        case "signalled": .signalled(signal ?? 0)
-        case "timed_out": .timedOut
-        case "cancelled": .cancelled
-        case "spawn_failed": .spawnFailed(reason: detail ?? "")
-        case "skipped": .skipped(reason: detail ?? "")
-        default: .interrupted
+    // MARK: - Writes
+
+    public func write(_ events: [JournalEvent]) async throws {
+        try await database.write { db in
+            for event in events { try Self.apply(event, in: db) }
         }
     }
 
-    /// Output lines as stored: one per line, `o ` or `e ` first.
-    static func encodeOutput(_ lines: [OutputLine]) -> String {
-        lines.map { ($0.stream == .stdout ? "o " : "e ") + $0.text.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n")
+    static func apply(_ event: JournalEvent, in db: Database) throws {
+        switch event {
+        case .fired(let record, let occurrence), .settled(let record, let occurrence):
+            try upsert(record, in: db)
+            if let occurrence { try handled(job: record.job, occurrence: occurrence, in: db) }
+        case .started(let id, let pid, let at):
+            try db.execute(sql: "UPDATE runs SET started_at = ?, pid = ? WHERE id = ?", arguments: [at.microseconds, pid, id.rawValue])
+        case .finished(let record):
+            try upsert(record, in: db)
+        case .known(let jobs, let at):
+            for job in jobs {
+                try db.execute(sql: "INSERT INTO jobs (name, first_seen) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                               arguments: [job, at.microseconds])
+            }
+        case .paused(let job, let paused):
+            try db.execute(sql: """
+                INSERT INTO jobs (name, first_seen, paused) VALUES (?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET paused = excluded.paused
+                """, arguments: [job, WallClock.now().microseconds, paused])
+        }
     }
 
-    static func decodeOutput(_ text: String) -> [OutputLine] {
-        guard !text.isEmpty else { return [] }
-        return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            OutputLine(stream: line.hasPrefix("e ") ? .stderr : .stdout, text: String(line.dropFirst(2)))
+    static func handled(job: String, occurrence: Timestamp, in db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO jobs (name, first_seen, last_occurrence) VALUES (?, ?, ?)
+            ON CONFLICT(name) DO UPDATE SET last_occurrence = MAX(COALESCE(last_occurrence, 0), excluded.last_occurrence)
+            """, arguments: [job, occurrence.microseconds, occurrence.microseconds])
+    }
+
+    static func upsert(_ record: RunRecord, in db: Database) throws {
+        let outcome = record.outcome
+        try db.execute(sql: """
+            INSERT INTO runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
+                              exit_code, signal, detail, pid, status_text, output)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET
+                started_at = COALESCE(excluded.started_at, started_at), ended_at = excluded.ended_at,
+                outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
+                detail = excluded.detail, pid = COALESCE(excluded.pid, pid), status_text = excluded.status_text,
+                output = COALESCE(excluded.output, output)
+            """, arguments: [
+                record.id.rawValue, record.fireID.rawValue, record.job, record.trigger.rawValue, record.attempt,
+                record.scheduledTime.microseconds, record.queuedAt.microseconds, record.startedAt?.microseconds,
+                record.endedAt?.microseconds, outcome?.name, outcome?.exitCode, outcome?.signal, outcome?.detail, record.pid,
+                record.progress, record.outcome == nil ? nil : record.output.map { StoredOutput.encode($0.lines) },
+            ])
+    }
+
+    // MARK: - Retention
+
+    public func prune(jobs: Set<String>, keepPerJob: Int, endedBefore cutoff: Timestamp) async throws {
+        for job in jobs {
+            try await database.write { db in
+                try db.execute(sql: """
+                    DELETE FROM runs WHERE job = ? AND ended_at IS NOT NULL AND id < (
+                        SELECT id FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
+                    """, arguments: [job, job, keepPerJob - 1])
+            }
         }
+        while true {
+            let deleted = try await database.write { db -> Int in
+                try db.execute(sql: """
+                    DELETE FROM runs WHERE rowid IN (
+                        SELECT rowid FROM runs WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT 1000)
+                    """, arguments: [cutoff.microseconds])
+                return db.changesCount
+            }
+            if deleted < 1000 { break }
+        }
+    }
+
+    public func jobsWithRuns() async throws -> [String] {
+        try await database.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT job FROM runs") }
+    }
+
+    public func describe(_ error: any Error) -> String {
+        if let error = error as? DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_FULL: return "disk full"
+            case .SQLITE_READONLY: return "read-only database or directory"
+            case .SQLITE_CANTOPEN: return "cannot open the database file"
+            case .SQLITE_IOERR: return "I/O error"
+            default: return error.message ?? "\(error.resultCode)"
+            }
+        }
+        return "\(error)"
     }
 }

@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // MARK: - C shims
@@ -71,6 +72,21 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "JobRunnerCluster",
+            dependencies: [
+                "JobRunnerConfig",
+                "JobRunnerCore",
+                "JobRunnerSchedule",
+                "JobRunnerStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "JobRunnerControl",
             dependencies: [
                 "CLinuxSupport",
@@ -97,6 +113,7 @@ let package = Package(
         .target(
             name: "JobRunnerDaemon",
             dependencies: [
+                "JobRunnerCluster",
                 "JobRunnerConfig",
                 "JobRunnerCore",
                 "JobRunnerControl",

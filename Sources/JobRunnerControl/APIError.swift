@@ -17,6 +17,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public static func badRequest(_ message: String) -> APIError { .init(status: .badRequest, code: "bad_request", message: message) }
     public static func forbidden(_ message: String) -> APIError { .init(status: .forbidden, code: "forbidden", message: message) }
     public static func conflict(_ message: String) -> APIError { .init(status: .conflict, code: "conflict", message: message) }
+    /// 503: a dependency (the cluster database) cannot be reached.
+    public static func unavailable(_ message: String) -> APIError { .init(status: .serviceUnavailable, code: "unavailable", message: message) }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         Self.jsonResponse(status: status, body: ErrorBody(error: code, message: message))

@@ -18,6 +18,8 @@ public struct StatusResponse: Codable, Sendable, Equatable {
     public var runTotals: [String: Int]
     /// Why history writes are failing (disk full, read-only), when they are.
     public var historyError: String?
+    /// The cluster, when the daemon is a node of one.
+    public var cluster: ClusterStatus?
 
     public init(version: String, pid: Int32, startedAt: String, uptimeSeconds: Double, state: String, config: ConfigStatus,
                 jobs: Int, running: Int, waiting: Int, nextFire: NextFire?, runTotals: [String: Int], historyError: String? = nil) {
@@ -48,6 +50,74 @@ public struct StatusResponse: Codable, Sendable, Equatable {
         case nextFire = "next_fire"
         case runTotals = "run_totals"
         case historyError = "history_error"
+        case cluster
+    }
+}
+
+/// The cluster as one node sees it.
+public struct ClusterStatus: Codable, Sendable, Equatable {
+    /// The node answering.
+    public var node: String
+    /// The database, without its password.
+    public var database: String
+    public var leaseSeconds: Double
+    /// Every node the cluster knows (alive, dead or left), by name.
+    public var nodes: [ClusterNodeInfo]
+    /// Why the node list could not be read, when it could not.
+    public var error: String?
+
+    public init(node: String, database: String, leaseSeconds: Double, nodes: [ClusterNodeInfo], error: String? = nil) {
+        self.node = node
+        self.database = database
+        self.leaseSeconds = leaseSeconds
+        self.nodes = nodes
+        self.error = error
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case node, database, nodes, error
+        case leaseSeconds = "lease_seconds"
+    }
+}
+
+/// One node of a cluster.
+public struct ClusterNodeInfo: Codable, Sendable, Equatable {
+    public var name: String
+    /// `alive`, `dead` (declared by a survivor) or `left` (stopped cleanly).
+    public var state: String
+    public var pid: Int64
+    public var version: String
+    public var startedAt: String
+    public var lastHeartbeat: String
+    /// Seconds since its last heartbeat (on the database's clock).
+    public var heartbeatAgeSeconds: Double
+    public var running: Int
+    /// A fingerprint of the node's configuration files.
+    public var configHash: String
+    /// True when it differs from the answering node's.
+    public var configDiffers: Bool
+
+    public init(name: String, state: String, pid: Int64, version: String, startedAt: String, lastHeartbeat: String,
+                heartbeatAgeSeconds: Double, running: Int, configHash: String, configDiffers: Bool) {
+        self.name = name
+        self.state = state
+        self.pid = pid
+        self.version = version
+        self.startedAt = startedAt
+        self.lastHeartbeat = lastHeartbeat
+        self.heartbeatAgeSeconds = heartbeatAgeSeconds
+        self.running = running
+        self.configHash = configHash
+        self.configDiffers = configDiffers
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, state, pid, version, running
+        case startedAt = "started_at"
+        case lastHeartbeat = "last_heartbeat"
+        case heartbeatAgeSeconds = "heartbeat_age_seconds"
+        case configHash = "config_hash"
+        case configDiffers = "config_differs"
     }
 }
 
@@ -204,10 +274,13 @@ public struct RunInfo: Codable, Sendable, Equatable {
     public var statusText: String?
     /// While waiting: what for.
     public var waitingFor: String?
+    /// The cluster node that holds (or held) the run; absent without a cluster.
+    public var node: String?
 
     public init(id: String, job: String, trigger: String, attempt: Int, fireId: String, state: String, scheduledTime: String,
                 queuedAt: String, startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?,
-                exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?) {
+                exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?, node: String? = nil) {
+        self.node = node
         self.id = id
         self.job = job
         self.trigger = trigger
@@ -247,6 +320,7 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case detail
         case statusText = "status_text"
         case waitingFor = "waiting_for"
+        case node
     }
 }
 

@@ -14,7 +14,7 @@ public protocol ControlHandler: Sendable {
     /// Pauses or resumes a job; nil when there is no such job.
     func setPaused(job name: String, _ paused: Bool) async -> JobInfo?
     /// Fires a job now; with `wait`, returns once the run has ended.
-    func runNow(job name: String, wait: Bool) async throws(APIError) -> RunInfo
+    func runNow(job name: String, wait: Bool, node: String?) async throws(APIError) -> RunInfo
     /// A run's kept output and, unless it has ended, what it prints from now on (the stream ends
     /// with the run); nil for an unknown run.
     func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: AsyncStream<OutputLineInfo>?)?

@@ -94,7 +94,8 @@ enum ControlRouter {
             try await authorize(request, context, handler: handler)
             let name = try context.parameters.require("name")
             let wait = request.uri.queryParameters.get("wait").map { ["true", "1", "yes"].contains($0) } ?? false
-            let run = try await handler.runNow(job: name, wait: wait)
+            let node = request.uri.queryParameters.get("node").flatMap { $0.isEmpty ? nil : String($0) }
+            let run = try await handler.runNow(job: name, wait: wait, node: node)
             return APIError.jsonResponse(status: wait ? .ok : .accepted, body: run)
         }
         router.post("/v1/reload") { request, context in

@@ -50,9 +50,10 @@ extension Scheduler {
 
     /// Fires a job now, as if its schedule said so (overlap policy and limits apply). Returns
     /// the run's record, or nil when there is no such job.
-    public func runNow(job name: String) -> RunRecord? {
+    /// `id` is the run's id when another node chose it (a run asked for across the cluster).
+    public func runNow(job name: String, id: RunID? = nil) -> RunRecord? {
         guard let entry = entries[name] else { return nil }
-        let record = fire(entry.job, scheduledTime: clock.now(), trigger: .manual)
+        let record = fire(entry.job, scheduledTime: clock.now(), trigger: .manual, id: id)
         onChange()
         return record
     }

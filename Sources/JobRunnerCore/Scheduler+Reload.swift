@@ -37,11 +37,11 @@ extension Scheduler {
                     newEntries[job.name] = Entry(job: job, due: old.due)
                     changed.append(job.name)
                 } else {
-                    newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed))
+                    newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed, clustered: cluster != nil))
                     changed.append(job.name)
                 }
             } else {
-                newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed))
+                newEntries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed, clustered: cluster != nil))
                 added.append(job.name)
             }
         }
@@ -162,6 +162,9 @@ extension Scheduler {
         guard entry.job.enabled, let trigger = entry.job.trigger else { return [] }
         let now = clock.now()
         switch (trigger, entry.due) {
+        case (.interval, .wall(let occurrence, _)):
+            // A cluster's aligned interval.
+            return trigger.upcoming(after: occurrence.advanced(by: .microseconds(-1)), in: entry.job.timeZone, count: count)
         case (.interval(let interval), .uptime(let occurrence, _)):
             let first = now.advanced(by: occurrence - clock.uptime())
             return (0..<max(0, count)).map { first.advanced(by: interval * $0) }

@@ -86,6 +86,10 @@ public actor Scheduler: Service {
     var paused: Set<String> = []
     /// Called from the loop to show liveness (the watchdog) and, while draining, the time left.
     let heartbeat: Heartbeat?
+    /// The other nodes of the cluster (nil: a single daemon).
+    let cluster: (any ClusterCoordination)?
+    /// Claims on their way to the database.
+    var claimsInFlight = 0
     private var lastBeat: Duration = .zero
     private var startupFires: [(job: String, occurrence: Timestamp?, trigger: RunTrigger)] = []
 
@@ -101,9 +105,11 @@ public actor Scheduler: Service {
         journal: (any RunJournal)? = nil,
         memories: [String: JobMemory] = [:],
         heartbeat: Heartbeat? = nil,
+        cluster: (any ClusterCoordination)? = nil,
         onChange: @escaping @Sendable () -> Void = {}
     ) {
         self.heartbeat = heartbeat
+        self.cluster = cluster
         self.jitterSeed = jitterSeed
         self.journal = journal
         self.settings = configuration.daemon
@@ -115,7 +121,8 @@ public actor Scheduler: Service {
         let now = clock.now()
         let uptime = clock.uptime()
         for job in configuration.jobs {
-            entries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed))
+            entries[job.name] = Entry(job: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed,
+                                                                  clustered: cluster != nil))
             order.append(job.name)
             if memories[job.name]?.paused == true { paused.insert(job.name) }
             guard job.enabled else { continue }
@@ -182,8 +189,8 @@ public actor Scheduler: Service {
             await withTaskCancellationOrGracefulShutdownHandler {
                 for startup in startupFires {
                     if let entry = entries[startup.job] {
-                        fire(entry.job, scheduledTime: startup.occurrence ?? clock.now(), trigger: startup.trigger,
-                             occurrence: startup.occurrence, queueBehind: startup.trigger == .catchUp)
+                        dispatch(entry.job, scheduledTime: startup.occurrence ?? clock.now(), trigger: startup.trigger,
+                                 occurrence: startup.occurrence, queueBehind: startup.trigger == .catchUp)
                     }
                 }
                 startupFires = []
@@ -284,19 +291,20 @@ public actor Scheduler: Service {
                 var occurrence = first
                 var skipped: [Timestamp] = []
                 var missed = 0
-                var next = trigger.nextOccurrence(after: occurrence, in: job.timeZone)
+                let aligned = cluster != nil
+                var next = trigger.nextOccurrence(after: occurrence, in: job.timeZone, aligned: aligned)
                 while let candidate = next, candidate.advanced(by: delay) <= now {
                     missed += 1
                     skipped.append(occurrence)
                     if skipped.count > job.catchUpMax { skipped.removeFirst() }
                     occurrence = candidate
                     if missed >= 10_000 {
-                        next = trigger.nextOccurrence(after: now, in: job.timeZone)
+                        next = trigger.nextOccurrence(after: now, in: job.timeZone, aligned: aligned)
                         break
                     }
-                    next = trigger.nextOccurrence(after: candidate, in: job.timeZone)
+                    next = trigger.nextOccurrence(after: candidate, in: job.timeZone, aligned: aligned)
                 }
-                entry.due = next.map { .wall(occurrence: $0, delay: Self.delay(for: job, occurrence: $0, seed: jitterSeed)) }
+                entry.due = next.map { .wall(occurrence: $0, delay: Self.delay(for: job, occurrence: $0, seed: jitterSeed, derived: aligned)) }
                 entries[name] = entry
                 if missed > 0 {
                     // The latest occurrence runs (late); the earlier ones follow catch_up.
@@ -307,13 +315,13 @@ public actor Scheduler: Service {
                     ])
                     if runsAll {
                         for earlier in skipped {
-                            fire(job, scheduledTime: earlier, trigger: .catchUp, occurrence: earlier, queueBehind: true)
+                            dispatch(job, scheduledTime: earlier, trigger: .catchUp, occurrence: earlier, queueBehind: true)
                         }
                     }
                 }
                 EngineMetrics.nextFire(job: name, at: Self.fireInstant(entry.due, now: now, uptime: uptime))
-                fire(job, scheduledTime: occurrence, trigger: .schedule, occurrence: occurrence, queueBehind: job.catchUp == .all && missed > 0,
-                     dueTime: occurrence.advanced(by: delay))
+                dispatch(job, scheduledTime: occurrence, trigger: .schedule, occurrence: occurrence,
+                         queueBehind: job.catchUp == .all && missed > 0, dueTime: occurrence.advanced(by: delay))
             case .uptime(let occurrence, let delay) where occurrence + delay <= uptime:
                 guard case .interval(let interval) = job.trigger else { continue }
                 var nextOccurrence = occurrence + interval
@@ -348,10 +356,11 @@ public actor Scheduler: Service {
     /// overlap policy (catch-up runs of every missed occurrence).
     @discardableResult
     func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp? = nil,
-              queueBehind: Bool = false, dueTime: Timestamp? = nil) -> RunRecord {
+              queueBehind: Bool = false, dueTime: Timestamp? = nil, busyOn otherNode: String? = nil, id givenID: RunID? = nil) -> RunRecord {
         let now = clock.now()
-        let id = ids.next(at: now)
+        let id = givenID ?? ids.next(at: now)
         var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
+        record.node = cluster?.nodeName
         let pending = Pending(request: RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime ?? now),
                               tail: OutputTail(capacity: settings.outputTail), handle: RunHandle())
         record.output = pending.tail
@@ -370,6 +379,9 @@ public actor Scheduler: Service {
         }
         if paused.contains(job.name), trigger != .manual {
             return skip("paused")
+        }
+        if let otherNode, case .skip = job.overlap, !queueBehind {
+            return skip("previous run still running on node \(otherNode)")
         }
         if activeInstances(of: job.name) < job.overlap.maxInstances {
             record.waitingFor = "a free slot"
@@ -556,27 +568,8 @@ public actor Scheduler: Service {
         if !cancelledOnPurpose, state == .running, let retry = job.retry, request.attempt < retry.attempts,
             Self.isRetried(result.outcome, by: retry), entries[job.name]?.job == job
         {
-            var delay = retry.delay(beforeAttempt: request.attempt + 1)
-            if retry.jitter, delay > .zero {
-                delay = .microseconds(Int64.random(in: 0..<delay.wholeMicroseconds))
-            }
-            let now = clock.now()
-            let id = ids.next(at: now)
-            let next = RunRequest(id: id, job: job, scheduledTime: request.scheduledTime, attempt: request.attempt + 1,
-                                  fireID: request.fireID)
-            let pending = Pending(request: next, tail: OutputTail(capacity: settings.outputTail), handle: RunHandle())
-            var record = RunRecord(id: id, job: job.name, trigger: .schedule, scheduledTime: request.scheduledTime,
-                                   attempt: next.attempt, fireID: request.fireID, queuedAt: now)
-            record.output = pending.tail
-            record.handle = pending.handle
-            record.waitingFor = "retry backoff (\(DurationText.format(delay)))"
-            registry.add(record)
-            journal?.record(.fired(record, occurrence: nil))
-            retries.append(Retry(due: clock.uptime() + delay, pending: pending))
-            logger.notice("retrying", metadata: [
-                "job": "\(job.name)", "run_id": "\(id)", "attempt": "\(next.attempt)", "of": "\(retry.attempts)",
-                "after": "\(DurationText.format(delay))", "previous_outcome": "\(result.outcome.name)",
-            ])
+            scheduleRetry(of: job, scheduledTime: request.scheduledTime, after: request.attempt, fireID: request.fireID,
+                          previous: result.outcome.name)
             return nil
         }
         switch result.outcome {
@@ -587,6 +580,33 @@ public actor Scheduler: Service {
         case .cancelled, .skipped, .interrupted:
             return nil
         }
+    }
+
+    /// Queues attempt `attempt + 1` of a fire behind the job's backoff.
+    func scheduleRetry(of job: JobDefinition, scheduledTime: Timestamp, after attempt: Int, fireID: RunID, previous: String) {
+        guard let retry = job.retry else { return }
+        var delay = retry.delay(beforeAttempt: attempt + 1)
+        if retry.jitter, delay > .zero {
+            delay = .microseconds(Int64.random(in: 0..<delay.wholeMicroseconds))
+        }
+        let now = clock.now()
+        let id = ids.next(at: now)
+        let next = RunRequest(id: id, job: job, scheduledTime: scheduledTime, attempt: attempt + 1, fireID: fireID)
+        let pending = Pending(request: next, tail: OutputTail(capacity: settings.outputTail), handle: RunHandle())
+        var record = RunRecord(id: id, job: job.name, trigger: .schedule, scheduledTime: scheduledTime,
+                               attempt: next.attempt, fireID: fireID, queuedAt: now)
+        record.node = cluster?.nodeName
+        record.output = pending.tail
+        record.handle = pending.handle
+        record.waitingFor = "retry backoff (\(DurationText.format(delay)))"
+        registry.add(record)
+        journal?.record(.fired(record, occurrence: nil))
+        retries.append(Retry(due: clock.uptime() + delay, pending: pending))
+        doorbell.ring()
+        logger.notice("retrying", metadata: [
+            "job": "\(job.name)", "run_id": "\(id)", "attempt": "\(next.attempt)", "of": "\(retry.attempts)",
+            "after": "\(DurationText.format(delay))", "previous_outcome": "\(previous)",
+        ])
     }
 
     static func isRetried(_ outcome: RunOutcome, by policy: RetryPolicy) -> Bool {
@@ -643,12 +663,18 @@ public actor Scheduler: Service {
     }
 
     /// The first fire of a job from now (nil when it only runs on request or at startup).
-    static func firstDue(of job: JobDefinition, now: Timestamp, uptime: Duration, seed: UInt64) -> Due? {
+    /// In a cluster (`clustered`), intervals are aligned to the Unix epoch and random delays
+    /// derive from the occurrence, so every node names the same instants.
+    static func firstDue(of job: JobDefinition, now: Timestamp, uptime: Duration, seed: UInt64, clustered: Bool = false) -> Due? {
         guard job.enabled, let trigger = job.trigger else { return nil }
         switch trigger {
         case .cron, .calendar:
             return trigger.nextOccurrence(after: now, in: job.timeZone).map {
-                .wall(occurrence: $0, delay: delay(for: job, occurrence: $0, seed: seed))
+                .wall(occurrence: $0, delay: delay(for: job, occurrence: $0, seed: seed, derived: clustered))
+            }
+        case .interval where clustered:
+            return trigger.nextOccurrence(after: now, in: job.timeZone, aligned: true).map {
+                .wall(occurrence: $0, delay: delay(for: job, occurrence: $0, seed: seed, derived: true))
             }
         case .interval(let interval):
             return .uptime(occurrence: uptime + interval, delay: delay(for: job, occurrence: nil, seed: seed))
@@ -659,12 +685,16 @@ public actor Scheduler: Service {
 
     /// The random delay of one fire: fresh and uniform in [0, random_delay), or with
     /// `fixed_random_delay` one stable offset per job and machine (like systemd's
-    /// FixedRandomDelay).
-    public static func delay(for job: JobDefinition, occurrence: Timestamp?, seed: UInt64) -> Duration {
+    /// FixedRandomDelay). With `derived` (a cluster), the delay is a hash of the occurrence, the
+    /// same on every node.
+    public static func delay(for job: JobDefinition, occurrence: Timestamp?, seed: UInt64, derived: Bool = false) -> Duration {
         guard let range = job.randomDelay, range > .zero else { return .zero }
         let span = UInt64(range.wholeMicroseconds)
         if job.fixedRandomDelay {
             return .microseconds(Int64(stableHash(seed: seed, job.name) % span))
+        }
+        if derived, let occurrence {
+            return .microseconds(Int64(stableHash(seed: seed, "\(job.name)@\(occurrence.microseconds)") % span))
         }
         return .microseconds(Int64(UInt64.random(in: 0..<span)))
     }

@@ -1,4 +1,5 @@
 import Foundation
+import JobRunnerCluster
 import JobRunnerConfig
 import JobRunnerControl
 import JobRunnerCore
@@ -19,13 +20,16 @@ public struct DaemonOptions: Sendable {
     public var socketPath: String
     /// Where per-run notify sockets are made.
     public var runtimeDirectory: String
+    /// Overrides `daemon.cluster.node_name` (so every node can share one configuration file).
+    public var nodeName: String?
 
     public static let defaultConfigPath = "/etc/jobrunner/jobrunner.yaml"
     public static let defaultStateDirectory = "/var/lib/jobrunner"
     public static let defaultSocketPath = "/run/jobrunner/jobrunner.sock"
     public static let defaultRuntimeDirectory = "/run/jobrunner"
 
-    public init(configPath: String, stateDirectory: String, socketPath: String, runtimeDirectory: String) {
+    public init(configPath: String, stateDirectory: String, socketPath: String, runtimeDirectory: String, nodeName: String? = nil) {
+        self.nodeName = nodeName
         self.configPath = configPath
         self.stateDirectory = stateDirectory
         self.socketPath = socketPath
@@ -73,9 +77,11 @@ public enum Daemon {
         let loader = ConfigLoader()
         let configuration: Configuration
         do {
-            configuration = try await NIOThreadPool.singleton.runIfActive { () throws -> Configuration in
+            var loaded = try await NIOThreadPool.singleton.runIfActive { () throws -> Configuration in
                 try loader.load(path: options.configPath)
             }
+            if let nodeName = options.nodeName { loaded.daemon.cluster?.nodeName = nodeName }
+            configuration = loaded
         } catch let errors as ConfigErrors {
             for error in errors.errors { logger.error("\(error.description)") }
             logger.critical("invalid configuration, not starting", metadata: ["errors": "\(errors.errors.count)"])
@@ -115,16 +121,36 @@ public enum Daemon {
         defer {
             close(lock)
         }
+        var databaseTask: Task<Void, Never>?
+        defer { databaseTask?.cancel() }
         if !ChildReaper.becomeSubreaper() {
             logger.warning("cannot become a child subreaper; orphaned job processes will go to PID 1")
         }
 
-        // MARK: History
-        let history: SQLiteHistory
+        // MARK: History (and the cluster)
+        let history: any HistoryStore
         let memories: [String: JobMemory]
+        var cluster: (database: ClusterDatabase, coordinator: ClusterCoordinator, settings: ClusterSettings)?
         do {
-            let path = options.stateDirectory + "/state.sqlite"
-            history = try await NIOThreadPool.singleton.runIfActive { try SQLiteHistory(path: path) }
+            if let settings = configuration.daemon.cluster {
+                if let socket = settings.database.socketPath, access(socket, F_OK) != 0 {
+                    throw ClusterError("no PostgreSQL server is listening at \(socket)")
+                }
+                let database = ClusterDatabase(url: settings.database, logger: logger)
+                databaseTask = Task { await database.run() }
+                let coordinator = ClusterCoordinator(database: database, settings: settings, machineID: machineID,
+                                                     version: EngineControlHandler.version, configHash: configuration.contentHash,
+                                                     logger: logger)
+                try await database.within(.seconds(15), "connecting to the cluster database") {
+                    try await database.migrate()
+                    try await coordinator.join()
+                }
+                cluster = (database, coordinator, settings)
+                history = PostgresHistory(database: database, node: settings.nodeName, logger: logger)
+            } else {
+                let path = options.stateDirectory + "/state.sqlite"
+                history = try await NIOThreadPool.singleton.runIfActive { try SQLiteHistory(path: path) }
+            }
             let interrupted = try await history.recoverInterrupted(at: clock.now())
             if !interrupted.isEmpty {
                 let ids = Set(interrupted.map(\.id.rawValue))
@@ -137,11 +163,19 @@ public enum Daemon {
             memories = try await history.jobMemories()
         } catch {
             close(lock)
-            logger.critical("cannot open the history", metadata: ["error": "\(error)", "state_directory": "\(options.stateDirectory)"])
-            notifier.failed(status: "cannot open the history in \(options.stateDirectory): \(error)", errno: EIO)
+            databaseTask?.cancel()
+            if let settings = configuration.daemon.cluster {
+                let reason = ClusterDatabase.describe(error)
+                logger.critical("cannot use the cluster database, not starting", metadata: [
+                    "database": "\(settings.database)", "error": "\(reason)",
+                ])
+                notifier.failed(status: "cannot use the cluster database \(settings.database): \(reason)", errno: EIO)
+            } else {
+                logger.critical("cannot open the history", metadata: ["error": "\(error)", "state_directory": "\(options.stateDirectory)"])
+                notifier.failed(status: "cannot open the history in \(options.stateDirectory): \(error)", errno: EIO)
+            }
             return DaemonExitCode.failure
         }
-
 
         // MARK: Engine
         let metricsRegistry = PrometheusCollectorRegistry()
@@ -167,18 +201,21 @@ public enum Daemon {
             retention: .init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge),
             logger: logger, onHealthChange: { _ in statusBox.poke() })
         let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
-                                  logger: logger, jitterSeed: Scheduler.jitterSeed(machineID: machineID),
+                                  logger: logger,
+                                  // In a cluster every node derives the same random delays.
+                                  jitterSeed: Scheduler.jitterSeed(machineID: cluster == nil ? machineID : "jobrunner-cluster"),
                                   journal: writer, memories: memories, heartbeat: Self.heartbeat(notifier, logger: logger),
-                                  onChange: { statusBox.poke() })
+                                  cluster: cluster?.coordinator, onChange: { statusBox.poke() })
+        cluster?.coordinator.attach(scheduler)
         let status = StatusReporter(scheduler: scheduler, notifier: notifier, clock: clock, writer: writer)
         statusBox.reporter = status
         let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)
         let reloader = Reloader(path: options.configPath, loader: loader, pool: pool, scheduler: scheduler, daemon: daemonState,
                                 writer: writer, clock: clock, logger: logger, notifier: notifier, status: status,
-                                access: access)
+                                access: access, cluster: cluster.map { ($0.coordinator, $0.settings) })
         let handler = EngineControlHandler(scheduler: scheduler, registry: registry, history: history, writer: writer,
                                            reloader: reloader, daemon: daemonState, clock: clock,
-                                           metricsRegistry: metricsRegistry, access: access)
+                                           metricsRegistry: metricsRegistry, access: access, cluster: cluster?.coordinator)
         var limits = ControlServer.Limits()
         limits.maxConnections = configuration.daemon.control.maxConnections
         let control = ControlServer(listeningSocket: listener, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger,
@@ -211,7 +248,10 @@ public enum Daemon {
                 .init(service: reloadService),
                 .init(service: status),
                 .init(service: control),
-            ] + (metricsServer.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
+            ] + (metricsServer.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? [])
+            // The coordinator stops after the writer, so the node heartbeats while its runs drain
+            // and leaves the cluster only once their history is written.
+            + (cluster.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0.coordinator)] } ?? []) + [
                 .init(service: writer),
                 .init(service: scheduler),
                 .init(service: ShutdownAnnouncer(notifier: notifier, logger: logger)),

@@ -1,3 +1,4 @@
+import JobRunnerCluster
 import JobRunnerConfig
 import JobRunnerControl
 import JobRunnerCore
@@ -23,11 +24,13 @@ struct EngineControlHandler: ControlHandler {
     let clock: any SchedulerClock
     let metricsRegistry: PrometheusCollectorRegistry
     let access: AccessPolicy
+    /// This node's cluster, if it is a node of one.
+    let cluster: ClusterCoordinator?
 
     func status() async -> StatusResponse {
         let summary = await scheduler.summary()
         let facts = daemon.snapshot
-        return StatusResponse(
+        var response = StatusResponse(
             version: Self.version,
             pid: getpid(),
             startedAt: facts.startedAt.description,
@@ -41,6 +44,26 @@ struct EngineControlHandler: ControlHandler {
             runTotals: registry.totals(),
             historyError: writer.failure
         )
+        if let cluster { response.cluster = await clusterStatus(cluster) }
+        return response
+    }
+
+    private func clusterStatus(_ cluster: ClusterCoordinator) async -> ClusterStatus {
+        var status = ClusterStatus(node: cluster.nodeName, database: cluster.databaseDescription,
+                                   leaseSeconds: cluster.lease.secondsValue, nodes: [])
+        do {
+            let nodes = try await cluster.nodes()
+            let mine = nodes.first { $0.name == cluster.nodeName }?.configHash
+            status.nodes = nodes.map { node in
+                ClusterNodeInfo(name: node.name, state: node.state, pid: node.pid, version: node.version,
+                                startedAt: node.startedAt.description, lastHeartbeat: node.heartbeatAt.description,
+                                heartbeatAgeSeconds: node.heartbeatAge, running: node.running, configHash: node.configHash,
+                                configDiffers: node.state == "alive" && mine != nil && node.configHash != mine)
+            }
+        } catch {
+            status.error = ClusterDatabase.describe(error)
+        }
+        return status
     }
 
     func jobs() async -> [JobInfo] {
@@ -59,6 +82,7 @@ struct EngineControlHandler: ControlHandler {
 
     func setPaused(job name: String, _ paused: Bool) async -> JobInfo? {
         let found = paused ? await scheduler.pause(job: name) : await scheduler.resume(job: name)
+        if found { await cluster?.announcePause(job: name, paused: paused) }
         return found ? await job(named: name) : nil
     }
 
@@ -111,7 +135,22 @@ struct EngineControlHandler: ControlHandler {
 
     func cancel(run id: String) async throws(APIError) -> CancelResponse {
         let now = clock.now()
-        switch await scheduler.cancel(run: RunID(rawValue: id)) {
+        let result = await scheduler.cancel(run: RunID(rawValue: id))
+        if case .notFound = result, let cluster, let stored = (try? await history.run(id: RunID(rawValue: id))) ?? nil,
+            let node = stored.node, node != cluster.nodeName
+        {
+            // A run of another node: ask it (it stops the run with the job's kill sequence).
+            guard stored.outcome == nil else {
+                throw APIError.conflict("run \(id) already finished on node \(node) (\(stored.outcome?.name ?? "finished"))")
+            }
+            do {
+                try await cluster.requestCancel(run: id, on: node)
+            } catch {
+                throw APIError.unavailable("cannot reach node \(node) through the cluster database: \(ClusterDatabase.describe(error))")
+            }
+            return CancelResponse(result: "requested", run: Self.runInfo(stored, now: now))
+        }
+        switch result {
         case .stopping(let record):
             return CancelResponse(result: "stopping", run: Self.runInfo(record, now: now))
         case .dropped(let record):
@@ -131,13 +170,52 @@ struct EngineControlHandler: ControlHandler {
         access.allows(peer)
     }
 
-    func runNow(job name: String, wait: Bool) async throws(APIError) -> RunInfo {
+    func runNow(job name: String, wait: Bool, node: String?) async throws(APIError) -> RunInfo {
+        if let node, node != cluster?.nodeName {
+            return try await runRemotely(job: name, on: node, wait: wait)
+        }
         guard let record = await scheduler.runNow(job: name) else {
             throw APIError.notFound("no job named '\(name)'")
         }
         guard wait, record.outcome == nil else { return Self.runInfo(record, now: clock.now()) }
         let finished = await registry.waitForEnd(record.id) ?? record
         return Self.runInfo(finished, now: clock.now())
+    }
+
+    /// Asks another node to run a job now; with `wait`, follows the run in the shared history.
+    private func runRemotely(job name: String, on node: String, wait: Bool) async throws(APIError) -> RunInfo {
+        guard let cluster else { throw APIError.badRequest("node=\(node): this daemon is not part of a cluster") }
+        guard await scheduler.jobState(name) != nil else { throw APIError.notFound("no job named '\(name)'") }
+        let nodes: [ClusterCoordinator.Node]
+        do {
+            nodes = try await cluster.nodes()
+        } catch {
+            throw APIError.unavailable("cannot read the cluster's nodes: \(ClusterDatabase.describe(error))")
+        }
+        guard nodes.contains(where: { $0.name == node && $0.state == "alive" }) else {
+            let alive = nodes.filter { $0.state == "alive" }.map(\.name).joined(separator: ", ")
+            throw APIError.notFound("no live node named '\(node)' (alive: \(alive.isEmpty ? "none" : alive))")
+        }
+        let now = clock.now()
+        let id = RunIDGenerator().next(at: now)
+        do {
+            try await cluster.requestRun(job: name, on: node, id: id)
+        } catch {
+            throw APIError.unavailable("cannot reach node \(node) through the cluster database: \(ClusterDatabase.describe(error))")
+        }
+        var record = RunRecord(id: id, job: name, trigger: .manual, scheduledTime: now, queuedAt: now)
+        record.node = node
+        record.waitingFor = "node \(node)"
+        guard wait else { return Self.runInfo(record, now: now) }
+        // The other node writes the run to the shared history; follow it there.
+        while !Task.isCancelled {
+            if let stored = (try? await history.run(id: id)) ?? nil {
+                record = stored
+                if stored.outcome != nil { break }
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        return Self.runInfo(record, now: clock.now())
     }
 
     func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: AsyncStream<OutputLineInfo>?)? {
@@ -203,7 +281,8 @@ struct EngineControlHandler: ControlHandler {
             signal: record.outcome?.signal,
             detail: record.outcome?.detail,
             statusText: record.progress,
-            waitingFor: record.waitingFor
+            waitingFor: record.waitingFor,
+            node: record.node
         )
     }
 }

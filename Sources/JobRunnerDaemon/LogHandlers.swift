@@ -76,7 +76,7 @@ public struct TextLogHandler: LogHandler {
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { $1 } }
         if let extra = event.metadata { all.merge(extra) { $1 } }
-        var line = Self.timestamp() + " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + event.message.description
+        var line = Self.timestamp() + " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + " " + event.message.description
         for key in all.keys.sorted() {
             line += " \(key)=\(Self.quoted("\(all[key]!)"))"
         }

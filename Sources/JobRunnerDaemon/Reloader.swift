@@ -1,3 +1,4 @@
+import JobRunnerCluster
 import JobRunnerConfig
 import JobRunnerControl
 import JobRunnerCore
@@ -25,10 +26,13 @@ actor Reloader {
     private let notifier: Notifier
     private let status: StatusReporter
     private let access: AccessPolicy
+    /// The cluster this node joined at start (its settings need a restart to change).
+    private let cluster: (coordinator: ClusterCoordinator, settings: ClusterSettings)?
 
     init(path: String, loader: ConfigLoader, pool: NIOThreadPool, scheduler: Scheduler, daemon: DaemonState,
          writer: HistoryWriter, clock: any SchedulerClock, logger: Logger, notifier: Notifier, status: StatusReporter,
-         access: AccessPolicy) {
+         access: AccessPolicy, cluster: (coordinator: ClusterCoordinator, settings: ClusterSettings)? = nil) {
+        self.cluster = cluster
         self.access = access
         self.writer = writer
         self.notifier = notifier
@@ -67,6 +71,14 @@ actor Reloader {
             Gauge(label: "jobrunner_config_generation").record(Double(summary.generation))
             Counter(label: "jobrunner_reloads_total", dimensions: [("result", "ok")]).increment()
             writer.setRetention(.init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge))
+            if let cluster {
+                cluster.coordinator.setConfigHash(configuration.contentHash)
+                if configuration.daemon.cluster?.database != cluster.settings.database || configuration.daemon.cluster?.lease != cluster.settings.lease {
+                    logger.warning("daemon.cluster changed: it applies at the next restart; this node stays in its cluster")
+                }
+            } else if configuration.daemon.cluster != nil {
+                logger.warning("daemon.cluster added: it applies at the next restart")
+            }
             result = ReloadResult(at: summary.at.description, result: "ok", generation: summary.generation,
                                   added: summary.added, changed: summary.changed, removed: summary.removed)
         } catch let errors as ConfigErrors {

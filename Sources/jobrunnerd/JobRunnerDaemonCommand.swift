@@ -22,6 +22,9 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Validate the configuration, print every error, and exit (0 valid, 78 invalid).")
     var checkConfig = false
 
+    @Flag(name: .long, help: "Check the cluster database named by daemon.cluster: connectivity, schema, nodes (0 usable, 1 not).")
+    var checkCluster = false
+
     @Option(name: .long, help: "Directory for state (history, lock).")
     var stateDirectory = DaemonOptions.defaultStateDirectory
 
@@ -30,6 +33,9 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "Directory for runtime files (per-run notify sockets).")
     var runtimeDirectory = DaemonOptions.defaultRuntimeDirectory
+
+    @Option(name: .long, help: "This node's name in a cluster (overrides daemon.cluster.node_name).")
+    var nodeName: String?
 
     @Option(name: .long, help: "Log format: journal, text or json (default: journal when stderr is the journal, else text).")
     var logFormat: LogFormat?
@@ -41,6 +47,9 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
         if checkConfig {
             throw ExitCode(await Daemon.checkConfig(path: config))
         }
+        if checkCluster {
+            throw ExitCode(await Daemon.checkCluster(path: config))
+        }
         let format = logFormat ?? .automatic
         let level = logLevel
         LoggingSystem.bootstrap { label in
@@ -49,7 +58,7 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
             return handler
         }
         let options = DaemonOptions(configPath: config, stateDirectory: stateDirectory, socketPath: socket,
-                                    runtimeDirectory: runtimeDirectory)
+                                    runtimeDirectory: runtimeDirectory, nodeName: nodeName)
         let code = await Daemon.run(options, logger: Logger(label: "jobrunnerd"))
         throw ExitCode(code)
     }

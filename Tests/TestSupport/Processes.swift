@@ -16,6 +16,15 @@ public struct ProcessEntry: Sendable, CustomStringConvertible {
 
 /// Reads the process table from /proc.
 public enum ProcessTable {
+    /// Waits until `pid` has no live process (gone or a zombie), checking every 50 ms.
+    public static func waitUntilGone(_ pid: Int32, within timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while let entry = entry(pid), !entry.isZombie {
+            guard ContinuousClock.now < deadline else { throw TimeoutError("process \(entry) still alive after \(timeout)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     public static func all() -> [ProcessEntry] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
         return names.compactMap(Int32.init).compactMap(entry)

@@ -1,0 +1,475 @@
+import Foundation
+import JobRunnerConfig
+import JobRunnerCore
+import JobRunnerSchedule
+import Logging
+import Metrics
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// This node's membership of the cluster: it joins (one row in `jobrunner.nodes`), heartbeats
+/// every lease/4 on the database's clock, claims occurrences, declares silent nodes dead and
+/// takes their runs over, notices when its own lease was lost (then stands down and rejoins),
+/// and carries control requests between nodes with LISTEN/NOTIFY.
+public final class ClusterCoordinator: ClusterCoordination, Service {
+    /// One node as the cluster sees it.
+    public struct Node: Sendable, Hashable {
+        public var name: String
+        public var state: String
+        public var incarnation: Int64
+        public var pid: Int64
+        public var version: String
+        public var configHash: String
+        public var running: Int
+        public var startedAt: Timestamp
+        public var heartbeatAt: Timestamp
+        /// Seconds since its last heartbeat, on the database's clock.
+        public var heartbeatAge: Double
+    }
+
+    /// A request carried to another node.
+    enum Message: Equatable {
+        case cancel(node: String, run: String)
+        case run(node: String, job: String, id: String)
+        case pause(job: String, paused: Bool, from: String)
+
+        var payload: String {
+            switch self {
+            case .cancel(let node, let run): "cancel\t\(node)\t\(run)"
+            case .run(let node, let job, let id): "run\t\(node)\t\(job)\t\(id)"
+            case .pause(let job, let paused, let from): "pause\t\(job)\t\(paused ? 1 : 0)\t\(from)"
+            }
+        }
+
+        init?(payload: String) {
+            let parts = payload.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            switch (parts.first, parts.count) {
+            case ("cancel", 3): self = .cancel(node: parts[1], run: parts[2])
+            case ("run", 4): self = .run(node: parts[1], job: parts[2], id: parts[3])
+            case ("pause", 4): self = .pause(job: parts[1], paused: parts[2] == "1", from: parts[3])
+            default: return nil
+            }
+        }
+    }
+
+    static let channel = "jobrunner"
+
+    private struct State {
+        var incarnation: Int64 = 0
+        var clusterStart = Timestamp(microseconds: 0)
+        var configHash: String
+        var member = false
+        var lastBeat = ContinuousClock.now
+        /// Since when heartbeats succeed without a gap (a node only declares others dead once it
+        /// has itself been connected for a lease: after a database restart every node gets to
+        /// heartbeat first).
+        var connectedSince: ContinuousClock.Instant?
+        var scheduler: Scheduler?
+        var liveNodes = 0
+    }
+
+    public let nodeName: String
+    public let lease: Duration
+    let database: ClusterDatabase
+    let machineID: String
+    let version: String
+    let logger: Logger
+    private let state: Mutex<State>
+
+    public init(database: ClusterDatabase, settings: ClusterSettings, machineID: String, version: String, configHash: String,
+                logger: Logger) {
+        self.database = database
+        self.nodeName = settings.nodeName
+        self.lease = settings.lease
+        self.machineID = machineID
+        self.version = version
+        var logger = logger
+        logger[metadataKey: "node"] = "\(settings.nodeName)"
+        self.logger = logger
+        self.state = Mutex(State(configHash: configHash))
+    }
+
+    public var clusterStart: Timestamp { state.withLock { $0.clusterStart } }
+    /// The database, without its password.
+    public var databaseDescription: String { database.url.description }
+    public var incarnation: Int64 { state.withLock { $0.incarnation } }
+
+    /// The scheduler to drive (set once, before the services run).
+    public func attach(_ scheduler: Scheduler) {
+        state.withLock { $0.scheduler = scheduler }
+    }
+
+    /// The config fingerprint shown to the other nodes (updated on reload).
+    public func setConfigHash(_ hash: String) {
+        state.withLock { $0.configHash = hash }
+    }
+
+    private var scheduler: Scheduler? { state.withLock { $0.scheduler } }
+
+    // MARK: - Joining
+
+    /// Joins the cluster: registers this node (a new incarnation), and starts a new cluster
+    /// generation when no other node is alive. Refuses a node name held by a live node on
+    /// another machine or process.
+    public func join() async throws {
+        let (incarnation, start) = try await database.client.withTransaction(logger: logger) { connection -> (Int64, Int64) in
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtext('jobrunner.join'))", logger: logger)
+            let holders = try await connection.query("""
+                SELECT machine_id, pid, extract(epoch FROM now() - heartbeat_at)::float8 FROM jobrunner.nodes
+                WHERE name = \(nodeName) AND state = 'alive' AND heartbeat_at >= now() - make_interval(secs => lease_ms / 1000.0)
+                """, logger: logger)
+            for try await (machine, pid, age) in holders.decode((String, Int64, Double).self) {
+                let samePlace = machine == machineID && (pid == Int64(getpid()) || kill(pid_t(pid), 0) != 0)
+                if !samePlace {
+                    throw ClusterError("node name '\(nodeName)' is held by a live node (machine \(machine.prefix(8)), pid \(pid), "
+                        + "heartbeat \(Int(age))s ago); give each node its own daemon.cluster.node_name")
+                }
+            }
+            var others: Int64 = 0
+            for try await count in try await connection.query("""
+                SELECT count(*) FROM jobrunner.nodes WHERE state = 'alive' AND name <> \(nodeName)
+                AND heartbeat_at >= now() - make_interval(secs => lease_ms / 1000.0)
+                """, logger: logger).decode(Int64.self)
+            {
+                others = count
+            }
+            if others == 0 {
+                try await connection.query("""
+                    INSERT INTO jobrunner.cluster (id, started_at, generation) VALUES (1, \(WallClock.now().microseconds), 1)
+                    ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, generation = cluster.generation + 1
+                    """, logger: logger)
+            }
+            var start: Int64 = 0
+            for try await value in try await connection.query("SELECT started_at FROM jobrunner.cluster WHERE id = 1", logger: logger)
+                .decode(Int64.self)
+            {
+                start = value
+            }
+            let hash = state.withLock { $0.configHash }
+            var incarnation: Int64 = 1
+            for try await value in try await connection.query("""
+                INSERT INTO jobrunner.nodes (name, incarnation, state, machine_id, pid, version, config_hash, lease_ms, started_at, heartbeat_at)
+                VALUES (\(nodeName), 1, 'alive', \(machineID), \(Int64(getpid())), \(version), \(hash),
+                        \(lease.wholeMicroseconds / 1000), now(), now())
+                ON CONFLICT (name) DO UPDATE SET incarnation = nodes.incarnation + 1, state = 'alive', machine_id = excluded.machine_id,
+                    pid = excluded.pid, version = excluded.version, config_hash = excluded.config_hash, running = 0,
+                    lease_ms = excluded.lease_ms, started_at = now(), heartbeat_at = now()
+                RETURNING incarnation
+                """, logger: logger).decode(Int64.self)
+            {
+                incarnation = value
+            }
+            return (incarnation, start)
+        }
+        state.withLock { state in
+            state.incarnation = incarnation
+            state.clusterStart = Timestamp(microseconds: start)
+            state.member = true
+            state.lastBeat = .now
+            state.connectedSince = state.connectedSince ?? .now
+        }
+        logger.notice("joined the cluster", metadata: [
+            "incarnation": "\(incarnation)", "cluster_started": "\(Timestamp(microseconds: start))",
+            "lease": "\(DurationText.format(lease))",
+        ])
+    }
+
+    /// Leaves the cluster on a clean stop, so nobody waits a lease for this node.
+    func leave() async {
+        let incarnation = self.incarnation
+        do {
+            _ = try await database.within(.seconds(5), "leaving the cluster") { [database, nodeName, logger] in
+                try await database.client.query("""
+                    UPDATE jobrunner.nodes SET state = 'left', running = 0 WHERE name = \(nodeName) AND incarnation = \(incarnation)
+                    """, logger: logger)
+            }
+            logger.info("left the cluster")
+        } catch {
+            logger.warning("could not mark this node as left; others will declare it dead after its lease",
+                           metadata: ["error": "\(ClusterDatabase.describe(error))"])
+        }
+    }
+
+    // MARK: - Claims
+
+    public func claim(job: String, occurrence: Timestamp) async -> ClaimResult {
+        let started = ContinuousClock.now
+        var lastError = ""
+        var attempt = 0
+        while ContinuousClock.now - started < lease {
+            let (member, incarnation) = state.withLock { ($0.member, $0.incarnation) }
+            guard member else { return count(.notMember, since: started) }
+            do {
+                let rows = try await database.client.query("""
+                    WITH me AS (
+                        SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive' FOR SHARE),
+                    claimed AS (
+                        INSERT INTO jobrunner.occurrences (job, occurrence, node) SELECT \(job), \(occurrence.microseconds), \(nodeName) FROM me
+                        ON CONFLICT DO NOTHING RETURNING node)
+                    SELECT EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM claimed),
+                        (SELECT node FROM jobrunner.occurrences WHERE job = \(job) AND occurrence = \(occurrence.microseconds)),
+                        (SELECT r.node FROM jobrunner.runs r JOIN jobrunner.nodes n ON n.name = r.node AND n.state = 'alive'
+                         WHERE r.job = \(job) AND r.ended_at IS NULL AND r.started_at IS NOT NULL AND r.node <> \(nodeName) LIMIT 1)
+                    """, logger: logger)
+                for try await (alive, won, holder, busy) in rows.decode((Bool, Bool, String?, String?).self) {
+                    if won { return count(.won(busyOn: busy), since: started) }
+                    if !alive { return count(.notMember, since: started) }
+                    return count(.lost(to: holder ?? "another node"), since: started)
+                }
+                lastError = "no answer"
+            } catch {
+                lastError = ClusterDatabase.describe(error)
+            }
+            attempt += 1
+            try? await Task.sleep(for: .milliseconds(min(1000, 100 * attempt)))
+        }
+        return count(.unavailable(reason: lastError), since: started)
+    }
+
+    private func count(_ result: ClaimResult, since started: ContinuousClock.Instant) -> ClaimResult {
+        Counter(label: "jobrunner_claims_total", dimensions: [("result", result.label)]).increment()
+        Metrics.Timer(label: "jobrunner_claim_duration_seconds").recordMicroseconds((ContinuousClock.now - started).wholeMicroseconds)
+        return result
+    }
+
+    // MARK: - Control across nodes
+
+    /// Asks `node` to cancel a run it holds.
+    public func requestCancel(run id: String, on node: String) async throws {
+        try await notify(.cancel(node: node, run: id))
+    }
+
+    /// Asks `node` to run a job now, with the run id given here (so the caller can follow it).
+    public func requestRun(job: String, on node: String, id: RunID) async throws {
+        try await notify(.run(node: node, job: job, id: id.rawValue))
+    }
+
+    /// Tells every other node that a job was paused or resumed here.
+    public func announcePause(job: String, paused: Bool) async {
+        do {
+            try await notify(.pause(job: job, paused: paused, from: nodeName))
+        } catch {
+            logger.warning("could not tell the other nodes about a pause", metadata: ["error": "\(ClusterDatabase.describe(error))"])
+        }
+    }
+
+    func notify(_ message: Message) async throws {
+        try await database.client.query("SELECT pg_notify(\(Self.channel), \(message.payload))", logger: logger)
+    }
+
+    private func handle(_ message: Message) async {
+        guard let scheduler else { return }
+        switch message {
+        case .cancel(let node, let run) where node == nodeName:
+            let result = await scheduler.cancel(run: RunID(rawValue: run))
+            logger.notice("cancel requested by another node", metadata: ["run_id": "\(run)", "result": "\(result)"])
+        case .run(let node, let job, let id) where node == nodeName:
+            let record = await scheduler.runNow(job: job, id: RunID(rawValue: id))
+            logger.notice("run requested by another node", metadata: ["job": "\(job)", "run_id": "\(record?.id.rawValue ?? "-")"])
+        case .pause(let job, let paused, let from) where from != nodeName:
+            await scheduler.applyRemotePause(job: job, paused)
+        default:
+            break
+        }
+    }
+
+    // MARK: - Nodes
+
+    /// Every node the cluster knows, by name.
+    public func nodes() async throws -> [Node] {
+        try await Self.nodes(in: database)
+    }
+
+    static func nodes(in database: ClusterDatabase) async throws -> [Node] {
+        let logger = database.logger
+        let rows = try await database.client.query("""
+            SELECT name, state, incarnation, pid, version, config_hash, running, (extract(epoch FROM started_at) * 1000000)::int8,
+                   (extract(epoch FROM heartbeat_at) * 1000000)::int8, extract(epoch FROM now() - heartbeat_at)::float8
+            FROM jobrunner.nodes ORDER BY name
+            """, logger: logger)
+        var result: [Node] = []
+        for try await row in rows.decode((String, String, Int64, Int64, String, String, Int64, Int64, Int64, Double).self) {
+            result.append(Node(name: row.0, state: row.1, incarnation: row.2, pid: row.3, version: row.4, configHash: row.5,
+                               running: Int(row.6), startedAt: Timestamp(microseconds: row.7),
+                               heartbeatAt: Timestamp(microseconds: row.8), heartbeatAge: row.9))
+        }
+        return result
+    }
+
+    // MARK: - Service
+
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.listen() }
+            await withGracefulShutdownHandler {
+                await self.keepAlive()
+            } onGracefulShutdown: {}
+            group.cancelAll()
+        }
+        await leave()
+    }
+
+    /// Heartbeats and sweeps every lease/4 until shutdown.
+    private func keepAlive() async {
+        let interval = lease / 4
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            guard !Task.isShuttingDownGracefully && !Task.isCancelled else { break }
+            await beat()
+        }
+    }
+
+    private func beat() async {
+        let (member, incarnation, hash) = state.withLock { ($0.member, $0.incarnation, $0.configHash) }
+        guard member else {
+            await rejoin()
+            return
+        }
+        let running = await scheduler?.liveRunCount ?? 0
+        do {
+            var renewed = false
+            let rows = try await database.within(lease / 2, "heartbeat") { [database, nodeName, logger] in
+                var found = false
+                for try await _ in try await database.client.query("""
+                    UPDATE jobrunner.nodes SET heartbeat_at = now(), config_hash = \(hash), running = \(Int64(running))
+                    WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive' RETURNING 1
+                    """, logger: logger).decode(Int32.self)
+                {
+                    found = true
+                }
+                return found
+            }
+            renewed = rows
+            guard renewed else {
+                await loseLease("another node declared this node dead (it was silent for longer than its lease)")
+                return
+            }
+            let canSweep = state.withLock { state -> Bool in
+                state.lastBeat = .now
+                if state.connectedSince == nil { state.connectedSince = .now }
+                return ContinuousClock.now - state.connectedSince! >= lease
+            }
+            if canSweep { await sweep() }
+        } catch {
+            let (silentFor, wasConnected) = state.withLock { state -> (Duration, Bool) in
+                defer { state.connectedSince = nil }
+                return (ContinuousClock.now - state.lastBeat, state.connectedSince != nil)
+            }
+            if wasConnected {
+                logger.error("cluster heartbeat failed", metadata: ["error": "\(ClusterDatabase.describe(error))"])
+            }
+            if silentFor > lease {
+                await loseLease("no heartbeat reached the database for \(DurationText.format(silentFor)) (lease \(DurationText.format(lease)))")
+            }
+        }
+    }
+
+    /// Stops everything this node holds (others take it over) and rejoins as a new incarnation.
+    private func loseLease(_ reason: String) async {
+        let wasMember = state.withLock { state -> Bool in
+            defer { state.member = false }
+            return state.member
+        }
+        if wasMember {
+            logger.error("cluster lease lost: \(reason); stopping this node's runs and rejoining")
+            await scheduler?.standDown(reason: "cluster lease lost")
+        }
+        await rejoin()
+    }
+
+    private func rejoin() async {
+        do {
+            try await database.within(lease, "rejoining the cluster") { try await self.join() }
+        } catch {
+            logger.error("cannot rejoin the cluster yet", metadata: ["error": "\(ClusterDatabase.describe(error))"])
+        }
+    }
+
+    /// Declares nodes silent for their lease dead, marks their unfinished runs `interrupted`
+    /// and takes them over here.
+    private func sweep() async {
+        do {
+            let now = WallClock.now().microseconds
+            let orphans = try await database.client.withTransaction(logger: logger) { connection -> [OrphanedRun] in
+                var dead: [String] = []
+                for try await name in try await connection.query("""
+                    UPDATE jobrunner.nodes SET state = 'dead'
+                    WHERE state = 'alive' AND name <> \(nodeName) AND heartbeat_at < now() - make_interval(secs => lease_ms / 1000.0)
+                    RETURNING name
+                    """, logger: logger).decode(String.self)
+                {
+                    dead.append(name)
+                }
+                var orphans: [OrphanedRun] = []
+                let rows = try await connection.query("""
+                    UPDATE jobrunner.runs r SET ended_at = \(now), outcome = 'interrupted',
+                        detail = 'node ' || r.node || ' declared dead (silent for its lease)'
+                    WHERE r.ended_at IS NULL AND r.node <> \(nodeName)
+                      AND r.node IN (SELECT name FROM jobrunner.nodes WHERE state <> 'alive')
+                    RETURNING r.id, r.job, r.node, r.trigger, r.scheduled_at, r.attempt, r.fire_id, r.started_at IS NOT NULL
+                    """, logger: logger)
+                for try await row in rows.decode((String, String, String, String, Int64, Int64, String, Bool).self) {
+                    orphans.append(OrphanedRun(id: RunID(rawValue: row.0), job: row.1, node: row.2,
+                                               trigger: RunTrigger(rawValue: row.3) ?? .schedule,
+                                               scheduledTime: Timestamp(microseconds: row.4), attempt: Int(row.5),
+                                               fireID: RunID(rawValue: row.6), started: row.7))
+                }
+                guard !dead.isEmpty else { return orphans }
+                // Occurrences a dead node claimed but died before recording a run for: they move here.
+                let claims = try await connection.query("""
+                    UPDATE jobrunner.occurrences o SET node = \(nodeName)
+                    WHERE o.node = ANY(\(dead)::text[]) AND o.claimed_at > now() - make_interval(secs => \(lease.secondsValue * 3))
+                      AND NOT EXISTS (SELECT 1 FROM jobrunner.runs r WHERE r.job = o.job AND r.scheduled_at = o.occurrence)
+                    RETURNING o.job, o.occurrence
+                    """, logger: logger)
+                for try await (job, occurrence) in claims.decode((String, Int64).self) {
+                    let id = RunID(rawValue: "claim-\(job)-\(occurrence)")
+                    orphans.append(OrphanedRun(id: id, job: job, node: dead.joined(separator: ","), trigger: .schedule,
+                                               scheduledTime: Timestamp(microseconds: occurrence), attempt: 1, fireID: id, started: false))
+                }
+                return orphans
+            }
+            var live = 0
+            for try await count in try await database.client.query(
+                "SELECT count(*) FROM jobrunner.nodes WHERE state = 'alive'", logger: logger).decode(Int64.self)
+            {
+                live = Int(count)
+            }
+            state.withLock { $0.liveNodes = live }
+            Gauge(label: "jobrunner_cluster_nodes").record(live)
+            guard !orphans.isEmpty else { return }
+            let nodes = Set(orphans.map(\.node)).sorted().joined(separator: ",")
+            logger.warning("took over the unfinished runs of dead nodes", metadata: [
+                "dead_nodes": "\(nodes)", "runs": "\(orphans.count)",
+            ])
+            await scheduler?.takeOver(orphans)
+        } catch {
+            logger.warning("cluster sweep failed", metadata: ["error": "\(ClusterDatabase.describe(error))"])
+        }
+    }
+
+    /// Receives control messages; reconnects when the connection drops.
+    private func listen() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await database.client.withConnection { connection in
+                    try await connection.listen(on: Self.channel) { notifications in
+                        failures = 0
+                        for try await notification in notifications {
+                            if let message = Message(payload: notification.payload) { await self.handle(message) }
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                failures += 1
+                if failures == 1 {
+                    logger.warning("cluster notifications interrupted; reconnecting", metadata: ["error": "\(ClusterDatabase.describe(error))"])
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(min(2000, 200 * max(1, failures))))
+        }
+    }
+}

@@ -1,0 +1,183 @@
+import JobRunnerConfig
+import Logging
+import NIOCore
+import PostgresNIO
+import ServiceLifecycle
+
+/// The cluster's PostgreSQL: a connection pool (a `Service` to run in the daemon's group), the
+/// schema it migrates at start, and short messages for its errors.
+public final class ClusterDatabase: Service {
+    /// The newest schema this build understands; a newer one in the database stops the daemon.
+    public static let schemaVersion = 1
+    /// Everything lives in this schema of the database.
+    static let schema = "jobrunner"
+
+    public let client: PostgresClient
+    public let url: PostgresURL
+    let logger: Logger
+
+    public init(url: PostgresURL, logger: Logger) {
+        self.url = url
+        self.logger = logger
+        var configuration: PostgresClient.Configuration
+        if let socket = url.socketPath {
+            configuration = .init(unixSocketPath: socket, username: url.user, password: url.password, database: url.database)
+        } else {
+            let tls: PostgresClient.Configuration.TLS = switch url.tls {
+            case .disable: .disable
+            case .prefer: .prefer(.makeClientConfiguration())
+            case .require: .require(.makeClientConfiguration())
+            }
+            configuration = .init(host: url.host ?? "localhost", port: url.port, username: url.user, password: url.password,
+                                  database: url.database, tls: tls)
+        }
+        configuration.options.connectTimeout = .seconds(5)
+        configuration.options.maximumConnections = 8
+        configuration.options.minimumConnections = 1
+        configuration.options.keepAliveBehavior = .init(frequency: .seconds(10))
+        var background = logger
+        background.logLevel = .critical
+        client = PostgresClient(configuration: configuration, backgroundLogger: background)
+    }
+
+    public func run() async {
+        await client.run()
+    }
+
+    /// Runs `body` and fails with `ClusterError.timedOut` after `limit` (a pool waiting for an
+    /// unreachable server would otherwise wait on).
+    public func within<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                throw ClusterError("\(what): no answer from \(self.url) within \(limit.components.seconds)s")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+
+    // MARK: - Schema
+
+    /// Creates or upgrades the schema under an advisory lock (several nodes may start at once),
+    /// and refuses a schema newer than this build.
+    public func migrate() async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtext('jobrunner.migrate'))", logger: logger)
+            try await connection.query("CREATE SCHEMA IF NOT EXISTS jobrunner", logger: logger)
+            try await connection.query("CREATE TABLE IF NOT EXISTS jobrunner.schema_info (version bigint NOT NULL)", logger: logger)
+            var found: Int64?
+            for try await version in try await connection.query("SELECT max(version) FROM jobrunner.schema_info", logger: logger)
+                .decode(Int64?.self)
+            {
+                found = version
+            }
+            let current = Int(found ?? 0)
+            guard current <= Self.schemaVersion else {
+                throw ClusterError("the database schema is version \(current), newer than this jobrunnerd understands "
+                    + "(\(Self.schemaVersion)); upgrade jobrunnerd on this node")
+            }
+            for version in stride(from: current + 1, through: Self.schemaVersion, by: 1) {
+                for statement in Self.migrations[version - 1] {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query("INSERT INTO jobrunner.schema_info (version) VALUES (\(Int64(version)))", logger: logger)
+                logger.notice("cluster database schema migrated", metadata: ["version": "\(version)"])
+            }
+        }
+    }
+
+    /// One list of statements per schema version. Times are microseconds since the Unix epoch
+    /// (as in the SQLite store), except liveness, which uses the server's clock.
+    static let migrations: [[String]] = [
+        [
+            """
+            CREATE TABLE jobrunner.nodes (
+                name text PRIMARY KEY, incarnation bigint NOT NULL, state text NOT NULL, machine_id text NOT NULL,
+                pid bigint NOT NULL, version text NOT NULL, config_hash text NOT NULL, running bigint NOT NULL DEFAULT 0,
+                lease_ms bigint NOT NULL, started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL)
+            """,
+            "CREATE TABLE jobrunner.cluster (id int PRIMARY KEY CHECK (id = 1), started_at bigint NOT NULL, generation bigint NOT NULL)",
+            """
+            CREATE TABLE jobrunner.occurrences (
+                job text NOT NULL, occurrence bigint NOT NULL, node text NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (job, occurrence))
+            """,
+            "CREATE INDEX occurrences_by_claim ON jobrunner.occurrences (claimed_at)",
+            """
+            CREATE TABLE jobrunner.runs (
+                id text PRIMARY KEY, fire_id text NOT NULL, job text NOT NULL, trigger text NOT NULL, attempt bigint NOT NULL,
+                scheduled_at bigint NOT NULL, queued_at bigint NOT NULL, started_at bigint, ended_at bigint, outcome text,
+                exit_code bigint, signal bigint, detail text, pid bigint, status_text text, output text, node text NOT NULL)
+            """,
+            "CREATE INDEX runs_by_job ON jobrunner.runs (job, id)",
+            "CREATE INDEX runs_open ON jobrunner.runs (node) WHERE ended_at IS NULL",
+            "CREATE INDEX runs_by_end ON jobrunner.runs (ended_at)",
+            """
+            CREATE TABLE jobrunner.jobs (
+                name text PRIMARY KEY, last_occurrence bigint, first_seen bigint NOT NULL, paused boolean NOT NULL DEFAULT false)
+            """,
+        ],
+    ]
+
+    // MARK: - Errors
+
+    /// A short reason for a database error: the server's message, or what stopped the connection.
+    public static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] {
+                return message + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
+            }
+            switch error.code {
+            case .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown:
+                return "connection failed" + (error.underlying.map { ": \($0)" } ?? "")
+            case .poolClosed:
+                return "the connection pool is closed"
+            default:
+                return "\(error.code)" + (error.underlying.map { ": \($0)" } ?? "")
+            }
+        }
+        if let error = error as? ClusterError { return error.description }
+        return "\(error)"
+    }
+}
+
+/// A cluster failure with a message for the operator.
+public struct ClusterError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension ClusterDatabase {
+    /// What `--check-cluster` shows.
+    public struct Report: Sendable {
+        public var serverVersion: String
+        /// nil when the schema does not exist yet.
+        public var schemaVersion: Int?
+        public var nodes: [ClusterCoordinator.Node]
+    }
+
+    /// Reads the server's version, the schema's version and the nodes, changing nothing.
+    public func inspect() async throws -> Report {
+        var server = ""
+        for try await version in try await client.query("SHOW server_version", logger: logger).decode(String.self) {
+            server = version
+        }
+        var exists = false
+        for try await found in try await client.query(
+            "SELECT to_regclass('jobrunner.schema_info') IS NOT NULL AND to_regclass('jobrunner.nodes') IS NOT NULL", logger: logger
+        ).decode(Bool.self) {
+            exists = found
+        }
+        guard exists else { return Report(serverVersion: server, schemaVersion: nil, nodes: []) }
+        var version: Int64?
+        for try await value in try await client.query("SELECT max(version) FROM jobrunner.schema_info", logger: logger)
+            .decode(Int64?.self)
+        {
+            version = value
+        }
+        let nodes = try await ClusterCoordinator.nodes(in: self)
+        return Report(serverVersion: server, schemaVersion: version.map(Int.init), nodes: nodes)
+    }
+}

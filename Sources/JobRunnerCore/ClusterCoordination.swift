@@ -1,0 +1,79 @@
+import JobRunnerConfig
+import JobRunnerSchedule
+
+/// How the scheduler shares its schedule with the other nodes of a cluster (nil for a single
+/// daemon). Every node computes the same occurrences; before a node runs one it claims it, and
+/// only the claimer runs it.
+public protocol ClusterCoordination: Sendable {
+    /// This node's name (recorded on its runs).
+    var nodeName: String { get }
+    /// When the cluster started: the occurrence of `run_on_start` / `@reboot` fires, so they
+    /// run once per cluster start, not once per node.
+    var clusterStart: Timestamp { get }
+    /// Claims the occurrence `occurrence` of `job` for this node, in one statement against a
+    /// unique key. Retries while the database is away, for at most one lease.
+    func claim(job: String, occurrence: Timestamp) async -> ClaimResult
+}
+
+/// The answer to a claim.
+public enum ClaimResult: Sendable, Equatable {
+    /// This node runs the occurrence. `busyOn` names another live node running the job right
+    /// now (for `overlap: skip`).
+    case won(busyOn: String?)
+    /// Another node claimed it first.
+    case lost(to: String)
+    /// This node is not a live member (its lease was lost): it must stand down.
+    case notMember
+    /// The database could not be reached within the lease: the occurrence is left to others.
+    case unavailable(reason: String)
+
+    /// The label of `jobrunner_claims_total{result=…}`.
+    public var label: String {
+        switch self {
+        case .won: "won"
+        case .lost: "lost"
+        case .notMember: "not_member"
+        case .unavailable: "unavailable"
+        }
+    }
+}
+
+/// A run that a dead node left unfinished, handed to a live node to take over.
+public struct OrphanedRun: Sendable, Hashable {
+    public var id: RunID
+    public var job: String
+    public var node: String
+    public var trigger: RunTrigger
+    public var scheduledTime: Timestamp
+    public var attempt: Int
+    public var fireID: RunID
+    /// Whether its process had started (then it is retried per the job's policy; otherwise
+    /// the fire simply runs here).
+    public var started: Bool
+
+    public init(id: RunID, job: String, node: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int, fireID: RunID,
+                started: Bool) {
+        self.id = id
+        self.job = job
+        self.node = node
+        self.trigger = trigger
+        self.scheduledTime = scheduledTime
+        self.attempt = attempt
+        self.fireID = fireID
+        self.started = started
+    }
+}
+
+extension JobTrigger {
+    /// The next occurrence after `instant`; with `aligned`, an interval's occurrences are the
+    /// whole multiples of it since the Unix epoch, the same on every node of a cluster.
+    func nextOccurrence(after instant: Timestamp, in zone: TimeZoneRules, aligned: Bool) -> Timestamp? {
+        if aligned, case .interval(let interval) = self {
+            let step = max(1, interval.wholeMicroseconds)
+            let (quotient, _) = instant.microseconds.quotientAndRemainder(dividingBy: step)
+            let floor = instant.microseconds < 0 && instant.microseconds % step != 0 ? quotient - 1 : quotient
+            return Timestamp(microseconds: (floor + 1) * step)
+        }
+        return nextOccurrence(after: instant, in: zone)
+    }
+}

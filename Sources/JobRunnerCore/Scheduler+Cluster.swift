@@ -1,0 +1,120 @@
+import JobRunnerConfig
+import JobRunnerSchedule
+import Logging
+
+extension Scheduler {
+    /// Fires a scheduled occurrence: at once on a single daemon; in a cluster, once this node
+    /// has claimed it (the claim is a database round trip, so it runs off the scheduler's loop
+    /// and the fire follows when it answers).
+    func dispatch(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp?,
+                  queueBehind: Bool = false, dueTime: Timestamp? = nil) {
+        guard let cluster else {
+            fire(job, scheduledTime: scheduledTime, trigger: trigger, occurrence: occurrence, queueBehind: queueBehind, dueTime: dueTime)
+            return
+        }
+        let key = occurrence ?? (trigger == .startup ? cluster.clusterStart : scheduledTime)
+        claimsInFlight += 1
+        Task {
+            let result = await cluster.claim(job: job.name, occurrence: key)
+            self.claimed(result, job: job, scheduledTime: scheduledTime, trigger: trigger, occurrence: occurrence,
+                               queueBehind: queueBehind, dueTime: dueTime)
+        }
+    }
+
+    private func claimed(_ result: ClaimResult, job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger,
+                         occurrence: Timestamp?, queueBehind: Bool, dueTime: Timestamp?) {
+        claimsInFlight -= 1
+        // The job may have been removed or changed by a reload while the claim was out.
+        guard state == .running, let current = entries[job.name]?.job else { return }
+        switch result {
+        case .won(let busyOn):
+            fire(current, scheduledTime: scheduledTime, trigger: trigger, occurrence: occurrence, queueBehind: queueBehind,
+                 dueTime: dueTime, busyOn: busyOn)
+            onChange()
+        case .lost:
+            break
+        case .notMember:
+            logger.warning("occurrence not claimed: this node is not a live cluster member", metadata: [
+                "job": "\(job.name)", "occurrence": "\(occurrence ?? scheduledTime)",
+            ])
+        case .unavailable(let reason):
+            logger.error("occurrence not claimed: the cluster database is unreachable; other nodes may run it", metadata: [
+                "job": "\(job.name)", "occurrence": "\(occurrence ?? scheduledTime)", "error": "\(reason)",
+            ])
+        }
+    }
+
+    /// This node lost its cluster lease (it was silent too long and a survivor took its work
+    /// over): every run stops with its kill sequence and whatever waits is dropped, all
+    /// recorded as `interrupted`, so nothing this node held runs twice.
+    public func standDown(reason: String) {
+        let now = clock.now()
+        let dropped = waiting + retries.map(\.pending) + runs.values.flatMap(\.queued)
+        waiting.removeAll()
+        retries.removeAll()
+        for name in runs.keys { runs[name]?.queued.removeAll() }
+        for pending in dropped {
+            registry.update(pending.request.id) { $0.statusText = reason }
+            settle(pending.request.id, outcome: .interrupted, at: now)
+        }
+        var stopped = 0
+        for name in runs.keys {
+            for (id, handle) in runs[name]?.running ?? [:] {
+                runs[name]?.cancelled.insert(id)
+                registry.update(id) { $0.statusText = reason }
+                handle.cancel()
+                stopped += 1
+            }
+        }
+        logger.warning("standing down: \(reason)", metadata: ["stopped_runs": "\(stopped)", "dropped_fires": "\(dropped.count)"])
+        onChange()
+    }
+
+    /// Takes over the unfinished runs of a node declared dead: a fire that had not started
+    /// runs here; a run that had started is retried here if its job's retry policy has
+    /// attempts left. Returns how many runs (or retries) this node now holds.
+    @discardableResult
+    public func takeOver(_ orphans: [OrphanedRun]) -> Int {
+        guard state == .running else { return 0 }
+        var taken = 0
+        for orphan in orphans {
+            guard let job = entries[orphan.job]?.job else {
+                logger.warning("cannot take over a run of a job this node does not define", metadata: [
+                    "job": "\(orphan.job)", "run_id": "\(orphan.id)", "node": "\(orphan.node)",
+                ])
+                continue
+            }
+            if !orphan.started {
+                fire(job, scheduledTime: orphan.scheduledTime, trigger: orphan.trigger, queueBehind: true)
+                taken += 1
+            } else if let retry = job.retry, orphan.attempt < retry.attempts {
+                scheduleRetry(of: job, scheduledTime: orphan.scheduledTime, after: orphan.attempt, fireID: orphan.fireID,
+                              previous: "interrupted on node \(orphan.node)")
+                taken += 1
+            } else {
+                logger.notice("run of a dead node stays interrupted (no retry attempts left)", metadata: [
+                    "job": "\(orphan.job)", "run_id": "\(orphan.id)", "node": "\(orphan.node)",
+                ])
+            }
+        }
+        if taken > 0 {
+            logger.notice("took over runs of a dead node", metadata: ["runs": "\(taken)"])
+            doorbell.ring()
+            onChange()
+        }
+        return taken
+    }
+
+    /// Applies a pause or resume made on another node (already stored there).
+    public func applyRemotePause(job name: String, _ isPaused: Bool) {
+        guard entries[name] != nil else { return }
+        let changed = isPaused ? paused.insert(name).inserted : paused.remove(name) != nil
+        if changed {
+            logger.notice(isPaused ? "job paused on another node" : "job resumed on another node", metadata: ["job": "\(name)"])
+            onChange()
+        }
+    }
+
+    /// How many runs this node has alive (for its heartbeat row).
+    public var liveRunCount: Int { runningCount }
+}

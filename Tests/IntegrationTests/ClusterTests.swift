@@ -1,0 +1,287 @@
+import Foundation
+import JobRunnerControl
+import TestSupport
+import Testing
+
+/// Several daemons sharing one schedule through a real PostgreSQL (a private server per test):
+/// exactly once per occurrence, takeover of a dead node's runs, a frozen node standing down,
+/// control across nodes, and a database restart under running nodes.
+@Suite(.timeLimit(.minutes(5))) struct ClusterTests {
+    static let lease = 4
+
+    static func config(_ server: PostgresServer, jobs: String, lease: Int = Self.lease) -> String {
+        """
+        daemon:
+          shutdown_grace: 5s
+          cluster:
+            database: "\(server.url)"
+            lease: \(lease)s
+        jobs:
+        \(jobs)
+        """
+    }
+
+    /// Starts one daemon per name on the same configuration file text.
+    static func startNodes(_ names: [String], config: String) async throws -> [String: DaemonHarness] {
+        var nodes: [String: DaemonHarness] = [:]
+        for name in names {
+            nodes[name] = try DaemonHarness(config: config, arguments: ["--node-name", name], logLevel: "info")
+        }
+        for node in nodes.values { try await node.waitUntilReady() }
+        return nodes
+    }
+
+    static func stopAll(_ nodes: [String: DaemonHarness]) async {
+        for node in nodes.values where node.isRunning { node.signal(SIGTERM) }
+        for node in nodes.values { _ = try? await node.waitForExit(within: .seconds(20)) }
+        for node in nodes.values { node.cleanUp() }
+    }
+
+    /// Polls the database (once a second, within `timeout`) until `condition` holds for a
+    /// query's rows.
+    @discardableResult
+    static func waitForRows(_ server: PostgresServer, _ sql: String, within timeout: Duration = .seconds(30), _ what: String,
+                            until condition: ([[String]]) -> Bool) async throws -> [[String]] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let rows = try await server.query(sql)
+            if condition(rows) { return rows }
+            guard ContinuousClock.now < deadline else { throw TimeoutError("timed out waiting for \(what); last rows: \(rows.prefix(10))") }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    static func nowMicros() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
+
+    /// Every (job, occurrence) of `jobs` between `from` and `to` (whole seconds) ran exactly once
+    /// as a first attempt, across all nodes.
+    static func expectEverySecondOnce(_ server: PostgresServer, jobs: [String], from: Int64, to: Int64) async throws {
+        let rows = try await server.query("""
+            SELECT job, scheduled_at / 1000000, count(*) FROM jobrunner.runs
+            WHERE attempt = 1 AND trigger = 'schedule' AND scheduled_at >= \(from * 1_000_000) AND scheduled_at <= \(to * 1_000_000)
+            GROUP BY 1, 2
+            """)
+        var seen: [String: [Int64: Int]] = [:]
+        for row in rows { seen[row[0], default: [:]][Int64(row[1])!] = Int(row[2])! }
+        for job in jobs {
+            let counts = seen[job] ?? [:]
+            let missing = (from...to).filter { counts[$0] == nil }
+            let doubled = counts.filter { $0.value > 1 }.map(\.key).sorted()
+            #expect(missing.isEmpty, "\(job): occurrences never run: \(missing)")
+            #expect(doubled.isEmpty, "\(job): occurrences run more than once: \(doubled)")
+        }
+    }
+
+    @Test func threeNodesRunEveryOccurrenceExactlyOnce() async throws {
+        try await withPostgresServer { server in
+            let names = (1...20).map { "job\($0)" }
+            let jobs = names.map { "  \($0): { command: [\"/bin/true\"], every: 1s }" }.joined(separator: "\n")
+            let nodes = try await Self.startNodes(["n1", "n2", "n3"], config: Self.config(server, jobs: jobs))
+            let start = Self.nowMicros() / 1_000_000 + 2
+            let end = start + 60
+            do {
+                try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE scheduled_at >= \((end + 2) * 1_000_000)",
+                                           within: .seconds(90), "runs beyond the 60 s window") { Int($0.first?.first ?? "0")! >= 20 }
+                await Self.stopAll(nodes)
+            } catch {
+                await Self.stopAll(nodes)
+                throw error
+            }
+            try await Self.expectEverySecondOnce(server, jobs: names, from: start, to: end)
+            let perNode = try await server.query("SELECT node, count(*) FROM jobrunner.runs GROUP BY 1 ORDER BY 1")
+            #expect(perNode.count > 1, "every run went to one node: \(perNode)")
+            let failed = try await server.query("SELECT count(*) FROM jobrunner.runs WHERE outcome <> 'succeeded'")
+            #expect(failed.first?.first == "0")
+            let states = try await server.query("SELECT name, state FROM jobrunner.nodes ORDER BY 1")
+            #expect(states.map { $0[1] } == ["left", "left", "left"], "a clean stop leaves the cluster: \(states)")
+        }
+    }
+
+    @Test func killedNodeRunsAreInterruptedAndRetriedElsewhere() async throws {
+        try await withPostgresServer { server in
+            let jobs = """
+                  tick: { command: ["/bin/true"], every: 1s }
+                  long:
+                    shell: "exec sleep 60"
+                    retry: { attempts: 2, backoff: 0s }
+                """
+            let nodes = try await Self.startNodes(["a", "b", "c"], config: Self.config(server, jobs: jobs))
+            do {
+                let from = Self.nowMicros() / 1_000_000 + 2
+                // A run on b, asked through a.
+                let asked = try await ControlClient(socketPath: nodes["a"]!.socketPath)
+                    .request(.post, "/v1/jobs/long/run?node=b").decode(RunInfo.self)
+                #expect(asked.node == "b")
+                try await nodes["b"]!.waitForLog("run started", "job=long", "run_id=\(asked.id)")
+                try await Self.waitForRows(server, "SELECT started_at FROM jobrunner.runs WHERE id = '\(asked.id)'", "the run recorded as started") {
+                    !($0.first?.first ?? "").isEmpty
+                }
+                let victim = nodes["b"]!
+                victim.signal(SIGKILL)
+                _ = try await victim.waitForExit()
+                let killedAt = ContinuousClock.now
+                let rows = try await Self.waitForRows(
+                    server, "SELECT outcome, detail FROM jobrunner.runs WHERE id = '\(asked.id)'",
+                    within: .seconds(Self.lease + 5), "the killed node's run marked interrupted") { $0.first?.first == "interrupted" }
+                #expect(rows.first?[1].contains("node b declared dead") == true)
+                let retried = try await Self.waitForRows(
+                    server, "SELECT node, attempt FROM jobrunner.runs WHERE fire_id = '\(asked.id)' AND attempt = 2 AND started_at IS NOT NULL",
+                    within: .seconds(10), "the retry started on a live node") { !$0.isEmpty }
+                #expect(["a", "c"].contains(retried[0][0]), "retried on \(retried)")
+                #expect(ContinuousClock.now - killedAt < .seconds(Self.lease + 5))
+                // Let the schedule run on a while after the takeover, then check every tick.
+                let to = Self.nowMicros() / 1_000_000 + 3
+                try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE job = 'tick' AND scheduled_at >= \((to + 1) * 1_000_000)",
+                                           "ticks after the takeover") { Int($0.first?.first ?? "0")! >= 1 }
+                await Self.stopAll(nodes)
+                try await Self.expectEverySecondOnce(server, jobs: ["tick"], from: from, to: to)
+            } catch {
+                await Self.stopAll(nodes)
+                throw error
+            }
+        }
+    }
+
+    @Test func frozenNodeStandsDownWithoutDuplicates() async throws {
+        try await withPostgresServer { server in
+            let jobs = """
+                  tick: { command: ["/bin/true"], every: 1s }
+                  long: { shell: "exec sleep 60" }
+                """
+            let nodes = try await Self.startNodes(["a", "b"], config: Self.config(server, jobs: jobs))
+            do {
+                let from = Self.nowMicros() / 1_000_000 + 2
+                let frozen = nodes["b"]!
+                let client = ControlClient(socketPath: frozen.socketPath)
+                let run = try await client.request(.post, "/v1/jobs/long/run").decode(RunInfo.self)
+                let started = try await frozen.waitForLog("run started", "run_id=\(run.id)")
+                let pid = try #require(started.split(separator: " ").first { $0.hasPrefix("pid=") }.flatMap { Int32($0.dropFirst(4)) })
+                frozen.signal(SIGSTOP)
+                try await nodes["a"]!.waitForLog("took over the unfinished runs of dead nodes", "dead_nodes=b", within: .seconds(Self.lease * 3))
+                frozen.signal(SIGCONT)
+                try await frozen.waitForLog("cluster lease lost", within: .seconds(Self.lease * 2))
+                try await frozen.waitForLog("joined the cluster", "incarnation=2", within: .seconds(Self.lease * 2))
+                // Its run was stopped with its kill sequence, and stays recorded as interrupted.
+                try await ProcessTable.waitUntilGone(pid, within: .seconds(10))
+                let outcome = try await server.query("SELECT outcome FROM jobrunner.runs WHERE id = '\(run.id)'")
+                #expect(outcome.first?.first == "interrupted")
+                let to = Self.nowMicros() / 1_000_000 + 2
+                try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE job = 'tick' AND node = 'b' AND scheduled_at >= \(to * 1_000_000)",
+                                           "b running ticks again after rejoining") { Int($0.first?.first ?? "0")! >= 1 }
+                await Self.stopAll(nodes)
+                try await Self.expectEverySecondOnce(server, jobs: ["tick"], from: from, to: to)
+            } catch {
+                await Self.stopAll(nodes)
+                throw error
+            }
+        }
+    }
+
+    @Test func cancelReachesTheNodeRunningTheRun() async throws {
+        try await withPostgresServer { server in
+            let jobs = """
+                  long: { shell: "exec sleep 60", kill_grace: 2s }
+                """
+            let nodes = try await Self.startNodes(["a", "b"], config: Self.config(server, jobs: jobs))
+            do {
+                let a = ControlClient(socketPath: nodes["a"]!.socketPath)
+                let run = try await a.request(.post, "/v1/jobs/long/run?node=b").decode(RunInfo.self)
+                try await nodes["b"]!.waitForLog("run started", "run_id=\(run.id)")
+                try await Self.waitForRows(server, "SELECT started_at FROM jobrunner.runs WHERE id = '\(run.id)'", "the run recorded as started") {
+                    !($0.first?.first ?? "").isEmpty
+                }
+                // Runs of every node are listed by any node.
+                let listed = try await a.get("/v1/runs?job=long", as: RunsResponse.self)
+                #expect(listed.runs.first { $0.id == run.id }?.node == "b")
+                let asked = ContinuousClock.now
+                let cancel = try await a.request(.post, "/v1/runs/\(run.id)/cancel").decode(CancelResponse.self)
+                #expect(cancel.result == "requested")
+                try await nodes["b"]!.waitForLog("run finished", "outcome=cancelled", "run_id=\(run.id)", within: .seconds(5))
+                #expect(ContinuousClock.now - asked < .seconds(3), "cancel took \(ContinuousClock.now - asked)")
+                try await Self.waitForRows(server, "SELECT outcome FROM jobrunner.runs WHERE id = '\(run.id)'", "the cancel recorded") {
+                    $0.first?.first == "cancelled"
+                }
+                // A node that does not exist is refused.
+                let refused = try await a.request(.post, "/v1/jobs/long/run?node=nowhere")
+                #expect(refused.status == 404)
+                // Status lists both nodes with their heartbeat and the same config hash.
+                let status = try await a.get("/v1/status", as: StatusResponse.self)
+                let cluster = try #require(status.cluster)
+                #expect(cluster.node == "a")
+                #expect(Set(cluster.nodes.map(\.name)) == ["a", "b"])
+                #expect(cluster.nodes.allSatisfy { $0.state == "alive" && !$0.configDiffers && $0.heartbeatAgeSeconds < Double(Self.lease) })
+                await Self.stopAll(nodes)
+            } catch {
+                await Self.stopAll(nodes)
+                throw error
+            }
+        }
+    }
+
+    @Test func nodesCarryOnAcrossADatabaseRestart() async throws {
+        try await withPostgresServer { server in
+            let jobs = """
+                  tick: { command: ["/bin/true"], every: 1s }
+                  slow: { shell: "sleep 3", every: 2s, overlap: allow }
+                """
+            let nodes = try await Self.startNodes(["a", "b"], config: Self.config(server, jobs: jobs, lease: 8))
+            do {
+                // A slow run in flight when the server goes away.
+                let inFlight = try await Self.waitForRows(
+                    server, "SELECT id FROM jobrunner.runs WHERE job = 'slow' AND started_at IS NOT NULL AND ended_at IS NULL",
+                    "a slow run in flight") { !$0.isEmpty }
+                try await server.stopServer()
+                let down = Self.nowMicros()
+                try await server.start()
+                let rows = try await Self.waitForRows(
+                    server, "SELECT outcome FROM jobrunner.runs WHERE id = '\(inFlight[0][0])'", within: .seconds(30),
+                    "the in-flight run recorded") { !($0.first?.first ?? "").isEmpty }
+                #expect(rows[0][0] == "succeeded")
+                // Both nodes go on claiming and running after the restart.
+                try await Self.waitForRows(
+                    server, "SELECT DISTINCT node FROM jobrunner.runs WHERE job = 'tick' AND queued_at > \(down + 3_000_000)",
+                    within: .seconds(30), "both nodes running after the restart") { $0.count == 2 }
+                let states = try await server.query("SELECT state FROM jobrunner.nodes")
+                #expect(states.allSatisfy { $0[0] == "alive" }, "\(states)")
+                await Self.stopAll(nodes)
+            } catch {
+                await Self.stopAll(nodes)
+                throw error
+            }
+        }
+    }
+
+    @Test func refusesUnreachableDatabaseAndNewerSchema() async throws {
+        // Unreachable: a socket directory with no server.
+        let nowhere = TemporaryDirectory("jobrunner-nopg")
+        defer { nowhere.remove() }
+        let unreachable = try DaemonHarness(config: """
+            daemon:
+              cluster: { database: "postgresql://jobrunner@\(nowhere.path.replacingOccurrences(of: "/", with: "%2F"))/jobrunner" }
+            jobs:
+              a: { command: ["/bin/true"] }
+            """)
+        defer { unreachable.cleanUp() }
+        #expect(try await unreachable.waitForExit(within: .seconds(30)) == 1)
+        try await unreachable.sawLog("cannot use the cluster database, not starting")
+
+        try await withPostgresServer { server in
+            let config = Self.config(server, jobs: "  a: { command: [\"/bin/true\"] }")
+            let first = try DaemonHarness(config: config)
+            try await first.waitUntilReady()
+            first.signal(SIGTERM)
+            #expect(try await first.waitForExit() == 0)
+            defer { first.cleanUp() }
+
+            let check = try await ChildProcess.run(productsDirectory + "/jobrunnerd", ["--check-cluster", "--config", first.configPath])
+            #expect(check.status == 0, "\(check.output)")
+            #expect(check.output.contains("schema:   version 1"))
+            #expect(check.output.contains("left"), "the stopped node is listed: \(check.output)")
+            _ = try await server.query("INSERT INTO jobrunner.schema_info (version) VALUES (99)")
+            let newer = try DaemonHarness(config: config)
+            defer { newer.cleanUp() }
+            #expect(try await newer.waitForExit() == 1)
+            try await newer.sawLog("schema is version 99, newer than this jobrunnerd understands")
+        }
+    }
+}

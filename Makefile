@@ -27,18 +27,26 @@ DOCDIR ?= $(PREFIX)/share/doc/jobrunner
 
 # System packages the build links against (Debian names).
 APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
+# Only the tests need these: a private PostgreSQL server for the cluster suite.
+TEST_APT_PACKAGES := postgresql
 
 PYTHON ?= python3
 # Reference implementations the schedule maths is checked against (PyPI).
 ORACLE_PACKAGES := cronsim croniter
 
-.PHONY: all deps oracle-deps build release run test test-oracle test-systemd install uninstall clean
+.PHONY: all deps test-deps oracle-deps build release run test test-oracle test-systemd install uninstall clean
 
 all: build
 
 # Installs missing Debian packages, via sudo when not root. Quiet when all are present.
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
+
+test-deps:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES) $(TEST_APT_PACKAGES)"
+
+apt-install:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -65,7 +73,7 @@ run: build
 
 # The engine's reaper waits for every child of its process, so the suites that start the
 # built binaries run in a test process of their own.
-test: deps oracle-deps
+test: test-deps oracle-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip IntegrationTests
 	$(SWIFT) test --skip-build --filter IntegrationTests

@@ -235,7 +235,7 @@ public struct ConfigLoader: Sendable {
             case "lease":
                 guard let value = duration(entry.value, what: what, allowZero: false, reader: &reader) else { valid = false; continue }
                 guard value >= .seconds(2) else {
-                    reader.fail(.invalidValue, at: entry.value, "\(what): at least 2s (nodes heartbeat three times per lease)")
+                    reader.fail(.invalidValue, at: entry.value, "\(what): at least 2s (nodes heartbeat four times per lease)")
                     valid = false
                     continue
                 }

@@ -67,7 +67,7 @@ public struct OrphanedRun: Sendable, Hashable {
 extension JobTrigger {
     /// The next occurrence after `instant`; with `aligned`, an interval's occurrences are the
     /// whole multiples of it since the Unix epoch, the same on every node of a cluster.
-    func nextOccurrence(after instant: Timestamp, in zone: TimeZoneRules, aligned: Bool) -> Timestamp? {
+    public func nextOccurrence(after instant: Timestamp, in zone: TimeZoneRules, aligned: Bool) -> Timestamp? {
         if aligned, case .interval(let interval) = self {
             let step = max(1, interval.wholeMicroseconds)
             let (quotient, _) = instant.microseconds.quotientAndRemainder(dividingBy: step)

@@ -94,11 +94,15 @@ struct RunJob: AsyncParsableCommand {
     var connection: ConnectionOptions { local.merged(with: root.global) }
     @Argument(help: "The job's name.") var job: String
     @Flag(name: .long, help: "Wait for the run to end and exit with its outcome.") var wait = false
+    @Option(name: .long, help: "In a cluster: the node to run it on (default: the node answering).") var node: String?
 
     func run() async throws {
         let run: RunInfo
+        var query: [String] = []
+        if wait { query.append("wait=true") }
+        if let node { query.append("node=\(node.urlQueryEscaped)") }
         do {
-            run = try await connection.client.request(.post, "/v1/jobs/\(job.urlPathEscaped)/run" + (wait ? "?wait=true" : ""))
+            run = try await connection.client.request(.post, "/v1/jobs/\(job.urlPathEscaped)/run" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
                 .decode(RunInfo.self)
         } catch {
             CLIError(error).exit()
@@ -108,7 +112,7 @@ struct RunJob: AsyncParsableCommand {
         } else if wait {
             print(Render.runLine(run, colors: Colors.forStandardOutput))
         } else {
-            print("started \(run.job): run \(run.id) (\(run.state))")
+            print("started \(run.job): run \(run.id) (\(run.state))" + (run.node.map { " on node \($0)" } ?? ""))
         }
         guard wait else { return }
         throw ExitCode(Self.exitCode(for: run.outcome))
@@ -249,6 +253,11 @@ struct Colors {
         case "running", "waiting": return "\u{1B}[34m\(text)\u{1B}[0m"
         default: return text
         }
+    }
+
+    /// Red: something an operator must look at.
+    func alert(_ text: String) -> String {
+        enabled ? "\u{1B}[31m\(text)\u{1B}[0m" : text
     }
 
     func dim(_ text: String) -> String {

@@ -27,6 +27,17 @@ enum Render {
         if let error = status.historyError {
             lines.append(("history", colors.outcome("failed") + ": \(error) (runs go on)"))
         }
+        if let cluster = status.cluster {
+            let alive = cluster.nodes.filter { $0.state == "alive" }.count
+            lines.append(("cluster", "node \(cluster.node) of \(alive) alive, lease \(DurationText.format(.seconds(cluster.leaseSeconds))), \(cluster.database)"))
+            if let error = cluster.error { lines.append(("", colors.outcome("failed") + ": \(error)")) }
+            for node in cluster.nodes {
+                var text = "\(node.name)  \(node.state == "alive" ? node.state : colors.alert(node.state))"
+                text += ", heartbeat \(String(format: "%.1f", node.heartbeatAgeSeconds))s ago, \(node.running) running, config \(node.configHash.prefix(12))"
+                if node.configDiffers { text += " " + colors.alert("DIFFERS from this node's") }
+                lines.append(("", text))
+            }
+        }
         let width = lines.map(\.0.count).max() ?? 0
         return lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
     }
@@ -72,7 +83,8 @@ enum Render {
 
     static func runs(_ runs: [RunInfo], now: Date, colors: Colors = Colors(enabled: false)) -> String {
         let nowStamp = timestamp(now)
-        var rows = [["RUN", "JOB", "TRIGGER", "SCHEDULED", "STARTED", "DURATION", "OUTCOME"]]
+        let clustered = runs.contains { $0.node != nil }
+        var rows = [["RUN", "JOB", "TRIGGER", "SCHEDULED", "STARTED", "DURATION", "OUTCOME"] + (clustered ? ["NODE"] : [])]
         for run in runs {
             var outcome = run.outcome ?? run.state
             if let code = run.exitCode, code != 0 { outcome += "(\(code))" }
@@ -85,7 +97,7 @@ enum Render {
                 run.startedAt.map { relative($0, now: nowStamp) } ?? "-",
                 run.durationSeconds.map { DurationText.approximate(.milliseconds(Int64($0 * 1000))) } ?? "-",
                 outcome,
-            ])
+            ] + (clustered ? [run.node ?? "-"] : []))
         }
         return table(rows, colorColumn: 6, colors: colors)
     }

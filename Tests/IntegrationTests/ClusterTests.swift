@@ -210,6 +210,15 @@ import Testing
                 #expect(cluster.node == "a")
                 #expect(Set(cluster.nodes.map(\.name)) == ["a", "b"])
                 #expect(cluster.nodes.allSatisfy { $0.state == "alive" && !$0.configDiffers && $0.heartbeatAgeSeconds < Double(Self.lease) })
+                let ctl = try await ChildProcess.run(productsDirectory + "/jobrunnerctl", ["--socket", nodes["b"]!.socketPath, "status"])
+                #expect(ctl.output.contains("node b of 2 alive"), "\(ctl.output)")
+                let started = try await ChildProcess.run(productsDirectory + "/jobrunnerctl",
+                                                         ["--socket", nodes["b"]!.socketPath, "run", "long", "--node", "a"])
+                #expect(started.status == 0 && started.output.contains("on node a"), "\(started.output)")
+                try await nodes["a"]!.waitForLog("run requested by another node", "job=long")
+                // A pause on one node reaches the others.
+                _ = try await a.request(.post, "/v1/jobs/long/pause").decode(JobInfo.self)
+                try await nodes["b"]!.waitForLog("job paused on another node", "job=long", within: .seconds(5))
                 await Self.stopAll(nodes)
             } catch {
                 await Self.stopAll(nodes)

@@ -66,7 +66,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         /// heartbeat first).
         var connectedSince: ContinuousClock.Instant?
         var scheduler: Scheduler?
-        var liveNodes = 0
+        /// The live nodes' names, refreshed with every heartbeat (for `prefers`).
+        var liveNames: [String] = []
     }
 
     public let nodeName: String
@@ -106,6 +107,32 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     }
 
     private var scheduler: Scheduler? { state.withLock { $0.scheduler } }
+
+    public let handoff: Duration = .milliseconds(250)
+
+    /// Rendezvous hashing: the live node with the highest hash of (node, job, occurrence) is
+    /// preferred. Every node computes the same answer from the same list of live nodes.
+    public func prefers(_ request: ClaimRequest) -> Bool {
+        let names = state.withLock { $0.liveNames }
+        guard names.count > 1, names.contains(nodeName) else { return true }
+        let key = "|\(request.job)|\(request.occurrence.microseconds)"
+        let best = names.max { StableHash.of($0 + key) < StableHash.of($1 + key) }
+        return best == nodeName
+    }
+
+    /// Reads which nodes are alive (their heartbeat within their lease).
+    private func refreshLiveNodes() async throws {
+        var names: [String] = []
+        for try await name in try await database.client.query("""
+            SELECT name FROM jobrunner.nodes
+            WHERE state = 'alive' AND heartbeat_at >= now() - make_interval(secs => lease_ms / 1000.0) ORDER BY name
+            """, logger: logger).decode(String.self)
+        {
+            names.append(name)
+        }
+        state.withLock { $0.liveNames = names }
+        Gauge(label: "jobrunner_cluster_nodes").record(names.count)
+    }
 
     // MARK: - Joining
 
@@ -169,6 +196,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             state.lastBeat = .now
             state.connectedSince = state.connectedSince ?? .now
         }
+        try? await refreshLiveNodes()
         logger.notice("joined the cluster", metadata: [
             "incarnation": "\(incarnation)", "cluster_started": "\(Timestamp(microseconds: start))",
             "lease": "\(DurationText.format(lease))",
@@ -193,44 +221,58 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
 
     // MARK: - Claims
 
-    public func claim(job: String, occurrence: Timestamp) async -> ClaimResult {
+    public func claim(_ requests: [ClaimRequest]) async -> [ClaimResult] {
+        guard !requests.isEmpty else { return [] }
         let started = ContinuousClock.now
+        let jobs = requests.map(\.job)
+        let occurrences = requests.map(\.occurrence.microseconds)
         var lastError = ""
         var attempt = 0
         while ContinuousClock.now - started < lease {
             let (member, incarnation) = state.withLock { ($0.member, $0.incarnation) }
-            guard member else { return count(.notMember, since: started) }
+            guard member else { return count(Array(repeating: .notMember, count: requests.count), since: started) }
             do {
+                // One statement: insert every claim this node can make (only while its own row
+                // says it is alive), then report per request who holds it, and whether another
+                // live node is running the job right now (for overlap: skip).
                 let rows = try await database.client.query("""
                     WITH me AS (
-                        SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive' FOR SHARE),
+                        SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive'),
+                    input AS (
+                        SELECT * FROM unnest(\(jobs)::text[], \(occurrences)::int8[]) WITH ORDINALITY AS t(job, occurrence, position)),
                     claimed AS (
-                        INSERT INTO jobrunner.occurrences (job, occurrence, node) SELECT \(job), \(occurrence.microseconds), \(nodeName) FROM me
-                        ON CONFLICT DO NOTHING RETURNING node)
-                    SELECT EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM claimed),
-                        (SELECT node FROM jobrunner.occurrences WHERE job = \(job) AND occurrence = \(occurrence.microseconds)),
+                        INSERT INTO jobrunner.occurrences (job, occurrence, node)
+                        SELECT job, occurrence, \(nodeName) FROM input WHERE EXISTS (SELECT 1 FROM me)
+                        ON CONFLICT DO NOTHING RETURNING job, occurrence)
+                    SELECT i.position, EXISTS (SELECT 1 FROM me), c.job IS NOT NULL, o.node,
                         (SELECT r.node FROM jobrunner.runs r JOIN jobrunner.nodes n ON n.name = r.node AND n.state = 'alive'
-                         WHERE r.job = \(job) AND r.ended_at IS NULL AND r.started_at IS NOT NULL AND r.node <> \(nodeName) LIMIT 1)
+                         WHERE r.job = i.job AND r.ended_at IS NULL AND r.started_at IS NOT NULL AND r.node <> \(nodeName) LIMIT 1)
+                    FROM input i
+                    LEFT JOIN claimed c ON c.job = i.job AND c.occurrence = i.occurrence
+                    LEFT JOIN jobrunner.occurrences o ON o.job = i.job AND o.occurrence = i.occurrence
                     """, logger: logger)
-                for try await (alive, won, holder, busy) in rows.decode((Bool, Bool, String?, String?).self) {
-                    if won { return count(.won(busyOn: busy), since: started) }
-                    if !alive { return count(.notMember, since: started) }
-                    return count(.lost(to: holder ?? "another node"), since: started)
+                var results = Array(repeating: ClaimResult.lost(to: "another node"), count: requests.count)
+                for try await (position, alive, won, holder, busy) in rows.decode((Int64, Bool, Bool, String?, String?).self) {
+                    let index = Int(position) - 1
+                    guard results.indices.contains(index) else { continue }
+                    results[index] = won ? .won(busyOn: busy) : !alive ? .notMember : .lost(to: holder ?? "another node")
                 }
-                lastError = "no answer"
+                return count(results, since: started)
             } catch {
                 lastError = ClusterDatabase.describe(error)
             }
             attempt += 1
             try? await Task.sleep(for: .milliseconds(min(1000, 100 * attempt)))
         }
-        return count(.unavailable(reason: lastError), since: started)
+        return count(Array(repeating: .unavailable(reason: lastError), count: requests.count), since: started)
     }
 
-    private func count(_ result: ClaimResult, since started: ContinuousClock.Instant) -> ClaimResult {
-        Counter(label: "jobrunner_claims_total", dimensions: [("result", result.label)]).increment()
+    private func count(_ results: [ClaimResult], since started: ContinuousClock.Instant) -> [ClaimResult] {
+        for result in results {
+            Counter(label: "jobrunner_claims_total", dimensions: [("result", result.label)]).increment()
+        }
         Metrics.Timer(label: "jobrunner_claim_duration_seconds").recordMicroseconds((ContinuousClock.now - started).wholeMicroseconds)
-        return result
+        return results
     }
 
     // MARK: - Control across nodes
@@ -345,6 +387,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 await loseLease("another node declared this node dead (it was silent for longer than its lease)")
                 return
             }
+            try? await refreshLiveNodes()
             let canSweep = state.withLock { state -> Bool in
                 state.lastBeat = .now
                 if state.connectedSince == nil { state.connectedSince = .now }
@@ -430,14 +473,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 }
                 return orphans
             }
-            var live = 0
-            for try await count in try await database.client.query(
-                "SELECT count(*) FROM jobrunner.nodes WHERE state = 'alive'", logger: logger).decode(Int64.self)
-            {
-                live = Int(count)
-            }
-            state.withLock { $0.liveNodes = live }
-            Gauge(label: "jobrunner_cluster_nodes").record(live)
             guard !orphans.isEmpty else { return }
             let nodes = Set(orphans.map(\.node)).sorted().joined(separator: ",")
             logger.warning("took over the unfinished runs of dead nodes", metadata: [

@@ -10,9 +10,27 @@ public protocol ClusterCoordination: Sendable {
     /// When the cluster started: the occurrence of `run_on_start` / `@reboot` fires, so they
     /// run once per cluster start, not once per node.
     var clusterStart: Timestamp { get }
-    /// Claims the occurrence `occurrence` of `job` for this node, in one statement against a
-    /// unique key. Retries while the database is away, for at most one lease.
-    func claim(job: String, occurrence: Timestamp) async -> ClaimResult
+    /// Claims occurrences for this node, all in one statement against a unique key (job,
+    /// occurrence); one result per request, in order. Retries while the database is away, for
+    /// at most one lease.
+    func claim(_ requests: [ClaimRequest]) async -> [ClaimResult]
+    /// Whether this node is the preferred claimer of an occurrence (rendezvous hashing over
+    /// the live nodes): it claims those at once and the others after `handoff`, so the load
+    /// spreads over the nodes and a silent node's share is still claimed, a little later.
+    func prefers(_ request: ClaimRequest) -> Bool
+    /// How long a node leaves another node's preferred occurrences to it.
+    var handoff: Duration { get }
+}
+
+/// One occurrence to claim.
+public struct ClaimRequest: Sendable, Hashable {
+    public var job: String
+    public var occurrence: Timestamp
+
+    public init(job: String, occurrence: Timestamp) {
+        self.job = job
+        self.occurrence = occurrence
+    }
 }
 
 /// The answer to a claim.

@@ -3,9 +3,20 @@ import JobRunnerSchedule
 import Logging
 
 extension Scheduler {
+    /// A scheduled fire waiting for its claim.
+    struct ClaimedFire: Sendable {
+        var job: JobDefinition
+        var scheduledTime: Timestamp
+        var trigger: RunTrigger
+        var occurrence: Timestamp?
+        var queueBehind: Bool
+        var dueTime: Timestamp?
+        var request: ClaimRequest
+    }
+
     /// Fires a scheduled occurrence: at once on a single daemon; in a cluster, once this node
-    /// has claimed it (the claim is a database round trip, so it runs off the scheduler's loop
-    /// and the fire follows when it answers).
+    /// has claimed it. Claims due together go to the database in one statement (`flushClaims`),
+    /// off the scheduler's loop; the fires follow when it answers.
     func dispatch(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp?,
                   queueBehind: Bool = false, dueTime: Timestamp? = nil) {
         guard let cluster else {
@@ -13,35 +24,54 @@ extension Scheduler {
             return
         }
         let key = occurrence ?? (trigger == .startup ? cluster.clusterStart : scheduledTime)
-        claimsInFlight += 1
-        Task {
-            let result = await cluster.claim(job: job.name, occurrence: key)
-            self.claimed(result, job: job, scheduledTime: scheduledTime, trigger: trigger, occurrence: occurrence,
-                               queueBehind: queueBehind, dueTime: dueTime)
+        claimBuffer.append(ClaimedFire(job: job, scheduledTime: scheduledTime, trigger: trigger, occurrence: occurrence,
+                                       queueBehind: queueBehind, dueTime: dueTime, request: ClaimRequest(job: job.name, occurrence: key)))
+    }
+
+    /// Sends the claims gathered since the last call, as one batch.
+    func flushClaims() {
+        guard let cluster, !claimBuffer.isEmpty else { return }
+        let mine = claimBuffer.filter { cluster.prefers($0.request) }
+        let others = claimBuffer.filter { !cluster.prefers($0.request) }
+        claimBuffer.removeAll()
+        claimsInFlight += mine.count + others.count
+        if !mine.isEmpty {
+            Task {
+                let results = await cluster.claim(mine.map(\.request))
+                self.claimed(mine, results)
+            }
+        }
+        if !others.isEmpty {
+            Task {
+                try? await Task.sleep(for: cluster.handoff)
+                let results = await cluster.claim(others.map(\.request))
+                self.claimed(others, results)
+            }
         }
     }
 
-    private func claimed(_ result: ClaimResult, job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger,
-                         occurrence: Timestamp?, queueBehind: Bool, dueTime: Timestamp?) {
-        claimsInFlight -= 1
-        // The job may have been removed or changed by a reload while the claim was out.
-        guard state == .running, let current = entries[job.name]?.job else { return }
-        switch result {
-        case .won(let busyOn):
-            fire(current, scheduledTime: scheduledTime, trigger: trigger, occurrence: occurrence, queueBehind: queueBehind,
-                 dueTime: dueTime, busyOn: busyOn)
-            onChange()
-        case .lost:
-            break
-        case .notMember:
-            logger.warning("occurrence not claimed: this node is not a live cluster member", metadata: [
-                "job": "\(job.name)", "occurrence": "\(occurrence ?? scheduledTime)",
-            ])
-        case .unavailable(let reason):
-            logger.error("occurrence not claimed: the cluster database is unreachable; other nodes may run it", metadata: [
-                "job": "\(job.name)", "occurrence": "\(occurrence ?? scheduledTime)", "error": "\(reason)",
-            ])
+    private func claimed(_ batch: [ClaimedFire], _ results: [ClaimResult]) {
+        claimsInFlight -= batch.count
+        for (fire, result) in zip(batch, results) {
+            // The job may have been removed or changed by a reload while the claim was out.
+            guard state == .running, let current = entries[fire.job.name]?.job else { continue }
+            switch result {
+            case .won(let busyOn):
+                self.fire(current, scheduledTime: fire.scheduledTime, trigger: fire.trigger, occurrence: fire.occurrence,
+                          queueBehind: fire.queueBehind, dueTime: fire.dueTime, busyOn: busyOn)
+            case .lost:
+                break
+            case .notMember:
+                logger.warning("occurrence not claimed: this node is not a live cluster member", metadata: [
+                    "job": "\(fire.job.name)", "occurrence": "\(fire.request.occurrence)",
+                ])
+            case .unavailable(let reason):
+                logger.error("occurrence not claimed: the cluster database is unreachable; other nodes may run it", metadata: [
+                    "job": "\(fire.job.name)", "occurrence": "\(fire.request.occurrence)", "error": "\(reason)",
+                ])
+            }
         }
+        onChange()
     }
 
     /// This node lost its cluster lease (it was silent too long and a survivor took its work

@@ -90,6 +90,8 @@ public actor Scheduler: Service {
     let cluster: (any ClusterCoordination)?
     /// Claims on their way to the database.
     var claimsInFlight = 0
+    /// Fires due now, waiting to be claimed together.
+    var claimBuffer: [ClaimedFire] = []
     private var lastBeat: Duration = .zero
     private var startupFires: [(job: String, occurrence: Timestamp?, trigger: RunTrigger)] = []
 
@@ -209,6 +211,7 @@ public actor Scheduler: Service {
     private func loop(group: inout DiscardingTaskGroup) async {
         while !stopRequested.isSet {
             fireDue()
+            flushClaims()
             promoteDueRetries()
             startWaiting(group: &group)
             EngineMetrics.waiting(waiting.count + retries.count + runs.values.reduce(0) { $0 + $1.queued.count })

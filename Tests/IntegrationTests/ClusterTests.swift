@@ -6,7 +6,7 @@ import Testing
 /// Several daemons sharing one schedule through a real PostgreSQL (a private server per test):
 /// exactly once per occurrence, takeover of a dead node's runs, a frozen node standing down,
 /// control across nodes, and a database restart under running nodes.
-@Suite(.timeLimit(.minutes(5))) struct ClusterTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterTests {
     static let lease = 4
 
     static func config(_ server: PostgresServer, jobs: String, lease: Int = Self.lease) -> String {
@@ -75,7 +75,9 @@ import Testing
     @Test func threeNodesRunEveryOccurrenceExactlyOnce() async throws {
         try await withPostgresServer { server in
             let names = (1...20).map { "job\($0)" }
-            let jobs = names.map { "  \($0): { command: [\"/bin/true\"], every: 1s }" }.joined(separator: "\n")
+            // overlap: allow, so that a run slowed past a second on this shared machine is not
+            // recorded as skipped: every occurrence must succeed exactly once.
+            let jobs = names.map { "  \($0): { command: [\"/bin/true\"], every: 1s, overlap: allow }" }.joined(separator: "\n")
             let nodes = try await Self.startNodes(["n1", "n2", "n3"], config: Self.config(server, jobs: jobs))
             let start = Self.nowMicros() / 1_000_000 + 2
             let end = start + 60
@@ -90,8 +92,8 @@ import Testing
             try await Self.expectEverySecondOnce(server, jobs: names, from: start, to: end)
             let perNode = try await server.query("SELECT node, count(*) FROM jobrunner.runs GROUP BY 1 ORDER BY 1")
             #expect(perNode.count > 1, "every run went to one node: \(perNode)")
-            let failed = try await server.query("SELECT count(*) FROM jobrunner.runs WHERE outcome <> 'succeeded'")
-            #expect(failed.first?.first == "0")
+            let failed = try await server.query("SELECT job, scheduled_at, node, outcome, detail FROM jobrunner.runs WHERE outcome <> 'succeeded'")
+            #expect(failed.isEmpty, "\(failed)")
             let states = try await server.query("SELECT name, state FROM jobrunner.nodes ORDER BY 1")
             #expect(states.map { $0[1] } == ["left", "left", "left"], "a clean stop leaves the cluster: \(states)")
         }

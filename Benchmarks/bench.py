@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""jobrunner benchmarks: every figure next to a baseline measured in the same run.
+
+    Benchmarks/bench.py --bin .build/release --baseline .build/bench/baseline [--json] [--smoke]
+                        [--only NAME,...]
+
+Each figure starts its own daemon(s) in a temporary directory. `--smoke` runs every figure with
+tiny sizes (for `make test`: it only proves the benchmark still works). Results are ratios
+against baselines from this same run, because this machine is shared and noisy.
+"""
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ARGS = None
+
+
+# MARK: - Helpers
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def api(sock, method, path, connection=None):
+    conn = connection or UnixHTTP(sock)
+    conn.request(method, path, headers={"Content-Length": "0"} if method == "POST" else {})
+    response = conn.getresponse()
+    body = response.read()
+    if connection is None:
+        conn.close()
+    return response.status, (json.loads(body) if body else None)
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+class Daemon:
+    """A jobrunnerd on a config, with its own NOTIFY_SOCKET to see READY=1."""
+
+    def __init__(self, config, extra=(), name="d"):
+        self.dir = tempfile.mkdtemp(prefix="jobrunner-bench-")
+        self.config = os.path.join(self.dir, "jobrunner.yaml")
+        with open(self.config, "w") as f:
+            f.write(config)
+        self.sock = os.path.join(self.dir, "s.sock")
+        self.state = os.path.join(self.dir, "state")
+        self.notify_path = os.path.join(self.dir, "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.messages = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read_notify, daemon=True).start()
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(ARGS.bin, "jobrunnerd"), "--config", self.config, "--state-directory", self.state,
+             "--socket", self.sock, "--runtime-directory", os.path.join(self.dir, "run"), "--log-format", "text",
+             "--log-level", "warning", *extra],
+            stdout=self.log, stderr=self.log, env=env)
+
+    def _read_notify(self):
+        while True:
+            try:
+                data = self.notify.recv(65536).decode()
+            except OSError:
+                return
+            with self.cond:
+                self.messages.append((time.monotonic(), data))
+                self.cond.notify_all()
+
+    def wait_for(self, text, after=0.0, timeout=60):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for at, message in self.messages:
+                    if at >= after and text in message.split("\n"):
+                        return at
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon never sent {text}; log: {open(self.log.name).read()[-2000:]}")
+                self.cond.wait(left)
+
+    def ready(self):
+        return self.wait_for("READY=1")
+
+    def pid_status(self, key):
+        total = 0
+        for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(key + ":"):
+                            total += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+        return total
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def history(self, sql):
+        connection = sqlite3.connect(os.path.join(self.state, "state.sqlite"), timeout=10)
+        try:
+            return connection.execute(sql).fetchall()
+        finally:
+            connection.close()
+
+    def stop(self, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.notify.close()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def next_cron_second(lead=3):
+    """A 6-field cron expression naming one second `lead` seconds from now, and that instant."""
+    at = int(time.time()) + lead
+    t = time.gmtime(at)
+    return f"{t.tm_sec} {t.tm_min} {t.tm_hour} {t.tm_mday} {t.tm_mon} *", at
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+RESULTS = []
+
+
+def record(name, value, unit, baseline=None, baseline_name=None, ratio=None, goal=None, met=None, note=None):
+    RESULTS.append(dict(name=name, value=value, unit=unit, baseline=baseline, baseline_name=baseline_name,
+                        ratio=ratio, goal=goal, met=met, note=note))
+
+
+def baseline(*arguments):
+    out = subprocess.run([ARGS.baseline, *map(str, arguments)], check=True, capture_output=True, text=True).stdout
+    return [float(x) for x in out.split()]
+
+
+# MARK: - Figures
+
+def burst_runs(daemon_config_extra, count, inflight, command='["/bin/true"]', nodes=1, cluster_url=None):
+    """`count` jobs due at one instant; returns (seconds from the instant to the last end, rows)."""
+    cron, at = next_cron_second(lead=4 if nodes == 1 else 6)
+    jobs = "\n".join(f"  j{i}: {{ command: {command}, schedule: \"{cron}\" }}" for i in range(count))
+    daemon = f"daemon:\n  max_concurrent_runs: {inflight}\n{daemon_config_extra}"
+    if cluster_url:
+        daemon += f"  cluster: {{ database: \"{cluster_url}\", lease: 10s }}\n"
+    config = f"{daemon}jobs:\n{jobs}\n"
+    daemons = [Daemon(config, extra=(["--node-name", f"n{i}"] if cluster_url else [])) for i in range(nodes)]
+    try:
+        for d in daemons:
+            d.ready()
+        if time.time() > at - 0.5:
+            raise RuntimeError("daemons were not ready before the burst instant; raise the lead time")
+        if cluster_url:
+            rows = wait_until(lambda: (r := psql(cluster_url, f"SELECT count(*) FROM jobrunner.runs WHERE scheduled_at = {at * 1000000} AND ended_at IS NOT NULL")) and int(r[0][0]) >= count and r,
+                              120, "the burst to finish")
+            stats = psql(cluster_url, f"""SELECT max(ended_at) - {at * 1000000}, count(DISTINCT node) FROM jobrunner.runs
+                                          WHERE scheduled_at = {at * 1000000}""")[0]
+            claims = psql(cluster_url, f"""SELECT (extract(epoch FROM claimed_at) * 1000000)::int8 - occurrence FROM jobrunner.occurrences
+                                          WHERE occurrence = {at * 1000000}""")
+            return int(stats[0]) / 1e6, dict(nodes_used=int(stats[1]), claim_us=[int(c[0]) for c in claims]), at
+        wait_until(lambda: daemons[0].history(f"SELECT count(*) FROM runs WHERE scheduled_at = {at * 1000000} AND ended_at IS NOT NULL")[0][0] >= count,
+                   120, "the burst to finish")
+        rows = daemons[0].history(f"SELECT started_at, ended_at, output FROM runs WHERE scheduled_at = {at * 1000000}")
+        return (max(r[1] for r in rows) - at * 1000000) / 1e6, rows, at
+    finally:
+        for d in daemons:
+            d.stop()
+
+
+def figure_dispatch():
+    n = 100 if ARGS.smoke else 2000
+    took, _, _ = burst_runs("", n, 8)
+    rate = n / took
+    base = n / baseline("spawn", n, 8)[0]
+    record("dispatch /bin/true, 8 in flight, history on", round(rate), "runs/s", round(base), "raw posix_spawn+wait (C)",
+           round(rate / base, 2), "≥ 0.9×", rate / base >= 0.9)
+    script = f"""
+import asyncio, time
+async def main():
+    gate = asyncio.Semaphore(8)
+    async def one():
+        async with gate:
+            p = await asyncio.create_subprocess_exec('/bin/true')
+            await p.wait()
+    start = time.monotonic()
+    await asyncio.gather(*(one() for _ in range({n})))
+    print(time.monotonic() - start)
+asyncio.run(main())
+"""
+    python = n / float(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout)
+    record("dispatch vs Python asyncio", round(rate), "runs/s", round(python), "asyncio subprocesses + Semaphore(8)",
+           round(rate / python, 2), "≥ 1.5×", rate / python >= 1.5)
+
+
+def stamped_lateness(rows, instant_us=None):
+    """Lateness (µs) each run printed: its own clock at exec minus its scheduled instant."""
+    result = []
+    for row in rows:
+        scheduled, output = row
+        for line in (output or "").split("\n"):
+            if line.startswith("o ") and line[2:].strip().isdigit():
+                result.append(int(line[2:].strip()) // 1000 - (instant_us or scheduled))
+    return result
+
+
+def figure_lateness():
+    count = 3 if ARGS.smoke else 30
+    config = 'jobs:\n  stamp: { command: ["/bin/date", "+%s%N"], schedule: "* * * * * *" }\n'
+    d = Daemon(config)
+    try:
+        d.ready()
+        wait_until(lambda: d.history("SELECT count(*) FROM runs WHERE outcome = 'succeeded'")[0][0] >= count + 1, count + 30,
+                   "stamped runs")
+        rows = d.history("SELECT scheduled_at, output FROM runs WHERE outcome = 'succeeded' ORDER BY id")[1:]
+    finally:
+        d.stop()
+    ours = stamped_lateness(rows)
+    floor = baseline("floor", count)
+    p99, floor99 = percentile(ours, 99) / 1000, percentile(floor, 99) / 1000
+    record("start lateness p99, 1 job every second", round(p99, 2), "ms", round(floor99, 2), "spawn at the instant (floor)",
+           round(p99 - floor99, 2), "≤ floor + 1 ms", p99 <= floor99 + 1, note="ratio column: ms above the floor")
+
+    n = 20 if ARGS.smoke else 200
+    _, rows, at = burst_runs("", n, 256, command='["/bin/date", "+%s%N"]')
+    burst = stamped_lateness([(at * 1000000, r[2]) for r in rows])
+    burst_baseline = baseline("burst", n)
+    ours99, base99 = percentile(burst, 99) / 1000, percentile(burst_baseline, 99) / 1000
+    record(f"start lateness p99, {n} jobs due in the same second", round(ours99, 2), "ms", round(base99, 2),
+           f"raw spawn burst of {n} (C)", round(ours99 / base99, 2), "≤ 1.1×", ours99 <= base99 * 1.1)
+
+
+def figure_idle():
+    jobs = 100 if ARGS.smoke else 10_000
+    seconds = 2 if ARGS.smoke else 30
+    config = "jobs:\n" + "\n".join(f'  j{i}: {{ command: ["/bin/true"], schedule: "0 0 1 1 *" }}' for i in range(jobs)) + "\n"
+    d = Daemon(config)
+    try:
+        d.ready()
+        time.sleep(1)
+        before = d.pid_status("voluntary_ctxt_switches")
+        time.sleep(seconds)
+        switches = d.pid_status("voluntary_ctxt_switches") - before
+        rss_many = d.rss_kib()
+    finally:
+        d.stop()
+    record(f"idle: voluntary context switches in {seconds} s, {jobs} jobs, none due", switches, "switches", None, None, None,
+           "only watchdog pings (none here)", switches <= seconds, note="all threads of the daemon")
+    one = Daemon('jobs:\n  j: { command: ["/bin/true"], schedule: "0 0 1 1 *" }\n')
+    try:
+        one.ready()
+        time.sleep(0.5)
+        rss_one = one.rss_kib()
+    finally:
+        one.stop()
+    total_mb = rss_many / 1024
+    record(f"RSS with {jobs} jobs defined", round(total_mb, 1), "MB", round(rss_one / 1024, 1), "RSS with 1 job",
+           round(rss_many / rss_one, 2), "≤ 30 MB total", total_mb <= 30)
+
+
+def figure_status_under_load():
+    runs = 20 if ARGS.smoke else 500
+    config = (f"daemon:\n  max_concurrent_runs: {runs + 10}\n  shutdown_grace: 1s\n"
+              f"jobs:\n  hold: {{ shell: 'exec sleep 120', overlap: allow, max_instances: {runs + 10}, kill_grace: 1s }}\n")
+    d = Daemon(config)
+    try:
+        d.ready()
+        conn = UnixHTTP(d.sock)
+
+        def timed(samples):
+            values = []
+            for _ in range(samples):
+                start = time.perf_counter()
+                status, _ = api(d.sock, "GET", "/v1/status", connection=conn)
+                values.append((time.perf_counter() - start) * 1000)
+                assert status == 200
+            return values
+        idle = timed(200)
+        for _ in range(runs):
+            api(d.sock, "POST", "/v1/jobs/hold/run", connection=conn)
+        wait_until(lambda: api(d.sock, "GET", "/v1/status", connection=conn)[1]["running"] >= runs, 60, "all runs alive")
+        busy = timed(200)
+        record(f"status query p99 with {runs} runs in progress", round(percentile(busy, 99), 2), "ms",
+               round(percentile(idle, 99), 2), "idle p99", round(percentile(busy, 99) / percentile(idle, 99), 2),
+               "≤ 5 ms", percentile(busy, 99) <= 5)
+        # SIGTERM with the runs in progress: exit within shutdown_grace + kill_grace + 1 s, nothing left.
+        marker_pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _child_of_daemon(int(p), d.proc.pid)]
+        start = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.wait(60)
+        took = time.monotonic() - start
+        left = [p for p in marker_pids if os.path.exists(f"/proc/{p}") and _state(p) != "Z"]
+        record(f"SIGTERM with {runs} runs in progress → exit", round(took, 2), "s", 2.0, "shutdown_grace 1s + kill_grace 1s",
+               round(took / 2.0, 2), "≤ grace + 1 s, 0 orphans", took <= 3.0 and not left, note=f"{len(left)} processes left")
+    finally:
+        d.stop()
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def _child_of_daemon(pid, daemon):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1]) == daemon
+    except (FileNotFoundError, ValueError, IndexError):
+        return False
+
+
+def figure_reload():
+    jobs = 200 if ARGS.smoke else 10_000
+    body = "\n".join(f'  j{i}: {{ command: ["/bin/true"], schedule: "{i % 60} 3 * * *" }}' for i in range(jobs))
+    d = Daemon("jobs:\n" + body + "\n")
+    try:
+        d.ready()
+        times = []
+        for attempt in range(1 if ARGS.smoke else 5):
+            with open(d.config, "w") as f:
+                f.write("jobs:\n" + body + f'\n  extra{attempt}: {{ command: ["/bin/true"], schedule: "@daily" }}\n')
+            start = time.monotonic()
+            d.proc.send_signal(signal.SIGHUP)
+            ready = d.wait_for("READY=1", after=start)
+            times.append((ready - start) * 1000)
+        value = statistics.median(times)
+        record(f"reload of {jobs} jobs, SIGHUP → READY=1 (median of {len(times)})", round(value, 1), "ms", None, None, None,
+               "≤ 100 ms", value <= 100)
+    finally:
+        d.stop()
+
+
+# MARK: - Cluster
+
+def psql(url, sql):
+    out = subprocess.run([PG["bin"] + "/psql", "-h", PG["dir"], "-U", "jobrunner", "-d", "jobrunner", "-At", "-F", "\t", "-c", sql],
+                         check=True, capture_output=True, text=True, **PG["run"]).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+PG = {}
+
+
+def start_postgres():
+    versions = sorted(int(v) for v in os.listdir("/usr/lib/postgresql") if v.isdigit())
+    PG["bin"] = f"/usr/lib/postgresql/{versions[-1]}/bin"
+    PG["dir"] = tempfile.mkdtemp(prefix="jobrunner-bench-pg-")
+    PG["run"] = {}
+    if os.getuid() == 0:
+        shutil.chown(PG["dir"], "nobody")
+        PG["run"] = {"user": "nobody"}
+    os.chmod(PG["dir"], 0o700)
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, **PG["run"])
+    run(PG["bin"] + "/initdb", "-D", PG["dir"] + "/data", "-U", "jobrunner", "--auth=trust", "-E", "UTF8", "--no-sync")
+    run(PG["bin"] + "/pg_ctl", "-D", PG["dir"] + "/data", "-l", PG["dir"] + "/log", "-w", "-o",
+        f"-k {PG['dir']} -c listen_addresses='' -c fsync=off -c max_connections=200", "start")
+    run(PG["bin"] + "/psql", "-h", PG["dir"], "-U", "jobrunner", "-d", "postgres", "-c", "CREATE DATABASE jobrunner")
+    return "postgresql://jobrunner@" + PG["dir"].replace("/", "%2F") + "/jobrunner"
+
+
+def stop_postgres():
+    if PG:
+        subprocess.run([PG["bin"] + "/pg_ctl", "-D", PG["dir"] + "/data", "-m", "immediate", "stop"], capture_output=True, **PG["run"])
+        shutil.rmtree(PG["dir"], ignore_errors=True)
+
+
+def figure_cluster():
+    if not os.path.isdir("/usr/lib/postgresql"):
+        record("cluster", None, "", note="PostgreSQL not installed: skipped")
+        return
+    n = 40 if ARGS.smoke else 400
+    url = start_postgres()
+    try:
+        single, _, _ = burst_runs("", n, 8)
+        three, facts, _ = burst_runs("", n, 8, nodes=3, cluster_url=url)
+        rate1, rate3 = n / single, n / three
+        record(f"dispatch of {n} due at once: 3 cluster nodes vs 1 node without cluster", round(rate3), "runs/s", round(rate1),
+               "1 node, no cluster", round(rate3 / rate1, 2), "≥ 0.8×", rate3 / rate1 >= 0.8,
+               note=f"{facts['nodes_used']} nodes ran runs")
+        claims = facts["claim_us"]
+        record("claim: occurrence due → claim committed (median)", round(statistics.median(claims) / 1000, 2), "ms",
+               note=f"p99 {round(percentile(claims, 99) / 1000, 2)} ms over {len(claims)} occurrences, 3 nodes racing")
+        span = (max(claims) - min(claims)) / 1e6 if len(claims) > 1 else 0
+        record("claims committed per second (3 nodes racing for each)", round(len(claims) / span) if span else None, "claims/s",
+               note="a lower bound on what the database sustains: the burst was not enough to saturate it" if span else None)
+    finally:
+        stop_postgres()
+
+
+FIGURES = {
+    "dispatch": figure_dispatch,
+    "lateness": figure_lateness,
+    "idle": figure_idle,
+    "status": figure_status_under_load,
+    "reload": figure_reload,
+    "cluster": figure_cluster,
+}
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--baseline", required=True)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", default="")
+    ARGS = parser.parse_args()
+    chosen = [f for f in ARGS.only.split(",") if f] or list(FIGURES)
+    failures = []
+    for name in chosen:
+        try:
+            FIGURES[name]()
+        except Exception as error:  # a figure that cannot be measured is reported, the others go on
+            failures.append(f"{name}: {error}")
+            record(name, None, "", note=f"ERROR: {error}")
+    machine = f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}"
+    if ARGS.json:
+        print(json.dumps(dict(machine=machine, smoke=ARGS.smoke, results=RESULTS), indent=2))
+    else:
+        print(f"machine: {machine}{' (smoke sizes)' if ARGS.smoke else ''}")
+        print("| figure | value | baseline (same run) | ratio | goal | met |")
+        print("|---|---|---|---|---|---|")
+        for r in RESULTS:
+            value = "-" if r["value"] is None else f"{r['value']} {r['unit']}"
+            base = "-" if r["baseline"] is None else f"{r['baseline']} {r['unit']} ({r['baseline_name']})"
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']}"
+            met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+            note = f" — {r['note']}" if r["note"] else ""
+            print(f"| {r['name']}{note} | {value} | {base} | {ratio} | {r['goal'] or '-'} | {met} |")
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -34,7 +34,7 @@ PYTHON ?= python3
 # Reference implementations the schedule maths is checked against (PyPI).
 ORACLE_PACKAGES := cronsim croniter
 
-.PHONY: all deps test-deps oracle-deps build release run test test-oracle test-systemd install uninstall clean
+.PHONY: all deps test-deps apt-install oracle-deps build release run test test-oracle test-systemd bench bench-smoke torture torture-smoke install uninstall clean
 
 all: build
 
@@ -79,6 +79,8 @@ test: test-deps oracle-deps
 	$(SWIFT) test --skip-build --filter IntegrationTests
 	$(MAKE) --no-print-directory test-oracle
 	$(MAKE) --no-print-directory test-systemd
+	$(MAKE) --no-print-directory bench-smoke
+	$(MAKE) --no-print-directory torture-smoke
 
 # Thousands of random schedules compared with cronsim, croniter and systemd-analyze.
 test-oracle: oracle-deps
@@ -87,6 +89,29 @@ test-oracle: oracle-deps
 # The units, installed into a private root, under a real systemd booted in namespaces of its own.
 test-systemd: build
 	Tests/EndToEnd/systemd-e2e.sh
+
+# The C baselines the benchmarks compare against, built with the system's C compiler.
+BASELINE := .build/bench/baseline
+$(BASELINE): Benchmarks/baseline.c
+	@mkdir -p $(dir $@)
+	$$(command -v cc || command -v clang) -O2 -Wall -o $@ $<
+
+# Every figure against its baseline, measured in the same run (release build). BENCH_ARGS=--json
+# for JSON, BENCH_ARGS="--only dispatch,reload" for some figures.
+bench: release test-deps $(BASELINE)
+	$(PYTHON) Benchmarks/bench.py --bin $$($(SWIFT) build -c release --static-swift-stdlib --show-bin-path) --baseline $(BASELINE) $(BENCH_ARGS)
+
+# The same with tiny sizes on the debug build: proves the benchmark still runs (part of make test).
+bench-smoke: build $(BASELINE)
+	$(PYTHON) Benchmarks/bench.py --bin $$($(SWIFT) build --show-bin-path) --baseline $(BASELINE) --smoke
+
+# The daemon broken on purpose: crashes, bad configs, socket abuse, misbehaving jobs, a failing disk.
+torture: build
+	$(PYTHON) Benchmarks/torture.py --bin $$($(SWIFT) build --show-bin-path) $(TORTURE_ARGS)
+
+# The same, reduced (part of make test).
+torture-smoke: build
+	$(PYTHON) Benchmarks/torture.py --bin $$($(SWIFT) build --show-bin-path) --smoke
 
 install: $(if $(filter debug,$(CONFIGURATION)),build,release)
 	@bin=$$($(SWIFT) build -c $(CONFIGURATION) $(if $(filter release,$(CONFIGURATION)),--static-swift-stdlib) --show-bin-path); set -e; \

@@ -96,6 +96,11 @@ struct NodeReader {
             fail(.wrongType, at: node, "\(what): expected a string, found \(Self.describe(node))")
             return nil
         }
+        // No argument, path or environment variable can carry a NUL to the kernel.
+        guard !scalar.string.utf8.contains(0) else {
+            fail(.invalidValue, at: node, "\(what): contains a NUL character (\\0)")
+            return nil
+        }
         return scalar.string
     }
 

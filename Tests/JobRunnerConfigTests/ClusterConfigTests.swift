@@ -87,3 +87,15 @@ import Testing
         #expect(unknown.description.contains("'leas'") && unknown.description.contains("lease"), "\(unknown)")
     }
 }
+
+/// Strings that cannot reach the kernel are refused where they are written.
+@Suite struct NulCharacterTests {
+    @Test func nulInAnArgumentIsAPositionedError() throws {
+        do {
+            _ = try ConfigLoader().parse("jobs:\n  j:\n    command: [\"/bin/echo\", \"a\\0b\"]\n", path: "n.yaml")
+            Issue.record("a NUL in an argument was accepted")
+        } catch {
+            #expect(error.errors.map(\.description) == ["n.yaml:3:28: job 'j': command[1]: contains a NUL character (\\0)"])
+        }
+    }
+}

@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""jobrunner torture suite: the daemon broken on purpose.
+
+    Benchmarks/torture.py --bin .build/debug [--smoke] [--only NAME,...]
+
+Cases: kill -9 cycles, a corpus of bad configs (at start and on reload), control-socket abuse,
+misbehaving jobs, a state directory that fills up or turns read-only. Prints what was tried,
+what passed, and anything lost (must be 0); exits 1 if any case failed.
+"""
+import argparse
+import ctypes
+import os
+import random
+import resource
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon as _Daemon, UnixHTTP, api, percentile, wait_until  # noqa: E402
+
+ARGS = None
+CASES = []  # (group, case, passed, detail)
+LOST = [0]
+
+
+def Daemon(config, extra=()):
+    return _Daemon(ARGS.bin, config, extra)
+
+
+def case(group, name, passed, detail=""):
+    CASES.append((group, name, bool(passed), detail))
+    if not passed:
+        print(f"FAIL {group}: {name}: {detail}", file=sys.stderr)
+
+
+def processes_with(marker):
+    """Live (non-zombie) processes whose command line or environment carries `marker`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                text = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if marker.encode() in text and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def zombies_of(parent):
+    result = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == parent:
+            result.append(int(pid))
+    return result
+
+
+# MARK: - kill -9 cycles
+
+def torture_crash_cycles():
+    cycles = 5 if ARGS.smoke else 100
+    marker = f"jrtorture{random.randrange(1 << 30)}"
+    config = f"""daemon:
+  shutdown_grace: 1s
+jobs:
+  tick: {{ shell: "sleep 0.3 # {marker}", schedule: "* * * * * *", overlap: allow, max_instances: 5 }}
+  long: {{ shell: "exec sleep 30 # {marker}", schedule: "* * * * * *" }}
+"""
+    first = Daemon(config)
+    directory = first.dir
+    daemon = first
+    failures = []
+    try:
+        for cycle in range(cycles):
+            daemon.ready()
+            wait_until(lambda: daemon.history("SELECT count(*) FROM runs WHERE started_at IS NOT NULL AND ended_at IS NULL")[0][0] > 0,
+                       20, "a run in progress")
+            daemon.proc.kill()
+            daemon.proc.wait()
+            daemon.notify.close()
+            daemon.log.close()
+            # The same state directory, a new daemon: recovery marks and kills what was left.
+            restarted_at = int(time.time() * 1e6)
+            daemon = _restart(directory, config)
+            daemon.ready()
+            leftovers = [p for p in processes_with(marker) if _parent(p) != daemon.proc.pid]
+            if leftovers:
+                failures.append(f"cycle {cycle}: processes of the killed daemon still alive: {leftovers}")
+            still_open = daemon.history(f"SELECT count(*) FROM runs WHERE ended_at IS NULL AND queued_at < {restarted_at}")[0][0]
+            if still_open:
+                failures.append(f"cycle {cycle}: {still_open} runs of the killed daemon still open")
+        doubled = daemon.history("""SELECT job, scheduled_at, count(*) FROM runs WHERE attempt = 1 AND trigger = 'schedule'
+                                    GROUP BY 1, 2 HAVING count(*) > 1""")
+        integrity = daemon.history("PRAGMA integrity_check")[0][0]
+        interrupted = daemon.history("SELECT count(*) FROM runs WHERE outcome = 'interrupted'")[0][0]
+        case("kill -9", f"{cycles} cycles: runs marked interrupted", interrupted >= cycles, f"{interrupted} interrupted")
+        case("kill -9", "no orphaned processes, no open runs of a dead daemon", not failures, "; ".join(failures[:3]))
+        case("kill -9", "no doubled occurrence", not doubled, f"{doubled[:5]}")
+        case("kill -9", "history integrity", integrity == "ok", integrity)
+        case("kill -9", "no zombies", not zombies_of(daemon.proc.pid), f"{zombies_of(daemon.proc.pid)}")
+        LOST[0] += len(doubled)
+    finally:
+        daemon.stop()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except FileNotFoundError:
+        return -1
+
+
+def _restart(directory, config):
+    """A new daemon on the state an earlier one left in `directory`."""
+    return _Daemon(ARGS.bin, config, directory=directory)
+
+
+# MARK: - Bad configs
+
+def bad_configs(directory):
+    """(name, text or bytes, expects a file:line:column position)."""
+    include_dir = os.path.join(directory, "inc")
+    os.makedirs(include_dir, exist_ok=True)
+    with open(os.path.join(include_dir, "a.yaml"), "w") as f:
+        f.write('jobs:\n  twin: { command: ["/bin/true"] }\n')
+    with open(os.path.join(include_dir, "b.yaml"), "w") as f:
+        f.write('jobs:\n  twin: { command: ["/bin/true"] }\n')
+    os.makedirs(os.path.join(directory, "dir.yaml"), exist_ok=True)
+    job = lambda body: f"jobs:\n  j:\n{body}\n"
+    corpus = [
+        ("yaml syntax: unclosed flow sequence", job('    command: ["/bin/true"\n    schedule: "* * * * *"')),
+        ("yaml syntax: bad indentation", "jobs:\n  j:\n    command: [\"/bin/true\"]\n   schedule: x\n"),
+        ("yaml syntax: tab indentation", "jobs:\n\tj: {}\n"),
+        ("yaml syntax: unterminated quote", job('    shell: "echo')),
+        ("type: jobs is a list", "jobs:\n  - a\n  - b\n"),
+        ("type: command is a string", job('    command: 5')),
+        ("type: timeout is a list", job('    command: ["/bin/true"]\n    timeout: [1]')),
+        ("type: environment is a list", job('    command: ["/bin/true"]\n    environment: [A]')),
+        ("type: enabled is a string", job('    command: ["/bin/true"]\n    enabled: "maybe"')),
+        ("type: max_concurrent_runs negative", "daemon:\n  max_concurrent_runs: -1\njobs: {}\n"),
+        ("unknown key in a job", job('    command: ["/bin/true"]\n    schedul: "* * * * *"')),
+        ("unknown top-level key", "jobz: {}\n"),
+        ("unknown daemon key", "daemon:\n  max_concurent_runs: 3\njobs: {}\n"),
+        ("missing command", job('    schedule: "* * * * *"')),
+        ("both command and shell", job('    command: ["/bin/true"]\n    shell: "true"')),
+        ("two schedules", job('    command: ["/bin/true"]\n    schedule: "* * * * *"\n    every: 1m')),
+        ("empty command list", job('    command: []')),
+        ("relative executable", job('    command: ["true"]\n    schedule: "@daily"')) if False else
+        ("bad job name", "jobs:\n  'bad name': { command: [\"/bin/true\"] }\n"),
+        ("cron: minute out of range", job('    command: ["/bin/true"]\n    schedule: "61 * * * *"')),
+        ("cron: too few fields", job('    command: ["/bin/true"]\n    schedule: "* * *"')),
+        ("cron: bad step", job('    command: ["/bin/true"]\n    schedule: "*/0 * * * *"')),
+        ("cron: reversed range", job('    command: ["/bin/true"]\n    schedule: "5-1 * * * *"')),
+        ("cron: unknown macro", job('    command: ["/bin/true"]\n    schedule: "@fortnightly"')),
+        ("cron: garbage", job('    command: ["/bin/true"]\n    schedule: "every day at noon"')),
+        ("calendar: bad weekday", job('    command: ["/bin/true"]\n    on_calendar: "Mun *-*-* 00:00"')),
+        ("calendar: bad time", job('    command: ["/bin/true"]\n    on_calendar: "*-*-* 25:00"')),
+        ("duration: unknown unit", job('    command: ["/bin/true"]\n    timeout: 10x')),
+        ("duration: negative", job('    command: ["/bin/true"]\n    timeout: -5s')),
+        ("duration: empty", job('    command: ["/bin/true"]\n    every: ""')),
+        ("duration: zero interval", job('    command: ["/bin/true"]\n    every: 0s')),
+        ("size: bad output_tail", "daemon:\n  history: { output_tail: 12 parsecs }\njobs: {}\n"),
+        ("unknown user", job('    command: ["/bin/true"]\n    user: no-such-user-jr')),
+        ("unknown group", job('    command: ["/bin/true"]\n    group: no-such-group-jr')),
+        ("unknown time zone", job('    command: ["/bin/true"]\n    time_zone: Mars/Olympus')),
+        ("unknown pool", job('    command: ["/bin/true"]\n    pool: nowhere')),
+        ("bad overlap policy", job('    command: ["/bin/true"]\n    overlap: sometimes')),
+        ("retry attempts zero", job('    command: ["/bin/true"]\n    retry: { attempts: 0 }')),
+        ("duplicate job names across includes", f"include: [\"{include_dir}/*.yaml\"]\njobs: {{}}\n"),
+        ("include that is a directory", f"include: [\"{directory}/dir.yaml\"]\njobs: {{}}\n"),
+        ("include that does not exist", f"include: [\"{directory}/missing.yaml\"]\njobs: {{}}\n"),
+        ("duplicate key in a mapping", "jobs:\n  a: { command: [\"/bin/true\"] }\n  a: { command: [\"/bin/false\"] }\n"),
+        ("empty file", ""),
+        ("only a comment", "# nothing here\n"),
+        ("binary garbage", bytes(random.Random(7).randrange(256) for _ in range(4096))),
+        ("10 MB file", "jobs:\n" + "".join(f"  j{i}: {{ command: [\"/bin/true\"], schedul: x }}\n" for i in range(180_000))),
+        ("deeply nested YAML", "jobs: " + "[" * 10_000 + "]" * 10_000 + "\n"),
+        ("YAML aliases bomb", "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+         "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+         "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\njobs: {}\n"),
+        ("NUL byte in a command", job('    command: ["/bin/echo", "a\\0b"]')),
+    ]
+    return corpus
+
+
+def torture_bad_configs():
+    directory = tempfile.mkdtemp(prefix="jobrunner-torture-cfg-")
+    corpus = bad_configs(directory)
+    if ARGS.smoke:
+        corpus = corpus[::4] + [c for c in corpus if c[0] in ("10 MB file", "YAML aliases bomb", "deeply nested YAML")]
+    good = 'jobs:\n  keep: { command: ["/bin/true"], schedule: "@daily" }\n'
+    daemon = Daemon(good)
+    try:
+        daemon.ready()
+        for name, text in corpus:
+            path = os.path.join(directory, "bad.yaml")
+            with open(path, "wb") as f:
+                f.write(text if isinstance(text, bytes) else text.encode())
+            # At start: --check-config and a real start both refuse with a positioned message.
+            check = subprocess.run([os.path.join(ARGS.bin, "jobrunnerd"), "--check-config", "--config", path],
+                                   capture_output=True, text=True, errors="replace", timeout=60)
+            # file:line:column: message (the file may be an include).
+            head = check.stderr.split(": ", 1)[0].rsplit(":", 2)
+            positioned = len(head) == 3 and head[0].startswith(directory) and head[1].isdigit() and head[2].isdigit()
+            case("bad config at start", name, check.returncode == 78 and positioned,
+                 f"exit {check.returncode}: {check.stderr[:200]!r}")
+            # On reload: the daemon keeps its configuration and stays up.
+            with open(daemon.config, "wb") as f:
+                f.write(text if isinstance(text, bytes) else text.encode())
+            start = time.monotonic()
+            daemon.proc.send_signal(signal.SIGHUP)
+            daemon.wait_for("READY=1", after=start, timeout=60)
+            status, body = api(daemon.sock, "GET", "/v1/status")
+            reload = body["config"]["last_reload"]
+            kept = status == 200 and reload["result"] == "failed" and body["jobs"] == 1 and daemon.proc.poll() is None
+            case("bad config on reload", name, kept, f"{reload}")
+    finally:
+        daemon.stop()
+        import shutil
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# MARK: - Control socket abuse
+
+def torture_socket():
+    config = 'jobs:\n  beat: { command: ["/bin/true"], schedule: "* * * * * *" }\n'
+    daemon = Daemon(config)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    idle = 100 if ARGS.smoke else 1000
+    try:
+        daemon.ready()
+        rss_before = daemon.rss_kib()
+        started = time.time()
+        rng = random.Random(11)
+
+        def send(data, read=True):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            try:
+                s.connect(daemon.sock)
+                s.sendall(data)
+                if read:
+                    s.shutdown(socket.SHUT_WR)
+                    return s.recv(4096)
+            except OSError as error:
+                return str(error).encode()
+            finally:
+                s.close()
+        for _ in range(20 if ARGS.smoke else 200):
+            send(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 2048))))
+        for cut in (5, 16, 30):
+            send(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"[:cut])
+        big = send(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+        # Refused with 431, or the connection closed while the header was still being sent.
+        refused = b"431" in big or big == b"" or b"Broken pipe" in big or b"reset" in big
+        case("socket abuse", "1 MB header refused", refused and daemon.proc.poll() is None, big[:80])
+        # Idle connections held open, and slowloris: a request dribbled a byte at a time.
+        holders = []
+        for _ in range(idle):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(daemon.sock)
+                holders.append(s)
+            except OSError:
+                s.close()
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        slow.connect(daemon.sock)
+        stop = threading.Event()
+
+        def dribble():
+            for byte in b"GET /v1/status HTTP/1.1\r\nHost: x\r\n":
+                if stop.wait(0.5):
+                    return
+                try:
+                    slow.send(bytes([byte]))
+                except OSError:
+                    return
+        threading.Thread(target=dribble, daemon=True).start()
+        time.sleep(3)
+        # The API still answers a well-behaved client, sooner or later (its limits shed the abusers).
+        ok = wait_until(lambda: _status_ok(daemon), 30, "a status answer during abuse")
+        case("socket abuse", f"{idle} idle connections + slowloris: API still answers", ok)
+        stop.set()
+        for s in holders:
+            s.close()
+        slow.close()
+        rss_after = daemon.rss_kib()
+        case("socket abuse", "daemon alive", daemon.proc.poll() is None)
+        case("socket abuse", "memory bounded", rss_after - rss_before < 64 * 1024, f"RSS +{(rss_after - rss_before) // 1024} MB")
+        rows = daemon.history(f"SELECT started_at - scheduled_at FROM runs WHERE job = 'beat' AND scheduled_at > {int(started * 1e6)}")
+        lateness = [r[0] / 1000 for r in rows if r[0] is not None]
+        p99 = percentile(lateness, 99)
+        case("socket abuse", f"a job due meanwhile starts on time (p99 lateness {p99:.1f} ms over {len(lateness)} runs)",
+             lateness and p99 < 1000, f"{lateness[-5:]}")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        daemon.stop()
+
+
+def _status_ok(daemon):
+    try:
+        return api(daemon.sock, "GET", "/v1/status")[0] == 200
+    except OSError:
+        return False
+
+
+# MARK: - Misbehaving jobs
+
+def torture_jobs():
+    marker = f"jrbad{random.randrange(1 << 30)}"
+    big = "100M" if ARGS.smoke else "1G"
+    children = 50 if ARGS.smoke else 500
+    jobs = {
+        "ignores_term": (f"trap '' TERM; sleep 30; : {marker}", "timeout: 1s\n    kill_grace: 1s", "timed_out"),
+        "double_fork": (f"(setsid sh -c 'sleep 60 # {marker}' &) ; exit 0", "", "succeeded"),
+        "prints_a_lot": (f"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {big}; : {marker}", "timeout: 5m", "succeeded"),
+        "long_line": (f"head -c 10000000 /dev/zero | tr -c y y; echo; : {marker}", "", "succeeded"),
+        "closes_stdout": (f"exec >&- 2>&-; sleep 0.2; : {marker}", "", "succeeded"),
+        "killed_by_signal": (f"kill -SEGV $$; : {marker}", "", "signalled"),
+        "forks_many": (f"for i in $(seq {children}); do sleep 60 & done; : {marker}", "", "succeeded"),
+    }
+    lines = ["daemon:\n  max_concurrent_runs: 16\njobs:"]
+    for name, (shell, extra, _) in jobs.items():
+        lines.append(f"  {name}:\n    shell: \"{shell.replace(chr(34), chr(92) + chr(34))}\"\n    {extra}".rstrip())
+    lines.append(f"  missing_binary:\n    command: [\"/nonexistent/{marker}\"]")
+    daemon = Daemon("\n".join(lines) + "\n")
+    try:
+        daemon.ready()
+        expected = {name: outcome for name, (_, _, outcome) in jobs.items()}
+        expected["missing_binary"] = "spawn_failed"
+        peak = 0
+        for name in expected:
+            api(daemon.sock, "POST", f"/v1/jobs/{name}/run")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            peak = max(peak, daemon.rss_kib())
+            done = daemon.history("SELECT job, outcome FROM runs WHERE outcome IS NOT NULL")
+            if len(done) >= len(expected):
+                break
+            time.sleep(0.2)
+        outcomes = dict(daemon.history("SELECT job, outcome FROM runs WHERE outcome IS NOT NULL"))
+        for name, outcome in expected.items():
+            case("misbehaving job", f"{name} ends {outcome}", outcomes.get(name) == outcome, f"got {outcomes.get(name)}")
+        leftovers = wait_until(lambda: not processes_with(marker) or None, 10, "nothing left running") if processes_with(marker) else True
+        case("misbehaving job", "nothing left running", leftovers and not processes_with(marker), f"{processes_with(marker)[:5]}")
+        case("misbehaving job", f"daemon memory bounded while a job printed {big}B", peak < 200 * 1024, f"peak RSS {peak // 1024} MB")
+        case("misbehaving job", "daemon alive", daemon.proc.poll() is None)
+    except RuntimeError as error:
+        case("misbehaving job", "all ended", False, str(error))
+    finally:
+        daemon.stop()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+# MARK: - State directory full or read-only
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def torture_state():
+    if os.getuid() != 0:
+        case("state directory", "full / read-only (needs root to mount a small tmpfs)", True, "skipped: not root")
+        return
+    parent = tempfile.mkdtemp(prefix="jobrunner-torture-state-")
+    state = os.path.join(parent, "state")
+    os.makedirs(state)
+    if libc.mount(b"tmpfs", state.encode(), b"tmpfs", 0, b"size=2m") != 0:
+        case("state directory", "mount a small tmpfs", False, os.strerror(ctypes.get_errno()))
+        return
+    config = 'jobs:\n  tick: { shell: "echo tick", schedule: "* * * * * *" }\n'
+    daemon = _Daemon(ARGS.bin, config, directory=parent, state=state)
+    try:
+        daemon.ready()
+        wait_until(lambda: daemon.history("SELECT count(*) FROM runs WHERE outcome = 'succeeded'")[0][0] >= 2, 20, "runs")
+        # Full: fill the rest of the tmpfs.
+        filler = os.path.join(state, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        full_at = time.time()
+        failing = wait_until(lambda: (api(daemon.sock, "GET", "/v1/status")[1] or {}).get("history_error"), 30, "history_error")
+        case("state directory", "full: the failure is reported", failing == "disk full", failing)
+        wait_until(lambda: api(daemon.sock, "GET", "/v1/status")[1]["run_totals"].get("succeeded", 0) >= 4, 20, "runs going on")
+        case("state directory", "full: runs go on", True)
+        os.unlink(filler)
+        wait_until(lambda: not api(daemon.sock, "GET", "/v1/status")[1].get("history_error"), 30, "recovery")
+        missing = _missing_seconds(daemon, full_at)
+        case("state directory", "full: recovered, nothing lost", not missing, f"missing seconds {missing[:5]}")
+        LOST[0] += len(missing)
+        # Read-only mid-run: Linux refuses to remount a file system read-only while a file on it
+        # is open for writing (EBUSY), so the only ways there are device errors, which reach
+        # the daemon as EIO/EROFS on a write, the same path as the full disk above.
+        result = libc.mount(b"tmpfs", state.encode(), b"tmpfs", 0x20 | 0x1, b"size=2m")  # MS_REMOUNT | MS_RDONLY
+        if result == 0:
+            ro_at = time.time()
+            failing = wait_until(lambda: (api(daemon.sock, "GET", "/v1/status")[1] or {}).get("history_error"), 30, "history_error")
+            case("state directory", "read-only: the failure is reported", bool(failing), failing)
+            libc.mount(b"tmpfs", state.encode(), b"tmpfs", 0x20, b"size=2m")  # MS_REMOUNT
+            wait_until(lambda: not api(daemon.sock, "GET", "/v1/status")[1].get("history_error"), 30, "recovery")
+            missing = _missing_seconds(daemon, ro_at)
+            case("state directory", "read-only: recovered, nothing lost", not missing, f"missing seconds {missing[:5]}")
+            LOST[0] += len(missing)
+        else:
+            print(f"note: read-only remount refused ({os.strerror(ctypes.get_errno())}) while the database is open; "
+                  "covered by the full-disk case", file=sys.stderr)
+        case("state directory", "daemon alive", daemon.proc.poll() is None)
+    finally:
+        daemon.stop()
+        libc.umount2(state.encode(), 2)
+        import shutil
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _missing_seconds(daemon, since):
+    now = int(time.time()) - 2
+    rows = daemon.history(f"SELECT DISTINCT scheduled_at / 1000000 FROM runs WHERE job = 'tick' AND scheduled_at >= {int(since) * 1000000}")
+    seen = {r[0] for r in rows}
+    return [s for s in range(int(since) + 1, now) if s not in seen]
+
+
+TORTURES = {
+    "crash": torture_crash_cycles,
+    "configs": torture_bad_configs,
+    "socket": torture_socket,
+    "jobs": torture_jobs,
+    "state": torture_state,
+}
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", default="")
+    ARGS = parser.parse_args()
+    for name in [n for n in ARGS.only.split(",") if n] or list(TORTURES):
+        try:
+            TORTURES[name]()
+        except Exception as error:
+            case(name, "ran to the end", False, repr(error))
+    passed = sum(1 for c in CASES if c[2])
+    groups = {}
+    for group, _, ok, _ in CASES:
+        groups.setdefault(group, [0, 0])
+        groups[group][0] += 1
+        groups[group][1] += ok
+    for group, (tried, ok) in groups.items():
+        print(f"{group:24} {ok}/{tried} passed")
+    print(f"torture: {len(CASES)} cases tried, {passed} passed, {len(CASES) - passed} failed, {LOST[0]} lost"
+          f"{' (reduced sizes)' if ARGS.smoke else ''}")
+    sys.exit(0 if passed == len(CASES) and LOST[0] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -187,6 +187,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             {
                 incarnation = value
             }
+            // Slots held by this node's previous incarnation are not held by anything alive.
+            try await connection.query("DELETE FROM jobrunner.pool_slots WHERE node = \(nodeName)", logger: logger)
             return (incarnation, start)
         }
         state.withLock { state in
@@ -211,6 +213,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 try await database.client.query("""
                     UPDATE jobrunner.nodes SET state = 'left', running = 0 WHERE name = \(nodeName) AND incarnation = \(incarnation)
                     """, logger: logger)
+                try await database.client.query("DELETE FROM jobrunner.pool_slots WHERE node = \(nodeName)", logger: logger)
             }
             logger.info("left the cluster")
         } catch {
@@ -273,6 +276,39 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         }
         Metrics.Timer(label: "jobrunner_claim_duration_seconds").recordMicroseconds((ContinuousClock.now - started).wholeMicroseconds)
         return results
+    }
+
+    // MARK: - Cluster-wide pools
+
+    public func acquireSlot(pool: String, size: Int, run: RunID) async -> Bool {
+        let incarnation = self.incarnation
+        do {
+            var granted = false
+            for try await _ in try await database.client.query("""
+                INSERT INTO jobrunner.pool_slots (pool, slot, node, run_id)
+                SELECT \(pool), s, \(nodeName), \(run.rawValue) FROM generate_series(0, \(Int32(size)) - 1) AS s
+                WHERE EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
+                  AND NOT EXISTS (SELECT 1 FROM jobrunner.pool_slots p WHERE p.pool = \(pool) AND p.slot = s)
+                LIMIT 1
+                ON CONFLICT DO NOTHING RETURNING slot
+                """, logger: logger).decode(Int32.self)
+            {
+                granted = true
+            }
+            return granted
+        } catch {
+            logger.warning("cannot take a cluster-wide pool slot", metadata: ["pool": "\(pool)", "error": "\(ClusterDatabase.describe(error))"])
+            return false
+        }
+    }
+
+    public func releaseSlot(pool: String, run: RunID) async {
+        do {
+            try await database.client.query("DELETE FROM jobrunner.pool_slots WHERE run_id = \(run.rawValue)", logger: logger)
+        } catch {
+            // The slot is freed when this node leaves or is declared dead.
+            logger.warning("cannot give back a cluster-wide pool slot", metadata: ["pool": "\(pool)", "error": "\(ClusterDatabase.describe(error))"])
+        }
     }
 
     // MARK: - Control across nodes
@@ -458,6 +494,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                                                scheduledTime: Timestamp(microseconds: row.4), attempt: Int(row.5),
                                                fireID: RunID(rawValue: row.6), started: row.7))
                 }
+                try await connection.query("""
+                    DELETE FROM jobrunner.pool_slots WHERE node IN (SELECT name FROM jobrunner.nodes WHERE state <> 'alive')
+                    """, logger: logger)
                 guard !dead.isEmpty else { return orphans }
                 // Occurrences a dead node claimed but died before recording a run for: they move here.
                 let claims = try await connection.query("""

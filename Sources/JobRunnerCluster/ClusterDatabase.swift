@@ -8,7 +8,7 @@ import ServiceLifecycle
 /// schema it migrates at start, and short messages for its errors.
 public final class ClusterDatabase: Service {
     /// The newest schema this build understands; a newer one in the database stops the daemon.
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
     /// Everything lives in this schema of the database.
     static let schema = "jobrunner"
 
@@ -117,6 +117,13 @@ public final class ClusterDatabase: Service {
             """
             CREATE TABLE jobrunner.jobs (
                 name text PRIMARY KEY, last_occurrence bigint, first_seen bigint NOT NULL, paused boolean NOT NULL DEFAULT false)
+            """,
+        ],
+        [
+            // Slots of cluster-wide pools: one row per slot taken.
+            """
+            CREATE TABLE jobrunner.pool_slots (
+                pool text NOT NULL, slot int NOT NULL, node text NOT NULL, run_id text NOT NULL UNIQUE, PRIMARY KEY (pool, slot))
             """,
         ],
     ]

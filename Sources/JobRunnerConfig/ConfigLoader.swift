@@ -281,7 +281,21 @@ public struct ConfigLoader: Sendable {
                     if !Self.isValidJobName(pool.key) {
                         reader.fail(.invalidName, at: pool.keyNode, "\(what): pool name '\(pool.key)' may only contain letters, digits, '_', '.' and '-'")
                     }
-                    if let size = reader.integer(pool.value, what: "\(what).\(pool.key)", range: 1...100_000) {
+                    // `db: 2`, or `db: {size: 2, cluster_wide: true}` (the limit holds across a cluster).
+                    if case .mapping = pool.value, let entries = reader.mapping(pool.value, what: "\(what).\(pool.key)") {
+                        reader.checkKeys(entries, known: ["size", "cluster_wide"], context: "in '\(what).\(pool.key)'")
+                        let keyed = Dictionary(entries.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+                        guard let sizeEntry = keyed["size"] else {
+                            reader.fail(.missingKey, at: pool.value, "\(what).\(pool.key): missing 'size'")
+                            continue
+                        }
+                        if let size = reader.integer(sizeEntry.value, what: "\(what).\(pool.key).size", range: 1...100_000) {
+                            settings.pools[pool.key] = size
+                        }
+                        if let flag = keyed["cluster_wide"], let wide = reader.bool(flag.value, what: "\(what).\(pool.key).cluster_wide"), wide {
+                            settings.clusterWidePools.insert(pool.key)
+                        }
+                    } else if let size = reader.integer(pool.value, what: "\(what).\(pool.key)", range: 1...100_000) {
                         settings.pools[pool.key] = size
                     }
                 }

@@ -47,6 +47,9 @@ public struct DaemonSettings: Sendable, Equatable {
     public var shutdownGrace: Duration
     /// Named concurrency pools and their sizes (`pools: {db: 2}`).
     public var pools: [String: Int]
+    /// Pools whose size holds across a cluster (`{size: 2, cluster_wide: true}`); outside a
+    /// cluster they are ordinary pools.
+    public var clusterWidePools: Set<String> = []
     /// Bytes of output kept per run for status (`history.output_tail`).
     public var outputTail: Int
     /// Finished runs kept per job in the history (`history.keep_per_job`).
@@ -64,7 +67,7 @@ public struct DaemonSettings: Sendable, Equatable {
     public static let defaultBlockingThreads = 4
     public static func == (lhs: DaemonSettings, rhs: DaemonSettings) -> Bool {
         lhs.timeZone == rhs.timeZone && lhs.maxConcurrentRuns == rhs.maxConcurrentRuns && lhs.blockingThreads == rhs.blockingThreads
-            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.pools == rhs.pools && lhs.outputTail == rhs.outputTail
+            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.pools == rhs.pools && lhs.clusterWidePools == rhs.clusterWidePools && lhs.outputTail == rhs.outputTail
             && lhs.keepPerJob == rhs.keepPerJob && lhs.maxHistoryAge == rhs.maxHistoryAge && lhs.control == rhs.control
             && lhs.metricsListen?.host == rhs.metricsListen?.host && lhs.metricsListen?.port == rhs.metricsListen?.port
             && lhs.cluster == rhs.cluster

@@ -20,6 +20,11 @@ public protocol ClusterCoordination: Sendable {
     func prefers(_ request: ClaimRequest) -> Bool
     /// How long a node leaves another node's preferred occurrences to it.
     var handoff: Duration { get }
+    /// Takes one of the `size` slots of a cluster-wide pool for a run; false when every slot is
+    /// held (slots of dead nodes are freed when they are declared dead).
+    func acquireSlot(pool: String, size: Int, run: RunID) async -> Bool
+    /// Gives a run's slot back.
+    func releaseSlot(pool: String, run: RunID) async
 }
 
 /// One occurrence to claim.

@@ -74,6 +74,54 @@ extension Scheduler {
         onChange()
     }
 
+    /// A run's place in a cluster-wide pool.
+    struct ClusterSlot: Sendable {
+        var pool: String
+        var granted: Bool
+    }
+
+    /// Whether a waiting run may start as far as cluster-wide pools go: true when its pool is
+    /// not cluster-wide (or there is no cluster) or it holds a slot; otherwise asks the database
+    /// for one (once at a time, again half a second after a refusal) and says false for now.
+    func holdsClusterSlot(_ pending: Pending) -> Bool {
+        guard let cluster, let pool = pending.request.job.pool, settings.clusterWidePools.contains(pool),
+            let size = settings.pools[pool]
+        else { return true }
+        let id = pending.request.id
+        if let slot = clusterSlots[id] { return slot.granted }
+        clusterSlots[id] = ClusterSlot(pool: pool, granted: false)
+        registry.update(id) { $0.waitingFor = "pool '\(pool)' (cluster-wide)" }
+        Task {
+            let granted = await cluster.acquireSlot(pool: pool, size: size, run: id)
+            if !granted { try? await Task.sleep(for: .milliseconds(500)) }
+            self.slotAnswered(id, pool: pool, granted: granted)
+        }
+        return false
+    }
+
+    private func slotAnswered(_ id: RunID, pool: String, granted: Bool) {
+        let stillWaiting = waiting.contains { $0.request.id == id }
+        guard granted else {
+            clusterSlots[id] = nil
+            if stillWaiting { doorbell.ring() }
+            return
+        }
+        guard stillWaiting, clusterSlots[id] != nil else {
+            // Dropped meanwhile: give the slot back.
+            clusterSlots[id] = nil
+            if let cluster { Task { await cluster.releaseSlot(pool: pool, run: id) } }
+            return
+        }
+        clusterSlots[id]?.granted = true
+        doorbell.ring()
+    }
+
+    /// Frees a run's cluster-wide pool slot (when it ends or is dropped).
+    func releaseClusterSlot(of id: RunID) {
+        guard let slot = clusterSlots.removeValue(forKey: id), slot.granted, let cluster else { return }
+        Task { await cluster.releaseSlot(pool: slot.pool, run: id) }
+    }
+
     /// This node lost its cluster lease (it was silent too long and a survivor took its work
     /// over): every run stops with its kill sequence and whatever waits is dropped, all
     /// recorded as `interrupted`, so nothing this node held runs twice.

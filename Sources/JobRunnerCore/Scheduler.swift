@@ -92,6 +92,8 @@ public actor Scheduler: Service {
     var claimsInFlight = 0
     /// Fires due now, waiting to be claimed together.
     var claimBuffer: [ClaimedFire] = []
+    /// Runs asking for (or holding) a slot of a cluster-wide pool.
+    var clusterSlots: [RunID: ClusterSlot] = [:]
     private var lastBeat: Duration = .zero
     private var startupFires: [(job: String, occurrence: Timestamp?, trigger: RunTrigger)] = []
 
@@ -463,6 +465,7 @@ public actor Scheduler: Service {
     /// Ends a live record (in memory and in the journal) and returns it.
     @discardableResult
     func settle(_ id: RunID, outcome: RunOutcome, at instant: Timestamp) -> RunRecord? {
+        releaseClusterSlot(of: id)
         let record = registry.finish(id, outcome: outcome, at: instant)
         if let record { journal?.record(.finished(record)) }
         return record
@@ -488,6 +491,10 @@ public actor Scheduler: Service {
             let pending = waiting[index]
             if let pool = pending.request.job.pool, let size = settings.pools[pool], poolUsage[pool, default: 0] >= size {
                 registry.update(pending.request.id) { $0.waitingFor = "pool '\(pool)'" }
+                index += 1
+                continue
+            }
+            if !holdsClusterSlot(pending) {
                 index += 1
                 continue
             }
@@ -552,6 +559,7 @@ public actor Scheduler: Service {
     /// starts the fire queued behind it. Returns the hook to run, if any.
     private func runEnded(_ request: RunRequest, result: RunResult) -> (command: JobCommand, kind: String)? {
         let job = request.job
+        releaseClusterSlot(of: request.id)
         runningCount -= 1
         if let pool = job.pool { poolUsage[pool, default: 1] -= 1 }
         runs[job.name]?.running.removeValue(forKey: request.id)

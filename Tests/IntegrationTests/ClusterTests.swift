@@ -262,6 +262,39 @@ import Testing
         }
     }
 
+    @Test func clusterWidePoolHoldsAcrossNodes() async throws {
+        try await withPostgresServer { server in
+            let config = """
+                daemon:
+                  pools: { db: { size: 1, cluster_wide: true } }
+                  cluster: { database: "\(server.url)", lease: \(Self.lease)s }
+                jobs:
+                  dump: { shell: "sleep 2.5", every: 1s, overlap: allow, max_instances: 30, pool: db }
+                """
+            let nodes = try await Self.startNodes(["a", "b"], config: config)
+            do {
+                // Each run outlasts the interval, so with a pool per node the two nodes' runs
+                // would overlap. Both nodes run it, never two at once anywhere.
+                try await Self.waitForRows(server, "SELECT DISTINCT node FROM jobrunner.runs WHERE job = 'dump' AND ended_at IS NOT NULL AND outcome = 'succeeded'",
+                                           within: .seconds(40), "runs on both nodes") { $0.count == 2 }
+                try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE job = 'dump' AND outcome = 'succeeded'",
+                                           within: .seconds(40), "five runs") { Int($0.first?.first ?? "0")! >= 5 }
+                await Self.stopAll(nodes)
+            } catch {
+                await Self.stopAll(nodes)
+                throw error
+            }
+            let overlaps = try await server.query("""
+                SELECT x.id, x.node, y.id, y.node FROM jobrunner.runs x JOIN jobrunner.runs y
+                  ON x.id < y.id AND x.started_at < y.ended_at AND y.started_at < x.ended_at
+                WHERE x.job = 'dump' AND y.job = 'dump' AND x.outcome = 'succeeded' AND y.outcome = 'succeeded'
+                """)
+            #expect(overlaps.isEmpty, "runs overlapped in a cluster-wide pool of 1: \(overlaps.prefix(3))")
+            let slots = try await server.query("SELECT count(*) FROM jobrunner.pool_slots")
+            #expect(slots.first?.first == "0", "slots left behind after a clean stop")
+        }
+    }
+
     @Test func refusesUnreachableDatabaseAndNewerSchema() async throws {
         // Unreachable: a socket directory with no server.
         let nowhere = TemporaryDirectory("jobrunner-nopg")
@@ -286,7 +319,7 @@ import Testing
 
             let check = try await ChildProcess.run(productsDirectory + "/jobrunnerd", ["--check-cluster", "--config", first.configPath])
             #expect(check.status == 0, "\(check.output)")
-            #expect(check.output.contains("schema:   version 1"))
+            #expect(check.output.contains("schema:   version 2"))
             #expect(check.output.contains("left"), "the stopped node is listed: \(check.output)")
             _ = try await server.query("INSERT INTO jobrunner.schema_info (version) VALUES (99)")
             let newer = try DaemonHarness(config: config)

@@ -88,6 +88,24 @@ import Testing
     }
 }
 
+@Suite struct ClusterWidePoolConfigTests {
+    @Test func poolsTakeASizeOrAMapping() throws {
+        let configuration = try ConfigLoader().parse("""
+            daemon:
+              pools: { local: 2, shared: { size: 3, cluster_wide: true } }
+            jobs: {}
+            """, path: "p.yaml")
+        #expect(configuration.daemon.pools == ["local": 2, "shared": 3])
+        #expect(configuration.daemon.clusterWidePools == ["shared"])
+        do {
+            _ = try ConfigLoader().parse("daemon:\n  pools: { shared: { cluster_wide: true } }\njobs: {}\n", path: "p.yaml")
+            Issue.record("a pool without a size was accepted")
+        } catch {
+            #expect(error.errors.map(\.description) == ["p.yaml:2:20: daemon.pools.shared: missing 'size'"])
+        }
+    }
+}
+
 /// Strings that cannot reach the kernel are refused where they are written.
 @Suite struct NulCharacterTests {
     @Test func nulInAnArgumentIsAPositionedError() throws {

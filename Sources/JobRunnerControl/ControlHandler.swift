@@ -19,7 +19,7 @@ public protocol ControlHandler: Sendable {
     /// with the run); nil for an unknown run.
     func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: AsyncStream<OutputLineInfo>?)?
     /// The metrics in Prometheus text format.
-    func metrics() -> String
+    func metrics() async -> String
     /// Reloads the configuration (as SIGHUP does) and returns what happened.
     func reload() async -> ReloadResult
     /// Cancels a run; throws ``APIError`` for an unknown or finished run.

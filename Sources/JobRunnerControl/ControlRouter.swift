@@ -8,7 +8,7 @@ enum ControlRouter {
         let router = Router(context: ControlRequestContext.self)
         router.get("/metrics") { _, _ in
             var buffer = ByteBuffer()
-            buffer.writeString(handler.metrics())
+            buffer.writeString(await handler.metrics())
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: buffer))
         }
         if metricsOnly { return router }

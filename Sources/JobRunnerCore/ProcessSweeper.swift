@@ -65,17 +65,15 @@ public enum ProcessSweeper {
         return result
     }
 
-    /// Children of this process that are alive and are not run leaders.
+    /// Children of this process that are alive and are not run leaders. Reads the kernel's list
+    /// of each thread's children (`/proc/self/task/*/children`), a few small files, rather than
+    /// every process on the machine; without that file, scans /proc.
     static func adoptedProcesses(excluding leaders: Set<Int32>) -> [(pid: Int32, group: Int32)] {
         let me = getpid()
-        guard let directory = opendir("/proc") else { return [] }
-        defer { closedir(directory) }
+        let candidates = childPIDs() ?? allPIDs()
         var result: [(Int32, Int32)] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { buffer in
-                String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard let pid = Int32(name), !leaders.contains(pid), pid != me,
+        for pid in candidates {
+            guard !leaders.contains(pid), pid != me,
                 let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: UInt8(ascii: ")"))
             else { continue }
             let fields = stat[(close + 2)...].split(separator: UInt8(ascii: " "))
@@ -84,6 +82,28 @@ public enum ProcessSweeper {
                 let group = Int32(String(decoding: fields[2], as: UTF8.self))
             else { continue }
             result.append((pid, group))
+        }
+        return result
+    }
+
+    /// This process's children, from every thread's `children` file; nil when the kernel does
+    /// not provide them (CONFIG_PROC_CHILDREN).
+    static func childPIDs() -> [Int32]? {
+        guard let directory = opendir("/proc/self/task") else { return nil }
+        defer { closedir(directory) }
+        var result: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { buffer in
+                String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard Int32(name) != nil else { continue }
+            guard let text = readSmallFile("/proc/self/task/\(name)/children", limit: 1 << 20) else {
+                if errno == ENOENT, access("/proc/self/task/\(name)", F_OK) == 0 { return nil }
+                continue
+            }
+            for field in text.split(separator: UInt8(ascii: " ")) {
+                if let pid = Int32(String(decoding: field, as: UTF8.self).trimmingNewline()) { result.append(pid) }
+            }
         }
         return result
     }
@@ -111,5 +131,11 @@ public enum ProcessSweeper {
             result.append(contentsOf: chunk[0..<count])
         }
         return result
+    }
+}
+
+extension String {
+    fileprivate func trimmingNewline() -> String {
+        hasSuffix("\n") ? String(dropLast()) : self
     }
 }

@@ -83,9 +83,6 @@ extension Scheduler {
         order = newOrder
         settings = configuration.daemon
         for name in removed { EngineMetrics.forget(job: name) }
-        for name in added + changed {
-            EngineMetrics.nextFire(job: name, at: Self.fireInstant(newEntries[name]?.due, now: now, uptime: uptime))
-        }
         for job in restarts {
             fire(job, scheduledTime: now, trigger: .manual, queueBehind: true)
         }
@@ -139,13 +136,25 @@ extension Scheduler {
                         paused: paused.contains(name))
     }
 
+    /// Every job's next fire and live runs, for the metrics scrape.
+    public func jobGauges() -> [(job: String, nextFire: Timestamp?, running: Int)] {
+        let now = clock.now()
+        let uptime = clock.uptime()
+        return order.compactMap { name in
+            guard let entry = entries[name] else { return nil }
+            return (name, Self.fireInstant(entry.due, now: now, uptime: uptime), runs[name]?.running.count ?? 0)
+        }
+    }
+
     public func summary() -> Summary {
         let now = clock.now()
         let uptime = clock.uptime()
+        if !dueKnown { computeEarliest() }
         var next: (job: String, at: Timestamp)?
-        for name in order {
-            guard let entry = entries[name], let instant = wallInstant(entry.due, now: now, uptime: uptime) else { continue }
-            if next == nil || instant < next!.at { next = (name, instant) }
+        if let job = earliestWallJob, let at = earliestWall { next = (job, at) }
+        if let job = earliestUptimeJob, let due = earliestUptime {
+            let at = now.advanced(by: due - uptime)
+            if next == nil || at < next!.at { next = (job, at) }
         }
         return Summary(state: state, jobCount: entries.count, runningCount: runningCount, waitingCount: waiting.count,
                        generation: generation, nextFire: next, lastReload: lastReload)

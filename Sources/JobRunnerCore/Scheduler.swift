@@ -55,7 +55,16 @@ public actor Scheduler: Service {
 
     // MARK: State
 
-    var entries: [String: Entry] = [:]
+    var entries: [String: Entry] = [:] {
+        didSet { dueKnown = false }
+    }
+    /// The earliest due entry on each clock, known while no entry changed since it was
+    /// computed: an iteration of the loop with nothing due costs O(1), not O(jobs).
+    var dueKnown = false
+    var earliestWall: Timestamp?
+    var earliestUptime: Duration?
+    var earliestWallJob: String?
+    var earliestUptimeJob: String?
     var order: [String] = []
     var waiting: [Pending] = []
     var retries: [Retry] = []
@@ -136,9 +145,6 @@ public actor Scheduler: Service {
             if job.trigger == .reboot || job.runOnStart { startupFires.append((job.name, nil, .startup)) }
         }
         journal?.record(.known(jobs: configuration.jobs.map(\.name), at: now))
-        for (name, entry) in entries {
-            EngineMetrics.nextFire(job: name, at: Self.fireInstant(entry.due, now: now, uptime: uptime))
-        }
     }
 
     /// Occurrences a job missed while the daemon was down, as its `catch_up` policy wants them
@@ -287,6 +293,10 @@ public actor Scheduler: Service {
     private func fireDue() {
         let now = clock.now()
         let uptime = clock.uptime()
+        if dueKnown, earliestWall.map({ $0 > now }) ?? true, earliestUptime.map({ $0 > uptime }) ?? true {
+            return
+        }
+        defer { computeEarliest() }
         for name in order {
             guard var entry = entries[name], let due = entry.due else { continue }
             let job = entry.job
@@ -324,7 +334,6 @@ public actor Scheduler: Service {
                         }
                     }
                 }
-                EngineMetrics.nextFire(job: name, at: Self.fireInstant(entry.due, now: now, uptime: uptime))
                 dispatch(job, scheduledTime: occurrence, trigger: .schedule, occurrence: occurrence,
                          queueBehind: job.catchUp == .all && missed > 0, dueTime: occurrence.advanced(by: delay))
             case .uptime(let occurrence, let delay) where occurrence + delay <= uptime:
@@ -343,7 +352,6 @@ public actor Scheduler: Service {
                 }
                 entry.due = .uptime(occurrence: nextOccurrence, delay: Self.delay(for: job, occurrence: nil, seed: jitterSeed))
                 entries[name] = entry
-                EngineMetrics.nextFire(job: name, at: Self.fireInstant(entry.due, now: now, uptime: uptime))
                 fire(job, scheduledTime: now.advanced(by: occurrence - uptime), trigger: .schedule,
                      dueTime: now.advanced(by: occurrence + delay - uptime))
             default:
@@ -389,7 +397,7 @@ public actor Scheduler: Service {
             return skip("previous run still running on node \(otherNode)")
         }
         if activeInstances(of: job.name) < job.overlap.maxInstances {
-            record.waitingFor = "a free slot"
+            record.waitingFor = runningCount >= settings.maxConcurrentRuns ? "a free slot (max_concurrent_runs)" : "a free slot"
             registry.add(record)
             journal?.record(.fired(record, occurrence: occurrence))
             waiting.append(pending)
@@ -501,9 +509,6 @@ public actor Scheduler: Service {
             waiting.remove(at: index)
             start(pending, group: &group)
         }
-        for pending in waiting[index...] where runningCount >= settings.maxConcurrentRuns {
-            registry.update(pending.request.id) { $0.waitingFor = "a free slot (max_concurrent_runs)" }
-        }
     }
 
     private func start(_ pending: Pending, group: inout DiscardingTaskGroup) {
@@ -511,7 +516,6 @@ public actor Scheduler: Service {
         runningCount += 1
         if let pool = request.job.pool { poolUsage[pool, default: 0] += 1 }
         runs[request.job.name, default: JobRuns()].running[request.id] = pending.handle
-        EngineMetrics.running(job: request.job.name, count: runs[request.job.name]?.running.count ?? 0)
         registry.update(request.id) { $0.waitingFor = nil }
         let supervisor = self.supervisor
         let registry = self.registry
@@ -563,7 +567,6 @@ public actor Scheduler: Service {
         runningCount -= 1
         if let pool = job.pool { poolUsage[pool, default: 1] -= 1 }
         runs[job.name]?.running.removeValue(forKey: request.id)
-        EngineMetrics.running(job: job.name, count: runs[job.name]?.running.count ?? 0)
         let cancelledOnPurpose = runs[job.name]?.cancelled.remove(request.id) != nil
         defer {
             if runs[job.name]?.running.isEmpty == true, let next = runs[job.name]?.queued.first,
@@ -631,13 +634,43 @@ public actor Scheduler: Service {
 
     // MARK: - Waiting
 
+    /// Finds the earliest due entry on each clock.
+    func computeEarliest() {
+        var wall: Timestamp?
+        var uptime: Duration?
+        earliestWallJob = nil
+        earliestUptimeJob = nil
+        // In configuration order, so that of jobs due together the first defined is named.
+        for name in order {
+            switch entries[name]?.due {
+            case .wall(let occurrence, let delay):
+                let instant = occurrence.advanced(by: delay)
+                if wall == nil || instant < wall! {
+                    wall = instant
+                    earliestWallJob = name
+                }
+            case .uptime(let occurrence, let delay):
+                if uptime == nil || occurrence + delay < uptime! {
+                    uptime = occurrence + delay
+                    earliestUptimeJob = name
+                }
+            case nil:
+                break
+            }
+        }
+        earliestWall = wall
+        earliestUptime = uptime
+        dueKnown = true
+    }
+
     /// The wall-clock instant of the earliest due entry or retry.
     func nextDeadline() -> Timestamp? {
         let now = clock.now()
         let uptime = clock.uptime()
-        var earliest: Timestamp?
-        for entry in entries.values {
-            guard let instant = Self.fireInstant(entry.due, now: now, uptime: uptime) else { continue }
+        if !dueKnown { computeEarliest() }
+        var earliest = earliestWall
+        if let due = earliestUptime {
+            let instant = now.advanced(by: due - uptime)
             if earliest == nil || instant < earliest! { earliest = instant }
         }
         for retry in retries {

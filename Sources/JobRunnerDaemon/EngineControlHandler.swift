@@ -230,8 +230,8 @@ struct EngineControlHandler: ControlHandler {
         return ((stored.output?.lines ?? []).map(convert), nil)
     }
 
-    func metrics() -> String {
-        metricsRegistry.emitToString()
+    func metrics() async -> String {
+        metricsRegistry.emitToString() + EngineMetrics.renderJobGauges(await scheduler.jobGauges())
     }
 
     // MARK: - Mapping

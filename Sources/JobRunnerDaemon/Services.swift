@@ -103,6 +103,8 @@ actor StatusReporter: Service {
                 lastSent = current
                 notifier.status(current)
             }
+            // At most ten lines a second: a burst of runs ending does not cost a line each.
+            try? await Task.sleep(for: .milliseconds(100))
         }
     }
 }

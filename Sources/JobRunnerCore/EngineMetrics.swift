@@ -2,56 +2,42 @@ import JobRunnerSchedule
 import Metrics
 import Synchronization
 
-/// The engine's metrics through swift-metrics; the daemon bootstraps a Prometheus backend and
-/// serves `/metrics`. Labels are job names only (never command lines).
-///
-/// A job's handles are made once and kept: making a labelled metric looks it up in the
-/// backend's registry, which costs in proportion to every series there is, so making them per
-/// run would cost O(jobs) per run.
+/// The engine's metrics. Global ones go through swift-metrics (the daemon bootstraps a
+/// Prometheus backend and serves `/metrics`); per-job ones are kept here, in one table, and
+/// rendered when scraped: a labelled series in the backend's registry costs in proportion to
+/// every series there is when it is made, which with thousands of jobs made each run cost
+/// O(jobs). Labels are job names only (never command lines).
 public enum EngineMetrics {
-    /// One job's series.
-    final class JobSeries: Sendable {
-        let duration: Timer
-        let lastRun: Gauge
-        let lastSuccess: Gauge
-        let outcomes: Mutex<[String: Counter]> = Mutex([:])
+    /// Upper bounds of the `jobrunner_run_duration_seconds` buckets.
+    static let durationBuckets: [Double] = [0.01, 0.1, 1, 10, 60, 300, 1800, 3600, 4 * 3600]
 
-        init(job: String) {
-            duration = Timer(label: "jobrunner_run_duration_seconds", dimensions: [("job", job)])
-            lastRun = Gauge(label: "jobrunner_last_run_timestamp_seconds", dimensions: [("job", job)])
-            lastSuccess = Gauge(label: "jobrunner_last_success_timestamp_seconds", dimensions: [("job", job)])
-        }
-
-        func outcome(_ name: String, job: String) -> Counter {
-            outcomes.withLock { counters in
-                if let counter = counters[name] { return counter }
-                let counter = Counter(label: "jobrunner_runs_total", dimensions: [("job", job), ("outcome", name)])
-                counters[name] = counter
-                return counter
-            }
-        }
+    /// What is known of one job's runs.
+    struct JobStats {
+        var outcomes: [String: Int] = [:]
+        var buckets = [Int](repeating: 0, count: EngineMetrics.durationBuckets.count)
+        var durationCount = 0
+        var durationSum = 0.0
+        var lastRun: Double?
+        var lastSuccess: Double?
     }
 
-    private static let series = Mutex<[String: JobSeries]>([:])
+    private static let stats = Mutex<[String: JobStats]>([:])
     private static let lateness = Timer(label: "jobrunner_fire_lateness_seconds")
     private static let waitingFires = Gauge(label: "jobrunner_waiting_fires")
 
-    static func of(_ job: String) -> JobSeries {
-        series.withLock { all in
-            if let found = all[job] { return found }
-            let made = JobSeries(job: job)
-            all[job] = made
-            return made
-        }
-    }
-
     static func runFinished(job: String, outcome: RunOutcome, duration: Duration?, at instant: Timestamp) {
-        let metrics = of(job)
-        metrics.outcome(outcome.name, job: job).increment()
-        if case .skipped = outcome { return }
-        if let duration { metrics.duration.record(duration: duration) }
-        metrics.lastRun.record(instant.secondsSinceEpoch)
-        if outcome == .succeeded { metrics.lastSuccess.record(instant.secondsSinceEpoch) }
+        let seconds = duration.map { Double($0.wholeMicroseconds) / 1_000_000 }
+        stats.withLock { all in
+            all[job, default: JobStats()].outcomes[outcome.name, default: 0] += 1
+            if case .skipped = outcome { return }
+            if let seconds {
+                all[job]!.durationCount += 1
+                all[job]!.durationSum += seconds
+                if let bucket = durationBuckets.firstIndex(where: { seconds <= $0 }) { all[job]!.buckets[bucket] += 1 }
+            }
+            all[job]!.lastRun = instant.secondsSinceEpoch
+            if outcome == .succeeded { all[job]!.lastSuccess = instant.secondsSinceEpoch }
+        }
     }
 
     static func lateness(_ duration: Duration) {
@@ -62,22 +48,56 @@ public enum EngineMetrics {
         waitingFires.record(Double(count))
     }
 
-    /// Drops the per-job series of a job that no longer exists.
+    /// Drops what is known of a job that no longer exists.
     static func forget(job: String) {
-        series.withLock { _ = $0.removeValue(forKey: job) }
+        stats.withLock { _ = $0.removeValue(forKey: job) }
     }
 
-    /// `jobrunner_next_fire_timestamp_seconds` and `jobrunner_running_runs`, one sample per job,
-    /// in the Prometheus text format. Rendered from the scheduler's state when scraped, not kept
-    /// as series: keeping them would cost a registry update per fire and O(jobs) per job at start.
-    public static func renderJobGauges(_ jobs: [(job: String, nextFire: Timestamp?, running: Int)]) -> String {
-        var text = "# TYPE jobrunner_next_fire_timestamp_seconds gauge\n"
-        for job in jobs {
-            text += "jobrunner_next_fire_timestamp_seconds{job=\"\(job.job)\"} \(job.nextFire?.secondsSinceEpoch ?? 0)\n"
+    /// Every per-job family in the Prometheus text format, for the jobs the scheduler knows
+    /// (`jobs`: each with its next fire and live runs).
+    public static func renderJobMetrics(_ jobs: [(job: String, nextFire: Timestamp?, running: Int)]) -> String {
+        let all = stats.withLock { $0 }
+        var text = ""
+        func family(_ name: String, _ type: String, _ lines: (inout String) -> Void) {
+            text += "# TYPE \(name) \(type)\n"
+            lines(&text)
         }
-        text += "# TYPE jobrunner_running_runs gauge\n"
-        for job in jobs {
-            text += "jobrunner_running_runs{job=\"\(job.job)\"} \(job.running)\n"
+        family("jobrunner_runs_total", "counter") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) {
+                for (outcome, count) in stats.outcomes.sorted(by: { $0.key < $1.key }) {
+                    text += "jobrunner_runs_total{job=\"\(job)\",outcome=\"\(outcome)\"} \(count)\n"
+                }
+            }
+        }
+        family("jobrunner_run_duration_seconds", "histogram") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) where stats.durationCount > 0 {
+                var cumulative = 0
+                for (bound, count) in zip(durationBuckets, stats.buckets) {
+                    cumulative += count
+                    text += "jobrunner_run_duration_seconds_bucket{job=\"\(job)\",le=\"\(bound)\"} \(cumulative)\n"
+                }
+                text += "jobrunner_run_duration_seconds_bucket{job=\"\(job)\",le=\"+Inf\"} \(stats.durationCount)\n"
+                text += "jobrunner_run_duration_seconds_sum{job=\"\(job)\"} \(stats.durationSum)\n"
+                text += "jobrunner_run_duration_seconds_count{job=\"\(job)\"} \(stats.durationCount)\n"
+            }
+        }
+        family("jobrunner_last_run_timestamp_seconds", "gauge") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) {
+                if let last = stats.lastRun { text += "jobrunner_last_run_timestamp_seconds{job=\"\(job)\"} \(last)\n" }
+            }
+        }
+        family("jobrunner_last_success_timestamp_seconds", "gauge") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) {
+                if let last = stats.lastSuccess { text += "jobrunner_last_success_timestamp_seconds{job=\"\(job)\"} \(last)\n" }
+            }
+        }
+        family("jobrunner_next_fire_timestamp_seconds", "gauge") { text in
+            for job in jobs {
+                text += "jobrunner_next_fire_timestamp_seconds{job=\"\(job.job)\"} \(job.nextFire?.secondsSinceEpoch ?? 0)\n"
+            }
+        }
+        family("jobrunner_running_runs", "gauge") { text in
+            for job in jobs { text += "jobrunner_running_runs{job=\"\(job.job)\"} \(job.running)\n" }
         }
         return text
     }

@@ -181,8 +181,6 @@ public enum Daemon {
         let metricsRegistry = PrometheusCollectorRegistry()
         var metricsFactory = PrometheusMetricsFactory(registry: metricsRegistry)
         metricsFactory.durationHistogramBuckets = [
-            "jobrunner_run_duration_seconds": [.milliseconds(10), .milliseconds(100), .seconds(1), .seconds(10), .seconds(60),
-                                               .seconds(300), .seconds(1800), .seconds(3600), .seconds(4 * 3600)],
             "jobrunner_fire_lateness_seconds": [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10),
                                                 .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(10)],
         ]

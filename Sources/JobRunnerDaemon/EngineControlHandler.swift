@@ -231,7 +231,7 @@ struct EngineControlHandler: ControlHandler {
     }
 
     func metrics() async -> String {
-        metricsRegistry.emitToString() + EngineMetrics.renderJobGauges(await scheduler.jobGauges())
+        metricsRegistry.emitToString() + EngineMetrics.renderJobMetrics(await scheduler.jobGauges())
     }
 
     // MARK: - Mapping

@@ -13,6 +13,10 @@ import Yams
 public struct ConfigLoader: Sendable {
     /// Largest configuration file accepted; a bigger one is almost certainly a mistake.
     public static let maximumFileSize = 8 << 20
+    /// No implicit typing of scalars (it runs a regular expression per scalar): every value is
+    /// read as the type its key expects (`NodeReader`), so `yes` is only a bool where a bool goes.
+    static let resolver = Resolver.basic
+
     /// Deepest `[`/`{` nesting accepted (the YAML composer recurses once per level).
     public static let maximumNesting = 256
 
@@ -63,7 +67,7 @@ public struct ConfigLoader: Sendable {
         }
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            root = try Yams.compose(yaml: text, Self.resolver)
         } catch {
             throw ConfigErrors([Self.syntaxError(error, file: path)])
         }
@@ -177,7 +181,7 @@ public struct ConfigLoader: Sendable {
         }
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            root = try Yams.compose(yaml: text, Self.resolver)
         } catch {
             fileReader.fail(.syntax, at: Self.syntaxError(error, file: file).location, Self.syntaxError(error, file: file).message)
             return

@@ -185,32 +185,32 @@ public final class SQLiteHistory: HistoryStore {
             try upsert(record, in: db)
             if let occurrence { try handled(job: record.job, occurrence: occurrence, in: db) }
         case .started(let id, let pid, let at):
-            try db.execute(sql: "UPDATE runs SET started_at = ?, pid = ? WHERE id = ?", arguments: [at.microseconds, pid, id.rawValue])
+            try db.cachedStatement(sql: "UPDATE runs SET started_at = ?, pid = ? WHERE id = ?").execute(arguments: [at.microseconds, pid, id.rawValue])
         case .finished(let record):
             try upsert(record, in: db)
         case .known(let jobs, let at):
             for job in jobs {
-                try db.execute(sql: "INSERT INTO jobs (name, first_seen) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-                               arguments: [job, at.microseconds])
+                try db.cachedStatement(sql: "INSERT INTO jobs (name, first_seen) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+                    .execute(arguments: [job, at.microseconds])
             }
         case .paused(let job, let paused):
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO jobs (name, first_seen, paused) VALUES (?, ?, ?)
                 ON CONFLICT(name) DO UPDATE SET paused = excluded.paused
-                """, arguments: [job, WallClock.now().microseconds, paused])
+                """).execute(arguments: [job, WallClock.now().microseconds, paused])
         }
     }
 
     static func handled(job: String, occurrence: Timestamp, in db: Database) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO jobs (name, first_seen, last_occurrence) VALUES (?, ?, ?)
             ON CONFLICT(name) DO UPDATE SET last_occurrence = MAX(COALESCE(last_occurrence, 0), excluded.last_occurrence)
-            """, arguments: [job, occurrence.microseconds, occurrence.microseconds])
+            """).execute(arguments: [job, occurrence.microseconds, occurrence.microseconds])
     }
 
     static func upsert(_ record: RunRecord, in db: Database) throws {
         let outcome = record.outcome
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
                               exit_code, signal, detail, pid, status_text, output)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -219,7 +219,7 @@ public final class SQLiteHistory: HistoryStore {
                 outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
                 detail = excluded.detail, pid = COALESCE(excluded.pid, pid), status_text = excluded.status_text,
                 output = COALESCE(excluded.output, output)
-            """, arguments: [
+            """).execute(arguments: [
                 record.id.rawValue, record.fireID.rawValue, record.job, record.trigger.rawValue, record.attempt,
                 record.scheduledTime.microseconds, record.queuedAt.microseconds, record.startedAt?.microseconds,
                 record.endedAt?.microseconds, outcome?.name, outcome?.exitCode, outcome?.signal, outcome?.detail, record.pid,

@@ -189,6 +189,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             }
             // Slots held by this node's previous incarnation are not held by anything alive.
             try await connection.query("DELETE FROM jobrunner.pool_slots WHERE node = \(nodeName)", logger: logger)
+            try await connection.query("DELETE FROM jobrunner.pool_waiters WHERE node = \(nodeName)", logger: logger)
             return (incarnation, start)
         }
         state.withLock { state in
@@ -214,6 +215,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     UPDATE jobrunner.nodes SET state = 'left', running = 0 WHERE name = \(nodeName) AND incarnation = \(incarnation)
                     """, logger: logger)
                 try await database.client.query("DELETE FROM jobrunner.pool_slots WHERE node = \(nodeName)", logger: logger)
+                try await database.client.query("DELETE FROM jobrunner.pool_waiters WHERE node = \(nodeName)", logger: logger)
             }
             logger.info("left the cluster")
         } catch {
@@ -280,22 +282,35 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
 
     // MARK: - Cluster-wide pools
 
-    public func acquireSlot(pool: String, size: Int, run: RunID) async -> Bool {
+    public func acquireSlot(pool: String, size: Int, run: RunID, since: Timestamp) async -> Bool {
         let incarnation = self.incarnation
         do {
-            var granted = false
-            for try await _ in try await database.client.query("""
-                INSERT INTO jobrunner.pool_slots (pool, slot, node, run_id)
-                SELECT \(pool), s, \(nodeName), \(run.rawValue) FROM generate_series(0, \(Int32(size)) - 1) AS s
-                WHERE EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
-                  AND NOT EXISTS (SELECT 1 FROM jobrunner.pool_slots p WHERE p.pool = \(pool) AND p.slot = s)
-                LIMIT 1
-                ON CONFLICT DO NOTHING RETURNING slot
-                """, logger: logger).decode(Int32.self)
-            {
-                granted = true
+            return try await database.client.withTransaction(logger: logger) { connection -> Bool in
+                try await connection.query("""
+                    INSERT INTO jobrunner.pool_waiters (run_id, pool, node, since) VALUES (\(run.rawValue), \(pool), \(nodeName), \(since.microseconds))
+                    ON CONFLICT (run_id) DO NOTHING
+                    """, logger: logger)
+                var granted = false
+                for try await _ in try await connection.query("""
+                    INSERT INTO jobrunner.pool_slots (pool, slot, node, run_id)
+                    SELECT \(pool), s, \(nodeName), \(run.rawValue) FROM generate_series(0, \(Int32(size)) - 1) AS s
+                    WHERE EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
+                      AND NOT EXISTS (SELECT 1 FROM jobrunner.pool_slots p WHERE p.pool = \(pool) AND p.slot = s)
+                      AND NOT EXISTS (
+                          SELECT 1 FROM jobrunner.pool_waiters w JOIN jobrunner.nodes n ON n.name = w.node AND n.state = 'alive'
+                          WHERE w.pool = \(pool) AND w.run_id <> \(run.rawValue)
+                            AND (w.since, w.run_id) < (\(since.microseconds), \(run.rawValue)))
+                    LIMIT 1
+                    ON CONFLICT DO NOTHING RETURNING slot
+                    """, logger: logger).decode(Int32.self)
+                {
+                    granted = true
+                }
+                if granted {
+                    try await connection.query("DELETE FROM jobrunner.pool_waiters WHERE run_id = \(run.rawValue)", logger: logger)
+                }
+                return granted
             }
-            return granted
         } catch {
             logger.warning("cannot take a cluster-wide pool slot", metadata: ["pool": "\(pool)", "error": "\(ClusterDatabase.describe(error))"])
             return false
@@ -305,8 +320,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     public func releaseSlot(pool: String, run: RunID) async {
         do {
             try await database.client.query("DELETE FROM jobrunner.pool_slots WHERE run_id = \(run.rawValue)", logger: logger)
+            try await database.client.query("DELETE FROM jobrunner.pool_waiters WHERE run_id = \(run.rawValue)", logger: logger)
         } catch {
-            // The slot is freed when this node leaves or is declared dead.
+            // Freed when this node leaves or is declared dead.
             logger.warning("cannot give back a cluster-wide pool slot", metadata: ["pool": "\(pool)", "error": "\(ClusterDatabase.describe(error))"])
         }
     }
@@ -496,6 +512,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 }
                 try await connection.query("""
                     DELETE FROM jobrunner.pool_slots WHERE node IN (SELECT name FROM jobrunner.nodes WHERE state <> 'alive')
+                    """, logger: logger)
+                try await connection.query("""
+                    DELETE FROM jobrunner.pool_waiters WHERE node IN (SELECT name FROM jobrunner.nodes WHERE state <> 'alive')
                     """, logger: logger)
                 guard !dead.isEmpty else { return orphans }
                 // Occurrences a dead node claimed but died before recording a run for: they move here.

@@ -125,6 +125,11 @@ public final class ClusterDatabase: Service {
             CREATE TABLE jobrunner.pool_slots (
                 pool text NOT NULL, slot int NOT NULL, node text NOT NULL, run_id text NOT NULL UNIQUE, PRIMARY KEY (pool, slot))
             """,
+            // Runs waiting for a slot, so slots go to the longest waiting run of any node.
+            """
+            CREATE TABLE jobrunner.pool_waiters (
+                run_id text PRIMARY KEY, pool text NOT NULL, node text NOT NULL, since bigint NOT NULL)
+            """,
         ],
     ]
 

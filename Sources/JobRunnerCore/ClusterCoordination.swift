@@ -20,10 +20,12 @@ public protocol ClusterCoordination: Sendable {
     func prefers(_ request: ClaimRequest) -> Bool
     /// How long a node leaves another node's preferred occurrences to it.
     var handoff: Duration { get }
-    /// Takes one of the `size` slots of a cluster-wide pool for a run; false when every slot is
-    /// held (slots of dead nodes are freed when they are declared dead).
-    func acquireSlot(pool: String, size: Int, run: RunID) async -> Bool
-    /// Gives a run's slot back.
+    /// Takes one of the `size` slots of a cluster-wide pool for a run waiting since `since`;
+    /// false when every slot is held or a run of a live node has waited longer (slots go in
+    /// waiting order across the cluster; those of dead nodes are freed when they are declared
+    /// dead).
+    func acquireSlot(pool: String, size: Int, run: RunID, since: Timestamp) async -> Bool
+    /// Gives a run's slot back (or stops its waiting for one).
     func releaseSlot(pool: String, run: RunID) async
 }
 

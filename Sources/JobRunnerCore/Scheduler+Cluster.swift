@@ -91,8 +91,9 @@ extension Scheduler {
         if let slot = clusterSlots[id] { return slot.granted }
         clusterSlots[id] = ClusterSlot(pool: pool, granted: false)
         registry.update(id) { $0.waitingFor = "pool '\(pool)' (cluster-wide)" }
+        let since = registry.record(id)?.queuedAt ?? clock.now()
         Task {
-            let granted = await cluster.acquireSlot(pool: pool, size: size, run: id)
+            let granted = await cluster.acquireSlot(pool: pool, size: size, run: id, since: since)
             if !granted { try? await Task.sleep(for: .milliseconds(500)) }
             self.slotAnswered(id, pool: pool, granted: granted)
         }
@@ -118,7 +119,7 @@ extension Scheduler {
 
     /// Frees a run's cluster-wide pool slot (when it ends or is dropped).
     func releaseClusterSlot(of id: RunID) {
-        guard let slot = clusterSlots.removeValue(forKey: id), slot.granted, let cluster else { return }
+        guard let slot = clusterSlots.removeValue(forKey: id), let cluster else { return }
         Task { await cluster.releaseSlot(pool: slot.pool, run: id) }
     }
 

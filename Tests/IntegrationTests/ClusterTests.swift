@@ -31,6 +31,21 @@ import Testing
         return nodes
     }
 
+    /// Starts one daemon per name, runs `body`, and stops them all, also when `body` throws;
+    /// returns what `body` returns, for checks on the history once every node has stopped.
+    @discardableResult
+    static func withNodes<T>(_ names: [String], config: String, _ body: ([String: DaemonHarness]) async throws -> T) async throws -> T {
+        let nodes = try await startNodes(names, config: config)
+        do {
+            let result = try await body(nodes)
+            await stopAll(nodes)
+            return result
+        } catch {
+            await stopAll(nodes)
+            throw error
+        }
+    }
+
     static func stopAll(_ nodes: [String: DaemonHarness]) async {
         for node in nodes.values where node.isRunning { node.signal(SIGTERM) }
         for node in nodes.values { _ = try? await node.waitForExit(within: .seconds(20)) }
@@ -78,16 +93,11 @@ import Testing
             // overlap: allow, so that a run slowed past a second on this shared machine is not
             // recorded as skipped: every occurrence must succeed exactly once.
             let jobs = names.map { "  \($0): { command: [\"/bin/true\"], every: 1s, overlap: allow }" }.joined(separator: "\n")
-            let nodes = try await Self.startNodes(["n1", "n2", "n3"], config: Self.config(server, jobs: jobs))
             let start = Self.nowMicros() / 1_000_000 + 2
             let end = start + 60
-            do {
+            try await Self.withNodes(["n1", "n2", "n3"], config: Self.config(server, jobs: jobs)) { _ in
                 try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE scheduled_at >= \((end + 2) * 1_000_000)",
                                            within: .seconds(90), "runs beyond the 60 s window") { Int($0.first?.first ?? "0")! >= 20 }
-                await Self.stopAll(nodes)
-            } catch {
-                await Self.stopAll(nodes)
-                throw error
             }
             try await Self.expectEverySecondOnce(server, jobs: names, from: start, to: end)
             let perNode = try await server.query("SELECT node, count(*) FROM jobrunner.runs GROUP BY 1 ORDER BY 1")
@@ -107,8 +117,7 @@ import Testing
                     shell: "exec sleep 60"
                     retry: { attempts: 2, backoff: 0s }
                 """
-            let nodes = try await Self.startNodes(["a", "b", "c"], config: Self.config(server, jobs: jobs))
-            do {
+            let (from, to) = try await Self.withNodes(["a", "b", "c"], config: Self.config(server, jobs: jobs)) { nodes in
                 let from = Self.nowMicros() / 1_000_000 + 2
                 // A run on b, asked through a.
                 let asked = try await ControlClient(socketPath: nodes["a"]!.socketPath)
@@ -135,12 +144,9 @@ import Testing
                 let to = Self.nowMicros() / 1_000_000 + 3
                 try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE job = 'tick' AND scheduled_at >= \((to + 1) * 1_000_000)",
                                            "ticks after the takeover") { Int($0.first?.first ?? "0")! >= 1 }
-                await Self.stopAll(nodes)
-                try await Self.expectEverySecondOnce(server, jobs: ["tick"], from: from, to: to)
-            } catch {
-                await Self.stopAll(nodes)
-                throw error
+                return (from, to)
             }
+            try await Self.expectEverySecondOnce(server, jobs: ["tick"], from: from, to: to)
         }
     }
 
@@ -150,8 +156,7 @@ import Testing
                   tick: { command: ["/bin/true"], every: 1s }
                   long: { shell: "exec sleep 60" }
                 """
-            let nodes = try await Self.startNodes(["a", "b"], config: Self.config(server, jobs: jobs))
-            do {
+            let (from, to) = try await Self.withNodes(["a", "b"], config: Self.config(server, jobs: jobs)) { nodes in
                 let from = Self.nowMicros() / 1_000_000 + 2
                 let frozen = nodes["b"]!
                 let client = ControlClient(socketPath: frozen.socketPath)
@@ -170,12 +175,9 @@ import Testing
                 let to = Self.nowMicros() / 1_000_000 + 2
                 try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE job = 'tick' AND node = 'b' AND scheduled_at >= \(to * 1_000_000)",
                                            "b running ticks again after rejoining") { Int($0.first?.first ?? "0")! >= 1 }
-                await Self.stopAll(nodes)
-                try await Self.expectEverySecondOnce(server, jobs: ["tick"], from: from, to: to)
-            } catch {
-                await Self.stopAll(nodes)
-                throw error
+                return (from, to)
             }
+            try await Self.expectEverySecondOnce(server, jobs: ["tick"], from: from, to: to)
         }
     }
 
@@ -184,8 +186,7 @@ import Testing
             let jobs = """
                   long: { shell: "exec sleep 60", kill_grace: 2s }
                 """
-            let nodes = try await Self.startNodes(["a", "b"], config: Self.config(server, jobs: jobs))
-            do {
+            try await Self.withNodes(["a", "b"], config: Self.config(server, jobs: jobs)) { nodes in
                 let a = ControlClient(socketPath: nodes["a"]!.socketPath)
                 let run = try await a.request(.post, "/v1/jobs/long/run?node=b").decode(RunInfo.self)
                 try await nodes["b"]!.waitForLog("run started", "run_id=\(run.id)")
@@ -221,10 +222,6 @@ import Testing
                 // A pause on one node reaches the others.
                 _ = try await a.request(.post, "/v1/jobs/long/pause").decode(JobInfo.self)
                 try await nodes["b"]!.waitForLog("job paused on another node", "job=long", within: .seconds(5))
-                await Self.stopAll(nodes)
-            } catch {
-                await Self.stopAll(nodes)
-                throw error
             }
         }
     }
@@ -235,8 +232,7 @@ import Testing
                   tick: { command: ["/bin/true"], every: 1s }
                   slow: { shell: "sleep 3", every: 2s, overlap: allow }
                 """
-            let nodes = try await Self.startNodes(["a", "b"], config: Self.config(server, jobs: jobs, lease: 8))
-            do {
+            try await Self.withNodes(["a", "b"], config: Self.config(server, jobs: jobs, lease: 8)) { _ in
                 // A slow run in flight when the server goes away.
                 let inFlight = try await Self.waitForRows(
                     server, "SELECT id FROM jobrunner.runs WHERE job = 'slow' AND started_at IS NOT NULL AND ended_at IS NULL",
@@ -254,10 +250,6 @@ import Testing
                     within: .seconds(30), "both nodes running after the restart") { $0.count == 2 }
                 let states = try await server.query("SELECT state FROM jobrunner.nodes")
                 #expect(states.allSatisfy { $0[0] == "alive" }, "\(states)")
-                await Self.stopAll(nodes)
-            } catch {
-                await Self.stopAll(nodes)
-                throw error
             }
         }
     }
@@ -271,18 +263,13 @@ import Testing
                 jobs:
                   dump: { shell: "sleep 2.5", every: 1s, overlap: allow, max_instances: 30, pool: db }
                 """
-            let nodes = try await Self.startNodes(["a", "b"], config: config)
-            do {
+            try await Self.withNodes(["a", "b"], config: config) { _ in
                 // Each run outlasts the interval, so with a pool per node the two nodes' runs
                 // would overlap. Both nodes run it, never two at once anywhere.
                 try await Self.waitForRows(server, "SELECT DISTINCT node FROM jobrunner.runs WHERE job = 'dump' AND ended_at IS NOT NULL AND outcome = 'succeeded'",
                                            within: .seconds(40), "runs on both nodes") { $0.count == 2 }
                 try await Self.waitForRows(server, "SELECT count(*) FROM jobrunner.runs WHERE job = 'dump' AND outcome = 'succeeded'",
                                            within: .seconds(40), "five runs") { Int($0.first?.first ?? "0")! >= 5 }
-                await Self.stopAll(nodes)
-            } catch {
-                await Self.stopAll(nodes)
-                throw error
             }
             let overlaps = try await server.query("""
                 SELECT x.id, x.node, y.id, y.node FROM jobrunner.runs x JOIN jobrunner.runs y
@@ -290,7 +277,7 @@ import Testing
                 WHERE x.job = 'dump' AND y.job = 'dump' AND x.outcome = 'succeeded' AND y.outcome = 'succeeded'
                 """)
             #expect(overlaps.isEmpty, "runs overlapped in a cluster-wide pool of 1: \(overlaps.prefix(3))")
-            let slots = try await server.query("SELECT count(*) FROM jobrunner.pool_slots")
+            let slots = try await server.query("SELECT (SELECT count(*) FROM jobrunner.pool_slots) + (SELECT count(*) FROM jobrunner.pool_waiters)")
             #expect(slots.first?.first == "0", "slots left behind after a clean stop")
         }
     }

@@ -422,8 +422,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         }
         let running = await scheduler?.liveRunCount ?? 0
         do {
-            var renewed = false
-            let rows = try await database.within(lease / 2, "heartbeat") { [database, nodeName, logger] in
+            let renewed = try await database.within(lease / 2, "heartbeat") { [database, nodeName, logger] in
                 var found = false
                 for try await _ in try await database.client.query("""
                     UPDATE jobrunner.nodes SET heartbeat_at = now(), config_hash = \(hash), running = \(Int64(running))
@@ -434,7 +433,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 }
                 return found
             }
-            renewed = rows
             guard renewed else {
                 await loseLease("another node declared this node dead (it was silent for longer than its lease)")
                 return

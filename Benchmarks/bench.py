@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -147,6 +148,51 @@ def figure_lateness():
     ours99, base99 = percentile(burst, 99) / 1000, percentile(burst_baseline, 99) / 1000
     record(f"start lateness p99, {n} jobs due in the same second", round(ours99, 2), "ms", round(base99, 2),
            f"raw spawn burst of {n} (C)", round(ours99 / base99, 2), "≤ 1.1×", ours99 <= base99 * 1.1)
+
+
+def figure_saturated_pool():
+    """Start lateness while the blocking pool (one thread here) is kept busy: SIGHUPs with a big
+    configuration that fails validation at its end, so every reload reads and checks 10,000 jobs
+    on the pool and changes nothing in the scheduler."""
+    count = 3 if ARGS.smoke else 20
+    good = 'daemon:\n  blocking_threads: 1\njobs:\n  stamp: { command: ["/bin/date", "+%s%N"], schedule: "* * * * * *" }\n'
+    jobs = 500 if ARGS.smoke else 10_000
+    bad = good + "".join(f'  j{i}: {{ command: ["/bin/true"], schedule: "{i % 60} 3 * * *" }}\n' for i in range(jobs)) + "  broken: {}\n"
+    d = Daemon(good)
+    try:
+        d.ready()
+
+        def stamps(since_us, until_us):
+            rows = d.history(f"""SELECT scheduled_at, output FROM runs WHERE outcome = 'succeeded'
+                                 AND scheduled_at > {since_us} AND scheduled_at <= {until_us}""")
+            return stamped_lateness(rows)
+        start = int(time.time() * 1e6)
+        time.sleep(count + 1)
+        calm_end = int(time.time() * 1e6)
+        with open(d.config, "w") as f:
+            f.write(bad)
+        stop = threading.Event()
+        reloads = [0]
+
+        def storm():
+            while not stop.is_set():
+                d.proc.send_signal(signal.SIGHUP)
+                reloads[0] += 1
+                stop.wait(0.05)
+        thread = threading.Thread(target=storm, daemon=True)
+        thread.start()
+        time.sleep(count + 1)
+        stop.set()
+        thread.join()
+        storm_end = int(time.time() * 1e6)
+        time.sleep(1.5)
+        calm, busy = stamps(start + 1_000_000, calm_end), stamps(calm_end + 1_000_000, storm_end)
+    finally:
+        d.stop()
+    calm99, busy99 = percentile(calm, 99) / 1000, percentile(busy, 99) / 1000
+    record("start lateness p99 with the blocking pool saturated", round(busy99, 2), "ms", round(calm99, 2),
+           "same daemon, pool idle", round(busy99 / calm99, 2), "≤ 1.2×", busy99 <= calm99 * 1.2,
+           note=f"{reloads[0]} SIGHUPs of a {jobs}-job invalid file, blocking_threads 1")
 
 
 def figure_idle():
@@ -323,6 +369,7 @@ def figure_cluster():
 FIGURES = {
     "dispatch": figure_dispatch,
     "lateness": figure_lateness,
+    "saturated": figure_saturated_pool,
     "idle": figure_idle,
     "status": figure_status_under_load,
     "reload": figure_reload,

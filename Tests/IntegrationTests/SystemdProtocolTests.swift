@@ -18,6 +18,9 @@ import Testing
         try await daemon.waitUntilReady()
         try await daemon.sawLog("systemd watchdog enabled", "interval=400ms")
         // An idle scheduler (next fire a year away) still beats: five beats in about a second.
+        // Beats that arrived while the log was awaited are taken first, so they are not timed.
+        let backlog = daemon.notify.messages.all.count { $0.contains("WATCHDOG=1") }
+        for _ in 0..<backlog { _ = try await daemon.notify.waitFor("WATCHDOG=1", within: .seconds(5)) }
         let start = ContinuousClock.now
         for _ in 0..<5 { _ = try await daemon.notify.waitFor("WATCHDOG=1", within: .seconds(5)) }
         let elapsed = ContinuousClock.now - start

@@ -63,9 +63,22 @@ import Testing
 }
 
 extension ControlSocketTests {
-    /// Binds and closes a socket: the file stays, nobody listens.
+    /// Binds a socket and closes it without ever listening: the file stays, nobody listens. (A
+    /// socket that listened, even briefly, could still be held open by a child another test is
+    /// spawning at that moment, and accept the connection.)
     static func leaveStaleSocket(at path: String) throws {
-        close(try ControlSocket.listen(path: path))
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: path.utf8.prefix(buffer.count - 1))
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0, "bind \(path): errno \(errno)")
     }
 }
 

@@ -252,11 +252,13 @@ let ctlPath = productsDirectory + "/jobrunnerctl"
             }
             for try await status in group { #expect(status == 200) }
         }
-        // The job due meanwhile started on time (generous bound; the real figure is a benchmark).
+        // The job due meanwhile started on time. A generous bound: other suites (the cluster's
+        // PostgreSQL and daemons) share the two CPUs; a scheduler held up by the clients would
+        // be seconds late. The real figure is a benchmark (make torture reports it).
         let runs = try await client.get("/v1/runs?job=tick&limit=5", as: RunsResponse.self).runs
         for run in runs where run.startedAt != nil {
             let lateness = Timestamp(rfc3339: run.startedAt!)!.secondsSinceEpoch - Timestamp(rfc3339: run.scheduledTime)!.secondsSinceEpoch
-            #expect(lateness < 0.5, "run \(run.id) started \(lateness)s late")
+            #expect(lateness < 2, "run \(run.id) started \(lateness)s late")
         }
         // The slow client is cut off after the request-head timeout.
         var buffer = [UInt8](repeating: 0, count: 16)

@@ -80,6 +80,7 @@ public final class Supervisor: Sendable {
         reaper: ChildReaper = .shared,
         blockingPool: NIOThreadPool? = nil,
         runtimeDirectory: String? = nil,
+        environment daemonEnvironment: [String: String]? = nil,
         logger: Logger,
         wallClock: @escaping @Sendable () -> Timestamp
     ) {
@@ -89,6 +90,12 @@ public final class Supervisor: Sendable {
         self.wallClock = wallClock
         self.runtimeDirectory = runtimeDirectory
         self.sweeps = blockingPool.map { ProcessSweeps(pool: $0, reaper: reaper) }
+        // The daemon's environment (runs inherit `inherit_environment` from it): given, or read
+        // once here.
+        if let daemonEnvironment {
+            self.daemonEnvironment = daemonEnvironment
+            return
+        }
         var environment: [String: String] = [:]
         var pointer = environ
         while let entry = pointer.pointee {

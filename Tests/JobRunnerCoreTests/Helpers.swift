@@ -36,8 +36,13 @@ let testLogger: Logger = {
     return logger
 }()
 
-func makeSupervisor() -> Supervisor {
-    Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: testLogger, wallClock: {
+/// The daemon environment runs inherit from in tests.
+let testEnvironment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"]
+
+/// A supervisor whose runs inherit from `environment` as if it were the daemon's (tests never
+/// change the test process's own environment: another thread may be reading it).
+func makeSupervisor(environment: [String: String] = testEnvironment) -> Supervisor {
+    Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, environment: environment, logger: testLogger, wallClock: {
         Timestamp(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
     })
 }

@@ -42,12 +42,11 @@ import Testing
     }
 
     @Test func inheritEnvironmentChoosesWhatComesFromTheDaemon() async throws {
-        setenv("JOBRUNNER_TEST_SHARED", "shared", 1)
         var definition = try job("env", shell: "true")
         definition.command = .argv(["/usr/bin/env"])
         definition.inheritEnvironment = ["JOBRUNNER_TEST_SHARED"]
-        // The daemon's environment is read when the supervisor is made.
-        let (_, output) = await lines(of: definition, supervisor: makeSupervisor())
+        let daemon = ["JOBRUNNER_TEST_SHARED": "shared", "JOBRUNNER_TEST_OTHER": "not inherited", "PATH": "/usr/bin:/bin"]
+        let (_, output) = await lines(of: definition, supervisor: makeSupervisor(environment: daemon))
         let names = Set(output.compactMap { $0.split(separator: "=").first.map(String.init) })
         #expect(names == ["JOBRUNNER_TEST_SHARED", "JOBRUNNER_JOB", "JOBRUNNER_RUN_ID", "JOBRUNNER_SCHEDULED_TIME", "JOBRUNNER_ATTEMPT"])
     }
@@ -56,7 +55,7 @@ import Testing
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, runtimeDirectory: directory.file("run"),
-                                    logger: testLogger, wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
+                                    environment: testEnvironment, logger: testLogger, wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
         let handle = RunHandle()
         let definition = try job("progress", shell: "systemd-notify --status=50%; systemd-notify --ready; echo $NOTIFY_SOCKET")
         let collected = Mutex<[String]>([])
@@ -75,7 +74,7 @@ import Testing
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, runtimeDirectory: directory.file("run"),
-                                    logger: testLogger, wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
+                                    environment: testEnvironment, logger: testLogger, wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
         let extended = try job("extended", shell: "systemd-notify EXTEND_TIMEOUT_USEC=5000000; sleep 1.5", timeout: .milliseconds(700))
         #expect(await supervisor.run(request(extended)).outcome == .succeeded)
         let plain = try job("plain", shell: "sleep 1.5", timeout: .milliseconds(700))

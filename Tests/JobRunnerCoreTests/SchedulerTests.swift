@@ -24,7 +24,7 @@ final class SchedulerHarness: Sendable {
         self.clock = clock
         let daemon = DaemonSettings(timeZone: .utc, maxConcurrentRuns: maxConcurrentRuns, shutdownGrace: shutdownGrace, pools: pools)
         let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, runtimeDirectory: runtimeDirectory,
-                                    logger: testLogger, wallClock: { clock.now() })
+                                    environment: testEnvironment, logger: testLogger, wallClock: { clock.now() })
         let scheduler = Scheduler(configuration: Configuration(path: "test.yaml", daemon: daemon, jobs: jobs), supervisor: supervisor,
                                   registry: registry, clock: clock, logger: testLogger, onChange: { changes.push(0) })
         self.scheduler = scheduler

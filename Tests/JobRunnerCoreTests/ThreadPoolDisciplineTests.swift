@@ -18,7 +18,7 @@ import Testing
         pool.start()
         let busy = Task { try? await pool.runIfActive { usleep(4_000_000) } }
         let clock = SystemClock()
-        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, blockingPool: pool, logger: testLogger,
+        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, blockingPool: pool, environment: testEnvironment, logger: testLogger,
                                     wallClock: { clock.now() })
         let registry = RunRegistry()
         let changes = EventQueue<Int>()

@@ -79,6 +79,10 @@ public final class DaemonHarness: Sendable {
     /// daemon started again on the same state).
     public func cleanUp(keepDirectory: Bool = false) {
         process.kill()
+        // Wait for it to be gone, so a daemon still starting cannot make its directories again
+        // after they are removed.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
         notify.close()
         if !keepDirectory { directory.remove() }
     }

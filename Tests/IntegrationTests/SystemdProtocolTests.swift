@@ -25,9 +25,9 @@ import Testing
         let backlog = daemon.notify.messages.all.count { $0.contains("WATCHDOG=1") }
         for _ in 0..<backlog { _ = try await daemon.notify.waitFor("WATCHDOG=1", within: .seconds(5)) }
         let start = ContinuousClock.now
-        for _ in 0..<10 { _ = try await daemon.notify.waitFor("WATCHDOG=1", within: .seconds(5)) }
+        for _ in 0..<10 { _ = try await daemon.notify.waitFor("WATCHDOG=1", within: .seconds(10)) }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed < .seconds(5), "ten beats took \(elapsed)")
+        #expect(elapsed < .seconds(20), "ten beats took \(elapsed)")
         #expect(elapsed > .milliseconds(1200), "ten beats in \(elapsed): faster than every 200ms")
     }
 

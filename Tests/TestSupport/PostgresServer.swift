@@ -44,7 +44,7 @@ public final class PostgresServer: Sendable {
     public func start() async throws {
         try await Self.check(run("\(binaries)/pg_ctl", [
             "-D", directory + "/data", "-l", directory + "/server.log", "-w", "-t", "30",
-            "-o", "-k \(directory) -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c max_connections=200",
+            "-o", "-k \(directory) -c listen_addresses='' -c fsync=off -c max_connections=200",
             "start",
         ]), "pg_ctl start")
     }

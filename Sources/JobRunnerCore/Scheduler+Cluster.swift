@@ -34,7 +34,6 @@ extension Scheduler {
         let mine = claimBuffer.filter { cluster.prefers($0.request) }
         let others = claimBuffer.filter { !cluster.prefers($0.request) }
         claimBuffer.removeAll()
-        claimsInFlight += mine.count + others.count
         if !mine.isEmpty {
             Task {
                 let results = await cluster.claim(mine.map(\.request))
@@ -51,7 +50,6 @@ extension Scheduler {
     }
 
     private func claimed(_ batch: [ClaimedFire], _ results: [ClaimResult]) {
-        claimsInFlight -= batch.count
         for (fire, result) in zip(batch, results) {
             // The job may have been removed or changed by a reload while the claim was out.
             guard state == .running, let current = entries[fire.job.name]?.job else { continue }

@@ -97,8 +97,6 @@ public actor Scheduler: Service {
     let heartbeat: Heartbeat?
     /// The other nodes of the cluster (nil: a single daemon).
     let cluster: (any ClusterCoordination)?
-    /// Claims on their way to the database.
-    var claimsInFlight = 0
     /// Fires due now, waiting to be claimed together.
     var claimBuffer: [ClaimedFire] = []
     /// Runs asking for (or holding) a slot of a cluster-wide pool.

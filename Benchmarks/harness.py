@@ -120,7 +120,8 @@ class Daemon:
         finally:
             connection.close()
 
-    def stop(self, timeout=60):
+    def stop(self, timeout=60, keep=False):
+        """SIGTERM (SIGKILL after `timeout`); removes the directory unless `keep`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -130,7 +131,8 @@ class Daemon:
                 self.proc.wait()
         self.notify.close()
         self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def wait_until(predicate, timeout, what):
@@ -142,3 +144,114 @@ def wait_until(predicate, timeout, what):
             return value
         time.sleep(0.05)
     raise RuntimeError(f"timed out waiting for {what}")
+
+
+class MeasurementError(RuntimeError):
+    """A figure that could not be measured honestly (impossible, missing, or its premise false)."""
+
+
+def processes_carrying(name, values):
+    """Live (non-zombie) processes whose initial environment has `name` set to one of `values`:
+    what the kernel says, which an exec or a new session does not change."""
+    values = {values} if isinstance(values, str) else set(values)
+    found = []
+    me = os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if state == "Z":
+            continue
+        prefix = name.encode() + b"="
+        for entry in environ:
+            if entry.startswith(prefix) and entry[len(prefix):].decode(errors="replace") in values:
+                found.append(int(pid))
+                break
+    return found
+
+
+def kill_carrying(name, values):
+    for pid in processes_carrying(name, values):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Ledger:
+    """A file jobs append `JOB SCHEDULED_TIME RUN_ID NODE` to when they run: exactly-once and
+    no-loss claims are counted here, in what the jobs did, not in the daemon's history."""
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def append(self):
+        """The shell command (inside YAML double quotes) that appends the running job's line."""
+        return ("printf '%s %s %s %s\\\\n' \\\"$JOBRUNNER_JOB\\\" \\\"$JOBRUNNER_SCHEDULED_TIME\\\" "
+                "\\\"$JOBRUNNER_RUN_ID\\\" \\\"${JOBRUNNER_NODE:--}\\\" >> " + self.path)
+
+    def lines(self):
+        import calendar
+        result = []
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return result
+        for raw in text.split("\n"):
+            fields = raw.split(" ")
+            if len(fields) != 4 or not fields[1].endswith("Z") or len(fields[1]) < 20:
+                continue
+            stamp = fields[1]
+            try:
+                seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                continue
+            micros = seconds * 1_000_000
+            if stamp[19] == ".":
+                digits = stamp[20:-1]
+                micros += int(digits.ljust(6, "0")[:6])
+            result.append(dict(job=fields[0], scheduled_us=micros, second=micros // 1_000_000, run_id=fields[2], node=fields[3]))
+        return result
+
+    def audit(self, jobs, first, last, excused=None):
+        """Per job, the whole seconds in [first, last] with no line (missing) and with more than
+        one (doubled); `excused` maps a job to seconds allowed to be missing."""
+        excused = excused or {}
+        counts = {}
+        counted = 0
+        for line in self.lines():
+            if line["job"] in jobs and first <= line["second"] <= last:
+                counts.setdefault(line["job"], {}).setdefault(line["second"], 0)
+                counts[line["job"]][line["second"]] += 1
+                counted += 1
+        missing = {job: [s for s in range(first, last + 1) if s not in counts.get(job, {}) and s not in excused.get(job, ())]
+                   for job in jobs}
+        doubled = {job: {s: n for s, n in counts.get(job, {}).items() if n > 1} for job in jobs}
+        return dict(counted=counted, missing={j: m for j, m in missing.items() if m}, doubled={j: d for j, d in doubled.items() if d},
+                    missing_count=sum(len(m) for m in missing.values()), doubled_count=sum(len(d) for d in doubled.values()))
+
+    def reconcile(self, rows, jobs):
+        """`rows`: (run id, job, scheduled µs, outcome). Every line must have its row; every
+        succeeded row its line. Returns the problems found."""
+        problems = []
+        by_id = {row[0]: row for row in rows}
+        lines = [line for line in self.lines() if line["job"] in jobs]
+        ids = {line["run_id"] for line in lines}
+        for line in lines:
+            row = by_id.get(line["run_id"])
+            if row is None:
+                problems.append(f"a run with no history row: {line}")
+            elif row[1] != line["job"] or row[2] != line["scheduled_us"]:
+                problems.append(f"line {line} does not match its row {row}")
+        for row in rows:
+            if row[1] in jobs and row[3] == "succeeded" and row[0] not in ids:
+                problems.append(f"row {row} says it succeeded but its job wrote no line")
+        return problems

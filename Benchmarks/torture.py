@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon as _Daemon, UnixHTTP, api, percentile, wait_until  # noqa: E402
+from harness import Daemon as _Daemon, Ledger, UnixHTTP, api, kill_carrying, percentile, processes_carrying, wait_until  # noqa: E402
 
 ARGS = None
 CASES = []  # (group, case, passed, detail)
@@ -37,22 +37,6 @@ def case(group, name, passed, detail=""):
     CASES.append((group, name, bool(passed), detail))
     if not passed:
         print(f"FAIL {group}: {name}: {detail}", file=sys.stderr)
-
-
-def processes_with(marker):
-    """Live (non-zombie) processes whose command line or environment carries `marker`."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                text = f.read()
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if marker.encode() in text and state != "Z":
-            found.append(int(pid))
-    return found
 
 
 def zombies_of(parent):
@@ -71,51 +55,78 @@ def zombies_of(parent):
 # MARK: - kill -9 cycles
 
 def torture_crash_cycles():
+    """kill -9 in the middle of runs, again and again, on one state directory. Counted in what
+    the jobs did: a ledger line per run of `tick` (every second, each occurrence must run once
+    while a daemon is up, never twice), and the processes of interrupted runs (by the run ids
+    in their environment) must be gone once the next daemon is ready."""
     cycles = 5 if ARGS.smoke else 100
     marker = f"jrtorture{random.randrange(1 << 30)}"
+    directory = tempfile.mkdtemp(prefix="jobrunner-torture-crash-")
+    ledger = Ledger(os.path.join(directory, "ledger"))
     config = f"""daemon:
   shutdown_grace: 1s
 jobs:
-  tick: {{ shell: "sleep 0.3 # {marker}", schedule: "* * * * * *", overlap: allow, max_instances: 5 }}
-  long: {{ shell: "exec sleep 30 # {marker}", schedule: "* * * * * *" }}
+  tick: {{ shell: "{ledger.append}; sleep 0.3", schedule: "* * * * * *", overlap: allow, max_instances: 5, environment: {{ JR_TORTURE: {marker} }} }}
+  long: {{ shell: "exec sleep 30", schedule: "* * * * * *", environment: {{ JR_TORTURE: {marker} }} }}
 """
-    first = Daemon(config)
-    directory = first.dir
-    daemon = first
+    daemon = _Daemon(ARGS.bin, config, directory=directory)
     failures = []
+    up = []  # (first, last) whole seconds during which a daemon was ready
     try:
         for cycle in range(cycles):
             daemon.ready()
+            first = int(time.time()) + 1
             wait_until(lambda: daemon.history("SELECT count(*) FROM runs WHERE started_at IS NOT NULL AND ended_at IS NULL")[0][0] > 0,
                        20, "a run in progress")
+            wait_until(lambda: any(line["second"] >= first for line in ledger.lines()), 20, "a tick")
             daemon.proc.kill()
+            last = int(time.time()) - 1
             daemon.proc.wait()
             daemon.notify.close()
             daemon.log.close()
+            if last >= first:
+                up.append((first, last))
             # The same state directory, a new daemon: recovery marks and kills what was left.
             restarted_at = int(time.time() * 1e6)
             daemon = _restart(directory, config)
             daemon.ready()
-            leftovers = [p for p in processes_with(marker) if _parent(p) != daemon.proc.pid]
+            interrupted = {row[0] for row in daemon.history("SELECT id FROM runs WHERE outcome = 'interrupted'")}
+            leftovers = processes_carrying("JOBRUNNER_RUN_ID", interrupted)
             if leftovers:
-                failures.append(f"cycle {cycle}: processes of the killed daemon still alive: {leftovers}")
+                failures.append(f"cycle {cycle}: processes of interrupted runs still alive: {leftovers}")
             still_open = daemon.history(f"SELECT count(*) FROM runs WHERE ended_at IS NULL AND queued_at < {restarted_at}")[0][0]
             if still_open:
                 failures.append(f"cycle {cycle}: {still_open} runs of the killed daemon still open")
-        doubled = daemon.history("""SELECT job, scheduled_at, count(*) FROM runs WHERE attempt = 1 AND trigger = 'schedule'
-                                    GROUP BY 1, 2 HAVING count(*) > 1""")
+        first = int(time.time()) + 1
+        wait_until(lambda: any(line["second"] >= first + 1 for line in ledger.lines()), 20, "a tick after the last restart")
+        up.append((first, int(time.time()) - 1))
+        zombies = zombies_of(daemon.proc.pid)
+        daemon.stop(keep=True)
+        rows = daemon.history("SELECT id, job, scheduled_at, COALESCE(outcome, '') FROM runs")
+        interrupted_ticks = {r[2] // 1_000_000 for r in rows if r[1] == "tick" and r[3] == "interrupted"}
+        missing, doubled = 0, 0
+        examples = []
+        whole = ledger.audit(["tick"], up[0][0], up[-1][1])
+        doubled = whole["doubled_count"]
+        for first, last in up:
+            audit = ledger.audit(["tick"], first, last, excused={"tick": interrupted_ticks})
+            missing += audit["missing_count"]
+            if audit["missing"]:
+                examples.append(audit["missing"])
+        problems = ledger.reconcile(rows, {"tick"})
         integrity = daemon.history("PRAGMA integrity_check")[0][0]
-        interrupted = daemon.history("SELECT count(*) FROM runs WHERE outcome = 'interrupted'")[0][0]
+        interrupted = sum(1 for r in rows if r[3] == "interrupted")
         case("kill -9", f"{cycles} cycles: runs marked interrupted", interrupted >= cycles, f"{interrupted} interrupted")
-        case("kill -9", "no orphaned processes, no open runs of a dead daemon", not failures, "; ".join(failures[:3]))
-        case("kill -9", "no doubled occurrence", not doubled, f"{doubled[:5]}")
+        case("kill -9", "no process of an interrupted run left, no open runs of a dead daemon", not failures, "; ".join(failures[:3]))
+        case("kill -9", f"no occurrence run twice ({whole['counted']} ledger lines)", doubled == 0, f"{whole['doubled']}")
+        case("kill -9", "no occurrence missing while a daemon was up", missing == 0, f"{examples[:3]}")
+        case("kill -9", "ledger and history agree", not problems, f"{problems[:3]}")
         case("kill -9", "history integrity", integrity == "ok", integrity)
-        case("kill -9", "no zombies", not zombies_of(daemon.proc.pid), f"{zombies_of(daemon.proc.pid)}")
-        LOST[0] += len(doubled)
+        case("kill -9", "no zombies", not zombies, f"{zombies}")
+        LOST[0] += doubled + missing
     finally:
         daemon.stop()
-        for pid in processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
+        kill_carrying("JR_TORTURE", marker)
 
 
 def _parent(pid):
@@ -161,7 +172,6 @@ def bad_configs(directory):
         ("both command and shell", job('    command: ["/bin/true"]\n    shell: "true"')),
         ("two schedules", job('    command: ["/bin/true"]\n    schedule: "* * * * *"\n    every: 1m')),
         ("empty command list", job('    command: []')),
-        ("relative executable", job('    command: ["true"]\n    schedule: "@daily"')) if False else
         ("bad job name", "jobs:\n  'bad name': { command: [\"/bin/true\"] }\n"),
         ("cron: minute out of range", job('    command: ["/bin/true"]\n    schedule: "61 * * * *"')),
         ("cron: too few fields", job('    command: ["/bin/true"]\n    schedule: "* * *"')),
@@ -326,21 +336,26 @@ def _status_ok(daemon):
 # MARK: - Misbehaving jobs
 
 def torture_jobs():
+    """Jobs that misbehave. Their processes carry a marker in their environment (inherited by
+    every child, kept across exec and setsid), so "nothing left running" is what /proc says."""
     marker = f"jrbad{random.randrange(1 << 30)}"
     big = "100M" if ARGS.smoke else "1G"
     children = 50 if ARGS.smoke else 500
     jobs = {
-        "ignores_term": (f"trap '' TERM; sleep 30; : {marker}", "timeout: 1s\n    kill_grace: 1s", "timed_out"),
-        "double_fork": (f"(setsid sh -c 'sleep 60 # {marker}' &) ; exit 0", "", "succeeded"),
-        "prints_a_lot": (f"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {big}; : {marker}", "timeout: 5m", "succeeded"),
-        "long_line": (f"head -c 10000000 /dev/zero | tr -c y y; echo; : {marker}", "", "succeeded"),
-        "closes_stdout": (f"exec >&- 2>&-; sleep 0.2; : {marker}", "", "succeeded"),
-        "killed_by_signal": (f"kill -SEGV $$; : {marker}", "", "signalled"),
-        "forks_many": (f"for i in $(seq {children}); do sleep 60 & done; : {marker}", "", "succeeded"),
+        "ignores_term": ("trap '' TERM; sleep 30", "timeout: 1s\n    kill_grace: 1s", "timed_out"),
+        "double_fork": ("(setsid sh -c 'sleep 60' &) ; exit 0", "", "succeeded"),
+        "prints_a_lot": (f"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {big}", "timeout: 5m", "succeeded"),
+        "long_line": ("head -c 10000000 /dev/zero | tr -c y y; echo", "", "succeeded"),
+        "closes_stdout": ("exec >&- 2>&-; sleep 0.2", "", "succeeded"),
+        "killed_by_signal": ("kill -SEGV $$", "", "signalled"),
+        "forks_many": (f"for i in $(seq {children}); do sleep 60 & done", "", "succeeded"),
+        "ignores_term_forks_many": (f"trap '' TERM; for i in $(seq {children}); do sh -c 'trap \"\" TERM; exec sleep 60' & done; wait",
+                                    "timeout: 1s\n    kill_grace: 1s", "timed_out"),
     }
     lines = ["daemon:\n  max_concurrent_runs: 16\njobs:"]
     for name, (shell, extra, _) in jobs.items():
-        lines.append(f"  {name}:\n    shell: \"{shell.replace(chr(34), chr(92) + chr(34))}\"\n    {extra}".rstrip())
+        lines.append(f"  {name}:\n    shell: \"{shell.replace(chr(34), chr(92) + chr(34))}\"\n"
+                     f"    environment: {{ JR_TORTURE: {marker} }}\n    {extra}".rstrip())
     lines.append(f"  missing_binary:\n    command: [\"/nonexistent/{marker}\"]")
     daemon = Daemon("\n".join(lines) + "\n")
     try:
@@ -350,9 +365,12 @@ def torture_jobs():
         peak = 0
         for name in expected:
             api(daemon.sock, "POST", f"/v1/jobs/{name}/run")
+        # Every run's processes, collected while the runs are alive.
+        collected = set()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             peak = max(peak, daemon.rss_kib())
+            collected.update(processes_carrying("JR_TORTURE", marker))
             done = daemon.history("SELECT job, outcome FROM runs WHERE outcome IS NOT NULL")
             if len(done) >= len(expected):
                 break
@@ -360,16 +378,29 @@ def torture_jobs():
         outcomes = dict(daemon.history("SELECT job, outcome FROM runs WHERE outcome IS NOT NULL"))
         for name, outcome in expected.items():
             case("misbehaving job", f"{name} ends {outcome}", outcomes.get(name) == outcome, f"got {outcomes.get(name)}")
-        leftovers = wait_until(lambda: not processes_with(marker) or None, 10, "nothing left running") if processes_with(marker) else True
-        case("misbehaving job", "nothing left running", leftovers and not processes_with(marker), f"{processes_with(marker)[:5]}")
+        try:
+            wait_until(lambda: not processes_carrying("JR_TORTURE", marker), 10, "nothing left running")
+        except RuntimeError:
+            pass
+        left = processes_carrying("JR_TORTURE", marker)
+        still = [p for p in collected if os.path.exists(f"/proc/{p}") and _state(p) not in ("Z", "gone")]
+        case("misbehaving job", f"nothing left running ({len(collected)} processes seen while the runs lived)",
+             len(collected) >= children and not left and not still, f"by marker {left[:5]}, of those seen {still[:5]}")
         case("misbehaving job", f"daemon memory bounded while a job printed {big}B", peak < 200 * 1024, f"peak RSS {peak // 1024} MB")
         case("misbehaving job", "daemon alive", daemon.proc.poll() is None)
     except RuntimeError as error:
         case("misbehaving job", "all ended", False, str(error))
     finally:
         daemon.stop()
-        for pid in processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
+        kill_carrying("JR_TORTURE", marker)
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
 
 
 # MARK: - State directory full or read-only
@@ -380,6 +411,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 def torture_state():
     if os.getuid() != 0:
         case("state directory", "full / read-only (needs root to mount a small tmpfs)", True, "skipped: not root")
+        print("note: state directory cases skipped: they need root to mount a small tmpfs", file=sys.stderr)
         return
     parent = tempfile.mkdtemp(prefix="jobrunner-torture-state-")
     state = os.path.join(parent, "state")
@@ -387,10 +419,16 @@ def torture_state():
     if libc.mount(b"tmpfs", state.encode(), b"tmpfs", 0, b"size=2m") != 0:
         case("state directory", "mount a small tmpfs", False, os.strerror(ctypes.get_errno()))
         return
-    config = 'jobs:\n  tick: { shell: "echo tick", schedule: "* * * * * *" }\n'
+    if os.stat(state).st_dev == os.stat(parent).st_dev:
+        # Never fill the machine's own file system.
+        case("state directory", "mount a small tmpfs", False, f"{state} is not a mount point")
+        return
+    ledger = Ledger(os.path.join(parent, "ledger"))
+    config = f'jobs:\n  tick: {{ shell: "{ledger.append}; echo tick", schedule: "* * * * * *", overlap: allow }}\n'
     daemon = _Daemon(ARGS.bin, config, directory=parent, state=state)
     try:
         daemon.ready()
+        start = int(time.time()) + 1
         wait_until(lambda: daemon.history("SELECT count(*) FROM runs WHERE outcome = 'succeeded'")[0][0] >= 2, 20, "runs")
         # Full: fill the rest of the tmpfs.
         filler = os.path.join(state, "filler")
@@ -400,45 +438,49 @@ def torture_state():
                     f.write(b"\0" * 65536)
             except OSError:
                 pass
-        full_at = time.time()
         failing = wait_until(lambda: (api(daemon.sock, "GET", "/v1/status")[1] or {}).get("history_error"), 30, "history_error")
+        full_at = int(time.time())
         case("state directory", "full: the failure is reported", failing == "disk full", failing)
-        wait_until(lambda: api(daemon.sock, "GET", "/v1/status")[1]["run_totals"].get("succeeded", 0) >= 4, 20, "runs going on")
-        case("state directory", "full: runs go on", True)
+        # Runs go on: counted in the lines they wrote while the disk was full.
+        try:
+            wait_until(lambda: sum(1 for line in ledger.lines() if line["second"] > full_at) >= 3, 20, "runs while full")
+            went_on = True
+        except RuntimeError:
+            went_on = False
+        still_full = (api(daemon.sock, "GET", "/v1/status")[1] or {}).get("history_error") == "disk full"
+        case("state directory", "full: runs go on", went_on and still_full,
+             f"{sum(1 for line in ledger.lines() if line['second'] > full_at)} runs while full, still full: {still_full}")
         os.unlink(filler)
         wait_until(lambda: not api(daemon.sock, "GET", "/v1/status")[1].get("history_error"), 30, "recovery")
-        missing = _missing_seconds(daemon, full_at)
-        case("state directory", "full: recovered, nothing lost", not missing, f"missing seconds {missing[:5]}")
-        LOST[0] += len(missing)
         # Read-only mid-run: Linux refuses to remount a file system read-only while a file on it
         # is open for writing (EBUSY), so the only ways there are device errors, which reach
         # the daemon as EIO/EROFS on a write, the same path as the full disk above.
         result = libc.mount(b"tmpfs", state.encode(), b"tmpfs", 0x20 | 0x1, b"size=2m")  # MS_REMOUNT | MS_RDONLY
         if result == 0:
-            ro_at = time.time()
             failing = wait_until(lambda: (api(daemon.sock, "GET", "/v1/status")[1] or {}).get("history_error"), 30, "history_error")
             case("state directory", "read-only: the failure is reported", bool(failing), failing)
             libc.mount(b"tmpfs", state.encode(), b"tmpfs", 0x20, b"size=2m")  # MS_REMOUNT
             wait_until(lambda: not api(daemon.sock, "GET", "/v1/status")[1].get("history_error"), 30, "recovery")
-            missing = _missing_seconds(daemon, ro_at)
-            case("state directory", "read-only: recovered, nothing lost", not missing, f"missing seconds {missing[:5]}")
-            LOST[0] += len(missing)
         else:
             print(f"note: read-only remount refused ({os.strerror(ctypes.get_errno())}) while the database is open; "
                   "covered by the full-disk case", file=sys.stderr)
-        case("state directory", "daemon alive", daemon.proc.poll() is None)
+        recovered = int(time.time())
+        wait_until(lambda: any(line["second"] > recovered for line in ledger.lines()), 10, "a run after recovery")
+        end = int(time.time()) - 1
+        daemon.stop(keep=True)
+        audit = ledger.audit(["tick"], start, end)
+        rows = daemon.history("SELECT id, job, scheduled_at, COALESCE(outcome, '') FROM runs")
+        problems = ledger.reconcile(rows, {"tick"})
+        case("state directory", f"recovered, nothing lost ({audit['counted']} runs, each in the history)",
+             audit["missing_count"] == 0 and audit["doubled_count"] == 0 and not problems,
+             f"missing {audit['missing']}, doubled {audit['doubled']}, {problems[:3]}")
+        LOST[0] += audit["missing_count"] + audit["doubled_count"] + len(problems)
+        case("state directory", "daemon alive until stopped", daemon.proc.returncode == 0, f"exit {daemon.proc.returncode}")
     finally:
         daemon.stop()
         libc.umount2(state.encode(), 2)
         import shutil
         shutil.rmtree(parent, ignore_errors=True)
-
-
-def _missing_seconds(daemon, since):
-    now = int(time.time()) - 2
-    rows = daemon.history(f"SELECT DISTINCT scheduled_at / 1000000 FROM runs WHERE job = 'tick' AND scheduled_at >= {int(since) * 1000000}")
-    seen = {r[0] for r in rows}
-    return [s for s in range(int(since) + 1, now) if s not in seen]
 
 
 TORTURES = {

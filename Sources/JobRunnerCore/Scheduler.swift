@@ -234,7 +234,9 @@ public actor Scheduler: Service {
         let uptime = clock.uptime()
         if uptime - lastBeat >= interval || lastBeat == .zero {
             heartbeat.beat(phase)
-            lastBeat = uptime
+            // On a steady cadence (a late wake-up does not push every later beat back), unless
+            // the loop fell a whole interval behind.
+            lastBeat = lastBeat == .zero || uptime - lastBeat >= interval * 2 ? uptime : lastBeat + interval
         }
         return clock.now().advanced(by: lastBeat + interval - uptime)
     }

@@ -71,6 +71,8 @@ public final class Supervisor: Sendable {
     private let daemonEnvironment: [String: String]
     private let runtimeDirectory: String?
     private let sweeps: ProcessSweeps?
+    /// The cluster node this daemon is (given to runs as `JOBRUNNER_NODE`), nil alone.
+    private let nodeName: String?
 
     /// - Parameters:
     ///   - blockingPool: where sweeps of /proc run; without one, escaped processes are not hunted.
@@ -81,9 +83,11 @@ public final class Supervisor: Sendable {
         blockingPool: NIOThreadPool? = nil,
         runtimeDirectory: String? = nil,
         environment daemonEnvironment: [String: String]? = nil,
+        nodeName: String? = nil,
         logger: Logger,
         wallClock: @escaping @Sendable () -> Timestamp
     ) {
+        self.nodeName = nodeName
         self.eventLoopGroup = eventLoopGroup
         self.reaper = reaper
         self.logger = logger
@@ -128,6 +132,7 @@ public final class Supervisor: Sendable {
         environment["JOBRUNNER_RUN_ID"] = request.id.rawValue
         environment["JOBRUNNER_SCHEDULED_TIME"] = request.scheduledTime.description
         environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
+        if let nodeName { environment["JOBRUNNER_NODE"] = nodeName }
 
         var notifySocket: RunNotifySocket?
         if let runtimeDirectory {
@@ -175,6 +180,7 @@ public final class Supervisor: Sendable {
         environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
         environment["JOBRUNNER_OUTCOME"] = result.outcome.name
         environment["JOBRUNNER_EXIT_CODE"] = result.outcome.exitCode.map { "\($0)" } ?? ""
+        if let nodeName { environment["JOBRUNNER_NODE"] = nodeName }
         let bytes = Array(output.utf8)
         let stdin = bytes.withUnsafeBytes { jr_memfd_with_contents($0.baseAddress, $0.count) }
         defer { if stdin >= 0 { close(stdin) } }

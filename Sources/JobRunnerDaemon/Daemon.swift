@@ -192,7 +192,7 @@ public enum Daemon {
         let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
         let registry = RunRegistry()
         let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, blockingPool: pool, runtimeDirectory: options.runtimeDirectory,
-                                    logger: logger, wallClock: { clock.now() })
+                                    nodeName: cluster?.settings.nodeName, logger: logger, wallClock: { clock.now() })
         let statusBox = StatusBox()
         let writer = HistoryWriter(
             history: history,

@@ -107,36 +107,40 @@ import Testing
     }
 
     @Test func timedOutRunLeavesNoProcessBehind() async throws {
-        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
         let daemon = try DaemonHarness(config: """
             jobs:
               stubborn:
-                shell: "sh -c 'trap \\"\\" TERM; exec sleep 300 # \(marker)' & exec sleep 301 # \(marker)"
+                shell: "sh -c 'trap \\"\\" TERM; exec sleep 300' & exec sleep 301"
                 schedule: "@reboot"
                 timeout: 500ms
                 kill_grace: 1s
             """)
         defer { daemon.cleanUp() }
+        let (runID, leader) = try await daemon.started("stubborn")
+        // Both processes, collected while the run is alive (the second may still be forking).
+        try await poll("two processes carry the run's id") { ProcessTable.ofRun(runID).count == 2 }
+        let collected = ProcessTable.ofRun(runID)
         try await daemon.waitForLog("run finished", "job=stubborn", "outcome=timed_out")
-        let left = ProcessTable.matching(marker).filter { !$0.isZombie }
+        let left = ProcessTable.leftovers(ofRun: runID, session: leader, collected: collected)
         #expect(left.isEmpty, "left behind: \(left)")
         let zombies = ProcessTable.descendants(of: daemon.pid).filter(\.isZombie)
         #expect(zombies.isEmpty, "zombies: \(zombies)")
     }
 
     @Test func sigtermDuringALongRunEndsItWithinGraceAndExitsZero() async throws {
-        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
         let daemon = try DaemonHarness(config: """
             daemon:
               shutdown_grace: 1s
             jobs:
               long:
-                shell: "trap '' TERM; sleep 300 # \(marker)"
+                shell: "trap '' TERM; sleep 300"
                 schedule: "@reboot"
                 kill_grace: 1s
             """)
         defer { daemon.cleanUp() }
-        try await daemon.waitForLog("run started", "job=long")
+        let (runID, leader) = try await daemon.started("long")
+        try await poll("the shell and its sleep carry the run's id") { ProcessTable.ofRun(runID).count == 2 }
+        let collected = ProcessTable.ofRun(runID)
         let stopAt = ContinuousClock.now
         daemon.signal(SIGTERM)
         _ = try await daemon.notify.waitFor("STOPPING=1")
@@ -145,7 +149,8 @@ import Testing
         // suites; the job itself ignores SIGTERM and would sleep for 300s.
         #expect(ContinuousClock.now - stopAt < .seconds(15))
         try await daemon.waitForLog("run finished", "job=long", "outcome=cancelled")
-        #expect(ProcessTable.matching(marker).filter { !$0.isZombie }.isEmpty)
+        let left = ProcessTable.leftovers(ofRun: runID, session: leader, collected: collected)
+        #expect(left.isEmpty, "left behind: \(left)")
     }
 
     @Test func aSecondDaemonDoesNotHijackTheSocket() async throws {

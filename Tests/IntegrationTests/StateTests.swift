@@ -7,42 +7,72 @@ import Testing
 @Suite(.timeLimit(.minutes(3))) struct StateTests {
     static func micros(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1_000_000) }
 
+    /// The history's rows of `jobs` as the ledger reconciles them.
+    static func historyRows(_ database: String) async throws -> [(id: String, job: String, scheduledMicros: Int64, outcome: String)] {
+        try await SQLiteShell.query(database, "SELECT id, job, scheduled_at, COALESCE(outcome, '') FROM runs").map {
+            (id: $0[0], job: $0[1], scheduledMicros: Int64($0[2])!, outcome: $0[3])
+        }
+    }
+
+    static func nowSecond() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
     @Test func killNineThenRestartMarksRunsInterruptedAndKillsThem() async throws {
-        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let ledger = Ledger(path: directory.file("ledger"))
+        // `tick` writes a line per occurrence; `long` is a run in progress when the daemon dies.
         let config = """
+            daemon:
+              shutdown_grace: 1s
             jobs:
-              long:
-                shell: "exec sleep 300 # \(marker)"
+              tick:
+                shell: "\(ledger.append)"
                 schedule: "* * * * * *"
+                overlap: allow
+              long:
+                shell: "exec sleep 300"
+                schedule: "@reboot"
             """
         let first = try DaemonHarness(config: config)
-        let started = try await first.waitForLog("run started", "job=long")
-        let pid = try #require(started.split(separator: " ").first { $0.hasPrefix("pid=") }.flatMap { Int32($0.dropFirst(4)) })
-        let runID = try #require(started.split(separator: " ").first { $0.hasPrefix("run_id=") }.map { String($0.dropFirst(7)) })
+        try await first.waitUntilReady()
+        let window1 = Self.nowSecond() + 1
+        let (runID, pid) = try await first.started("long")
+        try await poll("three ticks", within: .seconds(20)) { ledger.lines().filter { $0.scheduledSecond >= window1 }.count >= 3 }
         first.signal(SIGKILL)
+        let killedAt = Self.nowSecond()
         #expect(try await first.waitForExit() != 0)
         first.cleanUp(keepDirectory: true)
         // The run's process outlived the daemon.
-        #expect(ProcessTable.entry(pid).map { !$0.isZombie } == true)
-        let killedAt = Self.micros(Date())
+        #expect(ProcessTable.ofRun(runID).map(\.pid) == [pid])
 
         let second = try DaemonHarness(config: config, in: first.directory)
         defer { second.cleanUp() }
-        try await second.waitForLog("runs were interrupted by the daemon's last stop", "runs=1")
+        try await second.waitForLog("runs were interrupted by the daemon's last stop", "runs=")
         try await second.waitUntilReady()
-        #expect(ProcessTable.entry(pid).map { !$0.isZombie } != true, "the interrupted run's process is still alive")
+        let window2 = Self.nowSecond() + 1
+        // What the kernel says: nothing of the interrupted run is left.
+        #expect(ProcessTable.leftovers(ofRun: runID, session: pid).isEmpty, "the interrupted run's processes are still alive")
         let client = ControlClient(socketPath: second.socketPath)
         let detail = try await client.get("/v1/runs/\(runID)", as: RunDetail.self)
         #expect(detail.run.outcome == "interrupted")
+        try await poll("three ticks after the restart", within: .seconds(20)) {
+            ledger.lines().filter { $0.scheduledSecond >= window2 }.count >= 3
+        }
+        second.signal(SIGTERM)
+        #expect(try await second.waitForExit() == 0)
+        let end = Self.nowSecond() - 1
 
-        // No occurrence before the kill ran again: every occurrence appears once, and nothing the
-        // second daemon started is scheduled before the kill.
-        try await second.waitForLog("run started", "job=long")
-        let rows = try await SQLiteShell.query(second.databasePath, "SELECT scheduled_at, queued_at FROM runs WHERE job = 'long'")
-        let scheduled = rows.map { Int64($0[0])! }
-        #expect(Set(scheduled).count == scheduled.count)
-        let lateStarters = rows.filter { Int64($0[1])! > killedAt && Int64($0[0])! < killedAt - 1_000_000 }
-        #expect(lateStarters.isEmpty, "re-run occurrences: \(lateStarters)")
+        // Counted in the lines the job wrote: no occurrence ran twice, across the kill or
+        // otherwise; while a daemon was up, none is missing.
+        let all = ledger.audit(jobs: ["tick"], seconds: (window1 - 1)...end)
+        #expect(all.doubledCount == 0, "\(all)")
+        let up1 = ledger.audit(jobs: ["tick"], seconds: window1...(killedAt - 1))
+        #expect(up1.missingCount == 0, "before the kill: \(up1)")
+        let up2 = ledger.audit(jobs: ["tick"], seconds: window2...(end - 1))
+        #expect(up2.missingCount == 0, "after the restart: \(up2)")
+        // Every line has its row in the history, and every succeeded row its line.
+        let problems = ledger.reconcile(with: try await Self.historyRows(second.databasePath), jobs: ["tick"])
+        #expect(problems.isEmpty, "\(problems.prefix(5))")
     }
 
     func restartAfterDowntime(catchUp: String, extra: String = "") async throws -> [[String]] {
@@ -106,22 +136,32 @@ import Testing
             jobs:
               fresh:
                 shell: "true"
-                schedule: "* * * * *"
+                schedule: "* * * * * *"
                 catch_up: all
             """, in: first.directory)
         defer { second.cleanUp() }
         try await second.waitUntilReady()
-        let rows = try await SQLiteShell.query(second.databasePath, "SELECT COUNT(*) FROM runs WHERE trigger = 'catch_up'")
-        #expect(rows.first?.first == "0")
+        // Catch-up fires are dispatched before the first scheduled one: once a scheduled run
+        // has finished, any catch-up would be in the history.
+        try await second.waitForLog("run finished", "job=fresh", "outcome=succeeded")
+        second.signal(SIGTERM)
+        #expect(try await second.waitForExit() == 0)
+        let rows = try await SQLiteShell.query(second.databasePath, "SELECT trigger, COUNT(*) FROM runs GROUP BY trigger")
+        #expect(rows.first { $0[0] == "catch_up" } == nil, "\(rows)")
+        #expect(rows.first { $0[0] == "schedule" } != nil, "\(rows)")
         let known = try await SQLiteShell.query(second.databasePath, "SELECT name FROM jobs")
         #expect(known.map { $0[0] } == ["fresh"])
     }
 
     @Test func reloadStormNeverLosesOrDoublesAnOccurrence() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let ledger = Ledger(path: directory.file("ledger"))
         // Queue rather than skip: on a loaded machine a run may still be alive when the next
         // second comes, and every occurrence must run.
-        let jobs = (1...50).map {
-            "  steady\($0):\n    shell: \"true\"\n    schedule: \"* * * * * *\"\n    catch_up: all\n    overlap: queue\n    max_queue: 100\n"
+        let names = (1...50).map { "steady\($0)" }
+        let jobs = names.map {
+            "  \($0):\n    shell: \"\(ledger.append)\"\n    schedule: \"* * * * * *\"\n    catch_up: all\n    overlap: queue\n    max_queue: 100\n"
         }.joined()
         func config(_ generation: Int) -> String {
             "daemon:\n  max_concurrent_runs: 64\njobs:\n" + jobs + "  edited:\n    shell: \"echo \(generation)\"\n"
@@ -129,6 +169,8 @@ import Testing
         let daemon = try DaemonHarness(config: config(0), logLevel: "warning")
         defer { daemon.cleanUp() }
         try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+        let from = Self.nowSecond() + 1
         let stormStart = ContinuousClock.now
         var generation = 0
         while ContinuousClock.now - stormStart < .seconds(10) {
@@ -137,21 +179,23 @@ import Testing
             daemon.signal(SIGHUP)
             try await Task.sleep(for: .milliseconds(50))  // the storm's own rhythm: 20 SIGHUPs a second
         }
+        // The premise: reloads were applied, and the last file written is the one in force.
+        try await poll("the last edit applied", within: .seconds(20)) {
+            try await client.get("/v1/jobs/edited", as: JobInfo.self).shell == "echo \(generation)"
+        }
+        let status = try await client.get("/v1/status", as: StatusResponse.self)
+        #expect(status.config.lastReload?.result == "ok")
+        #expect(status.config.generation >= 10, "only \(status.config.generation) generations from \(generation) SIGHUPs")
+        #expect(status.config.generation <= generation + 1)
+        let to = Self.nowSecond() - 1
         daemon.signal(SIGTERM)
         #expect(try await daemon.waitForExit() == 0)
-        let rows = try await SQLiteShell.query(daemon.databasePath,
-                                         "SELECT job, scheduled_at, outcome FROM runs WHERE job LIKE 'steady%' ORDER BY job, scheduled_at")
-        let byJob = Dictionary(grouping: rows, by: { $0[0] })
-        #expect(byJob.count == 50)
-        for (job, runs) in byJob {
-            let times = runs.map { Int64($0[1])! }
-            #expect(Set(times).count == times.count, "\(job) ran an occurrence twice")
-            #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 == 1_000_000 }, "\(job) skipped an occurrence: \(times)")
-            #expect(times.count >= 9, "\(job) ran only \(times.count) times")
-            #expect(runs.allSatisfy { $0[2] == "succeeded" }, "\(job): \(runs.map { $0[2] })")
-        }
-        let generations = try await SQLiteShell.query(daemon.databasePath, "SELECT COUNT(*) FROM runs")
-        #expect(Int(generations.first?.first ?? "0")! >= 450)
+        // Counted in the lines the jobs wrote: every second of the storm once per job.
+        let audit = ledger.audit(jobs: names, seconds: from...to)
+        #expect(audit.isExact, "\(audit)")
+        #expect(audit.counted == names.count * Int(to - from + 1))
+        let problems = ledger.reconcile(with: try await Self.historyRows(daemon.databasePath), jobs: Set(names))
+        #expect(problems.isEmpty, "\(problems.prefix(5))")
     }
 
     @Test func reloadRemovingRunningJobsFinishesOrCancelsThem() async throws {
@@ -210,41 +254,47 @@ import Testing
     @Test(.enabled(if: getuid() == 0, "needs root to mount a small state directory"))
     func aFullStateDirectoryKeepsRunsGoingAndRecovers() async throws {
         let directory = TemporaryDirectory("jobrunnerd")
+        defer { directory.remove() }
         let state = directory.file("state")
-        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-        #expect(mount("tmpfs", state, "tmpfs", 0, "size=4m") == 0)
-        defer { umount2(state, Int32(MNT_DETACH)) }
+        let ledger = Ledger(path: directory.file("ledger"))
+        let small = try SmallFileSystem(at: state, size: "4m")
+        defer { small.unmount() }
         let daemon = try DaemonHarness(config: """
             daemon:
               history: { output_tail: 256KiB }
             jobs:
               tick:
-                shell: "head -c 200000 /dev/zero | tr '\\\\0' x"
+                shell: "\(ledger.append); head -c 200000 /dev/zero | tr '\\\\0' x"
                 schedule: "* * * * * *"
+                overlap: allow
             """, in: directory, logLevel: "notice")
-        defer { daemon.cleanUp() }
+        defer { daemon.cleanUp(keepDirectory: true) }
+        try await daemon.waitUntilReady()
+        let from = Self.nowSecond() + 1
         try await daemon.waitForLog("run finished", "job=tick")
-        let filler = state + "/filler"
-        let fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        let chunk = [UInt8](repeating: 0, count: 65_536)
-        while chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
-        close(fd)
+        let filler = small.fill()
         try await daemon.waitForLog("cannot write history, runs go on", "disk full")
+        let fullSince = Self.nowSecond()
         let status = try await ControlClient(socketPath: daemon.socketPath).get("/v1/status", as: StatusResponse.self)
         #expect(status.historyError == "disk full")
         _ = try await daemon.notify.waitFor("STATUS=history writes failing (disk full)")
-        // Runs go on meanwhile.
-        try await daemon.waitForLog("run finished", "job=tick", "outcome=succeeded")
+        // Runs go on meanwhile: counted in the lines they wrote, not in the history.
+        try await poll("two runs while the disk is full", within: .seconds(20)) {
+            ledger.lines().filter { $0.scheduledSecond > fullSince }.count >= 2
+        }
         #expect(unlink(filler) == 0)
         try await daemon.waitForLog("history writes resumed")
         try await daemon.waitForLog("run finished", "job=tick")
         daemon.signal(SIGTERM)
         _ = try await daemon.waitForExit()
+        let to = Self.nowSecond() - 1
         let check = try await SQLiteShell.query(daemon.databasePath, "PRAGMA integrity_check")
         #expect(check.first?.first == "ok")
-        let rows = try await SQLiteShell.query(daemon.databasePath, "SELECT scheduled_at FROM runs WHERE job = 'tick' ORDER BY scheduled_at")
-        let times = rows.map { Int64($0[0])! }
-        // Nothing was lost while the disk was full: every second is there once.
-        #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 == 1_000_000 }, "\(times)")
+        // Every second ran once, and every run is in the history: nothing was lost while the
+        // disk was full.
+        let audit = ledger.audit(jobs: ["tick"], seconds: from...to)
+        #expect(audit.isExact, "\(audit)")
+        let problems = ledger.reconcile(with: try await Self.historyRows(daemon.databasePath), jobs: ["tick"])
+        #expect(problems.isEmpty, "\(problems.prefix(5))")
     }
 }

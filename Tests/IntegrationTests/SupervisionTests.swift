@@ -7,47 +7,54 @@ import Testing
 /// limits, notify status, hooks.
 @Suite(.timeLimit(.minutes(2))) struct SupervisionTests {
     @Test func aDoubleForkedDaemonIsFoundAndKilledAfterItsRun() async throws {
-        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let escaped = directory.file("escaped")
-        // The grandchild leaves the process group (setsid), ignores SIGTERM, says it is out,
-        // and is re-parented to the daemon when the leader exits.
+        // The grandchild leaves the process group and the session (setsid), ignores SIGTERM,
+        // writes its pid, and is re-parented to the daemon when the leader exits.
         let daemon = try DaemonHarness(config: """
             jobs:
               escape:
-                shell: "setsid sh -c 'trap \\"\\" TERM HUP; touch \(escaped); exec sleep 300 # \(marker)' > /dev/null 2>&1 < /dev/null & while [ ! -e \(escaped) ]; do sleep 0.01; done"
+                shell: "setsid sh -c 'trap \\"\\" TERM HUP; echo $$ > \(escaped).new; mv \(escaped).new \(escaped); exec sleep 300' > /dev/null 2>&1 < /dev/null & while [ ! -e \(escaped) ]; do sleep 0.01; done"
                 schedule: "@reboot"
             """)
         defer { daemon.cleanUp() }
-        try await daemon.waitForLog("run finished", "job=escape", "outcome=succeeded")
-        try await daemon.waitForLog("killed processes the run left outside its process group", "job=escape")
-        let left = ProcessTable.matching(marker).filter { !$0.isZombie }
-        #expect(left.isEmpty, "left behind: \(left)")
+        let (runID, leader) = try await daemon.started("escape")
+        let finished = try await daemon.waitForLog("run finished", "job=escape", "outcome=succeeded")
+        #expect(DaemonHarness.field("run_id", in: finished) == runID)
+        let escapee = try #require(Int32(try String(contentsOfFile: escaped, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(escapee != leader)
+        try await daemon.waitForLog("killed processes the run left outside its process group", "job=escape", "pids=\(escapee)")
+        // What the kernel says: nothing carries the run's id, the escapee's pid is gone, and
+        // nothing is left in the leader's session.
+        try await ProcessTable.waitUntilNone("the run's processes", within: .seconds(5)) {
+            ProcessTable.leftovers(ofRun: runID, session: leader)
+        }
+        #expect(ProcessTable.entry(escapee).map { !$0.isZombie } != true, "escapee \(escapee) still alive")
         // No zombie is left among the daemon's children either (killed ones are reaped).
         let zombies = ProcessTable.all().filter { $0.parent == daemon.pid && $0.isZombie }
         #expect(zombies.isEmpty, "zombies: \(zombies)")
     }
 
     @Test func cancelOverTheAPI() async throws {
-        let marker = "jrit\(UInt32.random(in: 0...UInt32.max))"
         let daemon = try DaemonHarness(config: """
             jobs:
               long:
-                shell: "exec sleep 300 # \(marker)"
+                shell: "exec sleep 300"
                 schedule: "@reboot"
                 kill_grace: 2s
             """)
         defer { daemon.cleanUp() }
-        let started = try await daemon.waitForLog("run started", "job=long")
-        let runID = try #require(started.split(separator: " ").first { $0.hasPrefix("run_id=") }?.dropFirst("run_id=".count))
+        let (runID, pid) = try await daemon.started("long")
+        let alive = ProcessTable.ofRun(runID)
+        #expect(alive.map(\.pid) == [pid], "the run's one process, found by its id: \(alive)")
         let client = ControlClient(socketPath: daemon.socketPath)
         let response = try await client.request(.post, "/v1/runs/\(runID)/cancel")
         #expect(response.status == 202)
         let cancel = try response.decode(CancelResponse.self)
         #expect(cancel.result == "stopping")
         try await daemon.waitForLog("run finished", "job=long", "outcome=cancelled")
-        #expect(ProcessTable.matching(marker).filter { !$0.isZombie }.isEmpty)
+        #expect(ProcessTable.leftovers(ofRun: runID, session: pid, collected: alive).isEmpty)
         let again = try await client.request(.post, "/v1/runs/\(runID)/cancel")
         #expect(again.status == 409)
         let unknown = try await client.request(.post, "/v1/runs/nope/cancel")

@@ -6,7 +6,7 @@ import Logging
 import NIOPosix
 import TestSupport
 
-/// A job for tests; shell jobs get a unique marker so their processes can be found in /proc.
+/// A job for tests.
 func job(
     _ name: String,
     shell: String,
@@ -51,9 +51,15 @@ func request(_ job: JobDefinition) -> RunRequest {
     RunRequest(id: RunIDGenerator().next(at: Timestamp(seconds: 1_800_000_000)), job: job, scheduledTime: Timestamp(seconds: 1_800_000_000))
 }
 
-/// A marker unique to one test, to find its processes.
+/// A marker unique to one test, put in its jobs' environment (`JR_TEST_MARK`) so their
+/// processes can be found in /proc by what the kernel keeps: their environment.
 func uniqueMarker() -> String {
     "jrtest\(UInt32.random(in: 0...UInt32.max))"
+}
+
+/// Live processes of jobs that carry `marker` in their environment.
+func marked(_ marker: String) -> [ProcessEntry] {
+    ProcessTable.carrying("JR_TEST_MARK", marker)
 }
 
 /// A calendar event (parsing may read the zone database, so it is done synchronously).

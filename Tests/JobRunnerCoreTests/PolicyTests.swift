@@ -15,7 +15,8 @@ import Testing
 
     /// A job that runs until `release` exists.
     func blocking(_ name: String, release: String, marker: String, overlap: OverlapPolicy = .skip, pool: String? = nil) throws -> JobDefinition {
-        var definition = try job(name, shell: "while [ ! -e \(release) ]; do sleep 0.02; done # \(marker)", schedule: "* * * * *")
+        var definition = try job(name, shell: "while [ ! -e \(release) ]; do sleep 0.02; done", schedule: "* * * * *",
+                                 environment: ["JR_TEST_MARK": marker])
         definition.overlap = overlap
         definition.pool = pool
         return definition
@@ -63,7 +64,7 @@ import Testing
         #expect(second.scheduledTime == Self.minute2)
         #expect(second.startedAt! >= first.endedAt!)
         await harness.stop()
-        #expect(ProcessTable.matching(marker).filter { !$0.isZombie }.isEmpty)
+        #expect(marked(marker).isEmpty, "left behind: \(marked(marker))")
     }
 
     @Test func allowRunsSideBySideUpToMaxInstances() async throws {
@@ -79,7 +80,8 @@ import Testing
         harness.clock.advance(to: Self.minute3)
         try await harness.until("third skipped") { harness.finished("a").count == 1 }
         #expect(harness.finished("a").first?.outcome == .skipped(reason: "max_instances (2) reached"))
-        #expect(ProcessTable.matching(marker).filter { !$0.isZombie && $0.commandLine.hasPrefix("/bin/sh") }.count == 2)
+        // Two runs alive: two sessions (a run's session is its own), found by the marker.
+        #expect(Set(marked(marker).map(\.session)).count == 2, "\(marked(marker))")
         #expect(FileManager.default.createFile(atPath: release, contents: nil))
         try await harness.until("both done") { harness.finished("a").count == 3 }
         await harness.stop()
@@ -99,8 +101,8 @@ import Testing
         #expect(harness.registry.active().filter { $0.phase == .waiting }.allSatisfy { $0.waitingFor == "pool 'db'" })
         // Fire order: p1 and p2 took the pool's two slots.
         #expect(Set(harness.registry.active().filter { $0.phase == .running }.map(\.job)) == ["p1", "p2"])
-        let alive = ProcessTable.matching(marker).filter { !$0.isZombie && $0.commandLine.hasPrefix("/bin/sh") }
-        #expect(alive.count == 2, "\(alive)")
+        let alive = Set(marked(marker).map(\.session))
+        #expect(alive.count == 2, "\(marked(marker))")
         // Release them: each change must still show at most two alive.
         #expect(FileManager.default.createFile(atPath: release, contents: nil))
         let maximum = Mutex(0)

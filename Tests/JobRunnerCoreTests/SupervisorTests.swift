@@ -43,16 +43,22 @@ import Testing
     }
 
     @Test func timeoutReachesTheWholeProcessGroup() async throws {
-        let marker = uniqueMarker()
         // The background grandchild ignores SIGTERM; it must still be gone afterwards.
-        let shell = "sh -c 'trap \"\" TERM; exec sleep 300 # \(marker)' & exec sleep 301 # \(marker)"
+        let shell = "sh -c 'trap \"\" TERM; exec sleep 300' & exec sleep 301"
+        let timed = request(try job("timeout", shell: "exec sh -c \"\(shell)\"", timeout: .seconds(1), killGrace: .seconds(5)))
+        let pids = EventQueue<Int32>()
+        let supervisor = self.supervisor
         let started = ContinuousClock.now
-        let result = await supervisor.run(request(try job("timeout", shell: "exec sh -c \"\(shell)\"", timeout: .milliseconds(300),
-                                                           killGrace: .seconds(5))))
+        let task = Task { await supervisor.run(timed, onStarted: { pid, _ in pids.push(pid) }) }
+        let leader = try await pids.next()
+        // Both processes, collected while the run is alive (the timeout is a second away).
+        try await poll("two processes carry the run's id", within: .milliseconds(900)) { ProcessTable.ofRun(timed.id.rawValue).count == 2 }
+        let collected = ProcessTable.ofRun(timed.id.rawValue)
+        let result = await task.value
         #expect(result.outcome == .timedOut)
         // The leader died of SIGTERM, so the survivor was killed at once, not after kill_grace.
         #expect(ContinuousClock.now - started < .seconds(4))
-        let left = ProcessTable.matching(marker).filter { !$0.isZombie }
+        let left = ProcessTable.leftovers(ofRun: timed.id.rawValue, session: leader, collected: collected)
         #expect(left.isEmpty, "left behind: \(left)")
     }
 
@@ -114,18 +120,19 @@ import Testing
     }
 
     @Test func cancellationRunsTheKillSequence() async throws {
-        let marker = uniqueMarker()
         let started = EventQueue<Int32>()
-        let definition = try job("cancel", shell: "exec sleep 300 # \(marker)", killGrace: .seconds(5))
+        let cancelled = request(try job("cancel", shell: "exec sleep 300", killGrace: .seconds(5)))
         let supervisor = self.supervisor
         let task = Task {
-            await supervisor.run(request(definition), onStarted: { pid, _ in started.push(pid) })
+            await supervisor.run(cancelled, onStarted: { pid, _ in started.push(pid) })
         }
         let pid = try await started.next()
+        let alive = ProcessTable.ofRun(cancelled.id.rawValue)
+        #expect(alive.map(\.pid) == [pid])
         task.cancel()
         let result = await task.value
         #expect(result.outcome == .cancelled)
         #expect(result.pid == pid)
-        #expect(ProcessTable.matching(marker).filter { !$0.isZombie }.isEmpty)
+        #expect(ProcessTable.leftovers(ofRun: cancelled.id.rawValue, session: pid, collected: alive).isEmpty)
     }
 }

@@ -144,13 +144,12 @@ struct RunningWriter {
     func aFullDiskDoesNotStopRunsAndWritingResumes() async throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
-        let mountPoint = directory.file("small")
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        #expect(mount("tmpfs", mountPoint, "tmpfs", 0, "size=2m") == 0)
-        defer { umount2(mountPoint, Int32(MNT_DETACH)) }
+        let small = try SmallFileSystem(at: directory.file("small"), size: "2m")
+        defer { small.unmount() }
+        let mountPoint = small.path
         let history = try openHistory(mountPoint + "/state.sqlite")
         let running = RunningWriter(history)
-        fillFileSystem(mountPoint + "/filler")
+        small.fill()
         let big = String(repeating: "x", count: 20_000)
         for index in 0..<40 {
             var entry = record("loud", String(format: "r%03d", index), scheduled: 1_000 + Int64(index), outcome: .succeeded)
@@ -168,13 +167,4 @@ struct RunningWriter {
         await running.stop()
         #expect(try await history.count(job: "loud") == 41)
     }
-}
-
-/// Writes zeros until the file system is full.
-func fillFileSystem(_ path: String) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    guard fd >= 0 else { return }
-    defer { close(fd) }
-    let chunk = [UInt8](repeating: 0, count: 65_536)
-    while chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
 }

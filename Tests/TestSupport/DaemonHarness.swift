@@ -34,14 +34,10 @@ public final class DaemonHarness: Sendable {
     public var pid: Int32 { process.pid }
 
     /// The daemon's peak resident memory (VmHWM), in bytes.
-    public var peakResidentBytes: Int? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-            let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first
-            return kilobytes.map { $0 * 1024 }
-        }
-        return nil
-    }
+    public var peakResidentBytes: Int? { ProcessTable.statusField("VmHWM", of: pid) }
+
+    /// The daemon's resident memory now (VmRSS), in bytes.
+    public var residentBytes: Int? { ProcessTable.residentBytes(of: pid) }
     public var isRunning: Bool { process.isRunning }
 
     /// Rewrites the configuration file (then send SIGHUP to apply it).
@@ -84,9 +80,58 @@ public final class DaemonHarness: Sendable {
         let deadline = ContinuousClock.now + .seconds(5)
         while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
         notify.close()
-        if !keepDirectory { directory.remove() }
+        if !keepDirectory {
+            // A daemon killed here leaves its runs behind (as after a crash): they are found by
+            // their notify socket, which lies in this directory, and killed.
+            for process in Self.runsStarted(under: directory.path) { Foundation.kill(process.pid, SIGKILL) }
+            directory.remove()
+        }
+    }
+
+    /// Live processes of runs whose daemon ran in `directory` (their `NOTIFY_SOCKET` is there).
+    public static func runsStarted(under directory: String) -> [ProcessEntry] {
+        ProcessTable.all().filter { entry in
+            !entry.isZombie && ProcessTable.environment(of: entry.pid)?["NOTIFY_SOCKET"]?.hasPrefix(directory + "/") == true
+        }
     }
 
     /// The history database.
     public var databasePath: String { stateDirectory + "/state.sqlite" }
+
+    /// The daemon's open descriptors now.
+    public var descriptorCount: Int? { ProcessTable.descriptors(of: pid)?.count }
+
+    /// The value of `key=` in a text log line (unquoted), e.g. `run_id`.
+    public static func field(_ key: String, in line: String) -> String? {
+        guard let range = line.range(of: " \(key)=") else { return nil }
+        var rest = line[range.upperBound...]
+        if rest.hasPrefix("\"") {
+            rest = rest.dropFirst()
+            var value = ""
+            var escaped = false
+            for character in rest {
+                if escaped {
+                    value.append(character)
+                    escaped = false
+                } else if character == "\\" {
+                    escaped = true
+                } else if character == "\"" {
+                    return value
+                } else {
+                    value.append(character)
+                }
+            }
+            return value
+        }
+        return String(rest.prefix { $0 != " " })
+    }
+
+    /// The `run_id` and `pid` of the first "run started" line of `job`.
+    public func started(_ job: String, within timeout: Duration = .seconds(20)) async throws -> (runID: String, pid: Int32) {
+        let line = try await waitForLog("run started", "job=\(job)", within: timeout)
+        guard let id = Self.field("run_id", in: line), let pid = Self.field("pid", in: line).flatMap(Int32.init) else {
+            throw TimeoutError("no run_id or pid in: \(line)")
+        }
+        return (id, pid)
+    }
 }

@@ -108,3 +108,14 @@ public final class EventQueue<Element: Sendable>: Sendable {
         try await first(within: timeout) { _ in true }
     }
 }
+
+/// Checks `condition` every `interval` until it holds, for state that has no event to wait on
+/// (the process table, another process's files); throws after `timeout`.
+public func poll(_ what: String, within timeout: Duration = .seconds(10), every interval: Duration = .milliseconds(20),
+                 _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !(try await condition()) {
+        guard ContinuousClock.now < deadline else { throw TimeoutError("\(what): not within \(timeout)") }
+        try await Task.sleep(for: interval)
+    }
+}

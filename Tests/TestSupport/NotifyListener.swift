@@ -8,7 +8,15 @@ public final class NotifyListener: @unchecked Sendable {
     // its last `recv`, so the descriptor number can never be reused under a pending read.
     public let path: String
     public let messages = EventQueue<String>()
+    /// Every message with the instant the reader thread received it (read by that thread, not
+    /// by a test task that may be scheduled late).
+    public let arrivals = EventQueue<Arrival>()
     private let fd: Int32
+
+    public struct Arrival: Sendable {
+        public var at: ContinuousClock.Instant
+        public var text: String
+    }
 
     public init(path: String) {
         self.path = path
@@ -26,6 +34,7 @@ public final class NotifyListener: @unchecked Sendable {
         }
         precondition(rc == 0, "bind \(path) failed: \(errno)")
         let messages = self.messages
+        let arrivals = self.arrivals
         let thread = Thread {
             var buffer = [UInt8](repeating: 0, count: 65_536)
             while true {
@@ -35,7 +44,9 @@ public final class NotifyListener: @unchecked Sendable {
                     Foundation.close(socketFD)
                     return
                 }
-                messages.push(String(decoding: buffer[0..<count], as: UTF8.self))
+                let text = String(decoding: buffer[0..<count], as: UTF8.self)
+                arrivals.push(Arrival(at: .now, text: text))
+                messages.push(text)
             }
         }
         thread.start()

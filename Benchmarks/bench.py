@@ -28,7 +28,7 @@ ARGS = None
 
 # MARK: - Helpers
 
-from harness import Daemon as _Daemon, UnixHTTP, api, percentile, wait_until  # noqa: E402
+from harness import Daemon as _Daemon, MeasurementError, UnixHTTP, api, metric, percentile, processes_carrying, wait_until  # noqa: E402
 
 
 def Daemon(config, extra=()):
@@ -46,6 +46,13 @@ RESULTS = []
 
 
 def record(name, value, unit, baseline=None, baseline_name=None, ratio=None, goal=None, met=None, note=None):
+    """A figure. One that is missing or impossible (None, negative, not a number) is a failed
+    measurement: it raises, and the run fails; it is never "met"."""
+    for what, number in (("value", value), ("baseline", baseline)):
+        if what == "baseline" and baseline_name is None and number is None:
+            continue
+        if number is None or not isinstance(number, (int, float)) or number != number or number < 0:
+            raise MeasurementError(f"{name}: impossible {what} {number!r}")
     RESULTS.append(dict(name=name, value=value, unit=unit, baseline=baseline, baseline_name=baseline_name,
                         ratio=ratio, goal=goal, met=met, note=note))
 
@@ -58,7 +65,9 @@ def baseline(*arguments):
 # MARK: - Figures
 
 def burst_runs(daemon_config_extra, count, inflight, command='["/bin/true"]', nodes=1, cluster_url=None):
-    """`count` jobs due at one instant; returns (seconds from the instant to the last end, rows)."""
+    """`count` jobs due at one instant; returns (seconds from the instant to the last end, rows).
+    Every run must have succeeded exactly once (a spawn failure is not a dispatch), and in a
+    cluster every node must have run some."""
     cron, at = next_cron_second(lead=4 if nodes == 1 else 6)
     jobs = "\n".join(f"  j{i}: {{ command: {command}, schedule: \"{cron}\" }}" for i in range(count))
     daemon = f"daemon:\n  max_concurrent_runs: {inflight}\n{daemon_config_extra}"
@@ -70,19 +79,29 @@ def burst_runs(daemon_config_extra, count, inflight, command='["/bin/true"]', no
         for d in daemons:
             d.ready()
         if time.time() > at - 0.5:
-            raise RuntimeError("daemons were not ready before the burst instant; raise the lead time")
+            raise MeasurementError("daemons were not ready before the burst instant; raise the lead time")
         if cluster_url:
-            rows = wait_until(lambda: (r := psql(cluster_url, f"SELECT count(*) FROM jobrunner.runs WHERE scheduled_at = {at * 1000000} AND ended_at IS NOT NULL")) and int(r[0][0]) >= count and r,
-                              120, "the burst to finish")
-            stats = psql(cluster_url, f"""SELECT max(ended_at) - {at * 1000000}, count(DISTINCT node) FROM jobrunner.runs
+            wait_until(lambda: int(psql(cluster_url, f"SELECT count(*) FROM jobrunner.runs WHERE scheduled_at = {at * 1000000} AND ended_at IS NOT NULL")[0][0]) >= count,
+                       120, "the burst to finish")
+            time.sleep(0.5)  # a duplicate would finish just after
+            stats = psql(cluster_url, f"""SELECT max(ended_at) - {at * 1000000}, count(DISTINCT node), count(*), count(DISTINCT job),
+                                          count(*) FILTER (WHERE outcome = 'succeeded') FROM jobrunner.runs
                                           WHERE scheduled_at = {at * 1000000}""")[0]
+            runs, distinct, succeeded = int(stats[2]), int(stats[3]), int(stats[4])
+            if runs != count or distinct != count or succeeded != count:
+                raise MeasurementError(f"cluster burst: {runs} runs of {distinct} jobs, {succeeded} succeeded; expected {count} once each")
+            if int(stats[1]) != nodes:
+                raise MeasurementError(f"cluster burst: runs on {stats[1]} nodes of {nodes}")
             claims = psql(cluster_url, f"""SELECT (extract(epoch FROM claimed_at) * 1000000)::int8 - occurrence FROM jobrunner.occurrences
                                           WHERE occurrence = {at * 1000000}""")
             return int(stats[0]) / 1e6, dict(nodes_used=int(stats[1]), claim_us=[int(c[0]) for c in claims]), at
         wait_until(lambda: daemons[0].history(f"SELECT count(*) FROM runs WHERE scheduled_at = {at * 1000000} AND ended_at IS NOT NULL")[0][0] >= count,
                    120, "the burst to finish")
-        rows = daemons[0].history(f"SELECT started_at, ended_at, output FROM runs WHERE scheduled_at = {at * 1000000}")
-        return (max(r[1] for r in rows) - at * 1000000) / 1e6, rows, at
+        rows = daemons[0].history(f"SELECT started_at, ended_at, output, outcome, job FROM runs WHERE scheduled_at = {at * 1000000}")
+        bad = [r for r in rows if r[3] != "succeeded"]
+        if bad or len(rows) != count or len({r[4] for r in rows}) != count:
+            raise MeasurementError(f"burst: {len(rows)} runs, {len(bad)} not succeeded (e.g. {bad[:1]}); expected {count} successes")
+        return (max(r[1] for r in rows) - at * 1000000) / 1e6, [r[:3] for r in rows], at
     finally:
         for d in daemons:
             d.stop()
@@ -136,6 +155,8 @@ def figure_lateness():
     finally:
         d.stop()
     ours = stamped_lateness(rows)
+    if len(ours) < count:
+        raise MeasurementError(f"lateness: {len(ours)} stamped runs of {count}")
     floor = baseline("floor", count)
     p99, floor99 = percentile(ours, 99) / 1000, percentile(floor, 99) / 1000
     record("start lateness p99, 1 job every second", round(p99, 2), "ms", round(floor99, 2), "spawn at the instant (floor)",
@@ -145,6 +166,8 @@ def figure_lateness():
     _, rows, at = burst_runs("", n, 256, command='["/bin/date", "+%s%N"]')
     burst = stamped_lateness([(at * 1000000, r[2]) for r in rows])
     burst_baseline = baseline("burst", n)
+    if len(burst) != n or len(burst_baseline) != n:
+        raise MeasurementError(f"burst lateness: {len(burst)} stamps from the daemon, {len(burst_baseline)} from the baseline, of {n}")
     ours99, base99 = percentile(burst, 99) / 1000, percentile(burst_baseline, 99) / 1000
     record(f"start lateness p99, {n} jobs due in the same second", round(ours99, 2), "ms", round(base99, 2),
            f"raw spawn burst of {n} (C)", round(ours99 / base99, 2), "≤ 1.1×", ours99 <= base99 * 1.1)
@@ -171,6 +194,7 @@ def figure_saturated_pool():
         calm_end = int(time.time() * 1e6)
         with open(d.config, "w") as f:
             f.write(bad)
+        failed_before = metric(d.sock, 'jobrunner_reloads_total{result="failed"}')
         stop = threading.Event()
         reloads = [0]
 
@@ -186,13 +210,20 @@ def figure_saturated_pool():
         thread.join()
         storm_end = int(time.time() * 1e6)
         time.sleep(1.5)
+        performed = metric(d.sock, 'jobrunner_reloads_total{result="failed"}') - failed_before
         calm, busy = stamps(start + 1_000_000, calm_end), stamps(calm_end + 1_000_000, storm_end)
     finally:
         d.stop()
+    # The premise: the pool was kept busy, i.e. reloads of the big file really ran, back to back.
+    storm_seconds = (storm_end - calm_end) / 1e6
+    if performed < storm_seconds:
+        raise MeasurementError(f"saturated pool: only {performed:.0f} reloads ran in {storm_seconds:.1f} s ({reloads[0]} SIGHUPs)")
+    if len(calm) < count or len(busy) < count:
+        raise MeasurementError(f"saturated pool: {len(calm)} calm and {len(busy)} busy stamps of {count}")
     calm99, busy99 = percentile(calm, 99) / 1000, percentile(busy, 99) / 1000
     record("start lateness p99 with the blocking pool saturated", round(busy99, 2), "ms", round(calm99, 2),
            "same daemon, pool idle", round(busy99 / calm99, 2), "≤ 1.2×", busy99 <= calm99 * 1.2,
-           note=f"{reloads[0]} SIGHUPs of a {jobs}-job invalid file, blocking_threads 1")
+           note=f"{performed:.0f} reloads performed ({reloads[0]} SIGHUPs) of a {jobs}-job invalid file, blocking_threads 1")
 
 
 def figure_idle():
@@ -203,14 +234,13 @@ def figure_idle():
     try:
         d.ready()
         time.sleep(1)
-        before = d.pid_status("voluntary_ctxt_switches")
-        time.sleep(seconds)
-        switches = d.pid_status("voluntary_ctxt_switches") - before
+        switches, threads, churn = d.count_per_thread("voluntary_ctxt_switches", seconds)
         rss_many = d.rss_kib()
     finally:
         d.stop()
     record(f"idle: voluntary context switches in {seconds} s, {jobs} jobs, none due", switches, "switches", None, None, None,
-           "only watchdog pings (none here)", switches <= seconds, note="all threads of the daemon")
+           "only watchdog pings (none here)", switches <= seconds and churn == 0,
+           note=f"summed per thread id over {threads} threads, {churn} started or ended meanwhile")
     one = Daemon('jobs:\n  j: { command: ["/bin/true"], schedule: "0 0 1 1 *" }\n')
     try:
         one.ready()
@@ -225,8 +255,10 @@ def figure_idle():
 
 def figure_status_under_load():
     runs = 20 if ARGS.smoke else 500
+    marker = f"jrbench{os.getpid()}"
     config = (f"daemon:\n  max_concurrent_runs: {runs + 10}\n  shutdown_grace: 1s\n"
-              f"jobs:\n  hold: {{ shell: 'exec sleep 120', overlap: allow, max_instances: {runs + 10}, kill_grace: 1s }}\n")
+              f"jobs:\n  hold: {{ shell: 'exec sleep 120', overlap: allow, max_instances: {runs + 10}, kill_grace: 1s, "
+              f"environment: {{ JR_BENCH: {marker} }} }}\n")
     d = Daemon(config)
     try:
         d.ready()
@@ -249,12 +281,14 @@ def figure_status_under_load():
                round(percentile(idle, 99), 2), "idle p99", round(percentile(busy, 99) / percentile(idle, 99), 2),
                "≤ 5 ms", percentile(busy, 99) <= 5)
         # SIGTERM with the runs in progress: exit within shutdown_grace + kill_grace + 1 s, nothing left.
-        marker_pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _child_of_daemon(int(p), d.proc.pid)]
+        collected = processes_carrying("JR_BENCH", marker)
+        if len(collected) != runs:
+            raise MeasurementError(f"SIGTERM figure: {len(collected)} run processes alive, expected {runs}")
         start = time.monotonic()
         d.proc.send_signal(signal.SIGTERM)
         d.proc.wait(60)
         took = time.monotonic() - start
-        left = [p for p in marker_pids if os.path.exists(f"/proc/{p}") and _state(p) != "Z"]
+        left = sorted(set(processes_carrying("JR_BENCH", marker)) | {p for p in collected if _state(p) not in ("Z", "gone")})
         record(f"SIGTERM with {runs} runs in progress → exit", round(took, 2), "s", 2.0, "shutdown_grace 1s + kill_grace 1s",
                round(took / 2.0, 2), "≤ grace + 1 s, 0 orphans", took <= 3.0 and not left, note=f"{len(left)} processes left")
     finally:
@@ -269,14 +303,6 @@ def _state(pid):
         return "gone"
 
 
-def _child_of_daemon(pid, daemon):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1]) == daemon
-    except (FileNotFoundError, ValueError, IndexError):
-        return False
-
-
 def figure_reload():
     jobs = 200 if ARGS.smoke else 10_000
     body = "\n".join(f'  j{i}: {{ command: ["/bin/true"], schedule: "{i % 60} 3 * * *" }}' for i in range(jobs))
@@ -284,12 +310,18 @@ def figure_reload():
     try:
         d.ready()
         times = []
+        generation = api(d.sock, "GET", "/v1/status")[1]["config"]["generation"]
         for attempt in range(1 if ARGS.smoke else 5):
             with open(d.config, "w") as f:
                 f.write("jobs:\n" + body + f'\n  extra{attempt}: {{ command: ["/bin/true"], schedule: "@daily" }}\n')
             start = time.monotonic()
             d.proc.send_signal(signal.SIGHUP)
             ready = d.wait_for("READY=1", after=start)
+            # READY=1 follows a failed reload too: this one must have been applied.
+            status = api(d.sock, "GET", "/v1/status")[1]["config"]
+            if status["last_reload"]["result"] != "ok" or status["generation"] != generation + 1:
+                raise MeasurementError(f"reload {attempt}: {status['last_reload']}, generation {status['generation']}")
+            generation += 1
             times.append((ready - start) * 1000)
         value = statistics.median(times)
         record(f"reload of {jobs} jobs, SIGHUP → READY=1 (median of {len(times)})", round(value, 1), "ms", None, None, None,
@@ -334,8 +366,7 @@ def stop_postgres():
 
 def figure_cluster():
     if not os.path.isdir("/usr/lib/postgresql"):
-        record("cluster", None, "", note="PostgreSQL not installed: skipped")
-        return
+        raise MeasurementError("PostgreSQL is not installed (make bench installs it)")
     n = 40 if ARGS.smoke else 400
     url = start_postgres()
     try:
@@ -360,8 +391,10 @@ def figure_cluster():
         out = subprocess.run([PG["bin"] + "/pgbench", "-n", "-c", "2", "-j", "2", "-T", "2" if ARGS.smoke else "5", "-f", script,
                               "-h", PG["dir"], "-U", "jobrunner", "jobrunner"], capture_output=True, text=True, **PG["run"]).stdout
         tps = next((float(line.split("=")[1].split()[0]) for line in out.splitlines() if line.startswith("tps")), None)
+        if tps is None:
+            raise MeasurementError(f"pgbench gave no figure: {out[-300:]!r}")
         record("claims/s the database sustains, one occurrence per statement (pgbench, 2 clients)",
-               round(tps) if tps else None, "claims/s", note="fsync=off test server; a batch of occurrences due together is one statement")
+               round(tps), "claims/s", note="fsync=off test server; a batch of occurrences due together is one statement")
     finally:
         stop_postgres()
 

@@ -34,6 +34,28 @@ def api(sock, method, path, connection=None):
     return response.status, (json.loads(body) if body else None)
 
 
+def api_text(sock, path):
+    """GET `path` and return the body as text (for /metrics)."""
+    conn = UnixHTTP(sock)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def metric(sock, name):
+    """The value of one sample of /metrics (`name` with its labels as exposed), or 0 if absent."""
+    status, text = api_text(sock, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -94,17 +116,40 @@ class Daemon:
     def ready(self):
         return self.wait_for("READY=1")
 
-    def pid_status(self, key):
-        total = 0
+    def thread_status(self, key):
+        """`key` of /proc/PID/task/TID/status for every thread alive now: {tid: value}."""
+        values = {}
         for task in os.listdir(f"/proc/{self.proc.pid}/task"):
             try:
                 with open(f"/proc/{self.proc.pid}/task/{task}/status") as f:
                     for line in f:
                         if line.startswith(key + ":"):
-                            total += int(line.split()[1])
+                            values[int(task)] = int(line.split()[1])
             except FileNotFoundError:
                 pass
-        return total
+        return values
+
+    def count_per_thread(self, key, seconds, every=0.1):
+        """How much `key` (a per-thread counter such as voluntary_ctxt_switches) grew over
+        `seconds`, summed per thread id, sampled every `every` seconds so that threads that
+        start or end meanwhile are counted too. Returns (total, threads seen, threads that came
+        or went). A counter that went down is an impossible reading."""
+        first = self.thread_status(key)
+        last = dict(first)
+        born = set()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(every)
+            now = self.thread_status(key)
+            for tid, value in now.items():
+                if tid not in first and tid not in born:
+                    born.add(tid)
+                if value < last.get(tid, 0):
+                    raise MeasurementError(f"thread {tid}: {key} went from {last[tid]} to {value}")
+                last[tid] = value
+        gone = set(first) - set(self.thread_status(key))
+        total = sum(value - first.get(tid, 0) for tid, value in last.items())
+        return total, len(last), len(born) + len(gone)
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:

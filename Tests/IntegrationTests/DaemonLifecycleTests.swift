@@ -167,4 +167,56 @@ import Testing
         let status = try await ControlClient(socketPath: daemon.socketPath).get("/v1/status", as: StatusResponse.self)
         #expect(status.pid == daemon.pid)
     }
+
+    @Test func aStateDirectoryInUseByAnotherDaemonIsRefused() async throws {
+        let daemon = try DaemonHarness(config: Self.twoJobs)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let second = try await ChildProcess.run(
+            productsDirectory + "/jobrunnerd",
+            ["--config", daemon.configPath, "--state-directory", daemon.stateDirectory,
+             "--socket", daemon.directory.file("second.sock"), "--runtime-directory", daemon.directory.file("run2"),
+             "--log-format", "text"], within: .seconds(20))
+        #expect(second.status == 1)
+        #expect(second.output.contains("another jobrunnerd is using the state directory \(daemon.stateDirectory)"), "\(second.output)")
+        // It bound nothing and left the first alone.
+        #expect(!FileManager.default.fileExists(atPath: daemon.directory.file("second.sock")))
+        let status = try await ControlClient(socketPath: daemon.socketPath).get("/v1/status", as: StatusResponse.self)
+        #expect(status.pid == daemon.pid)
+    }
+
+    @Test func sigtermRecordsWaitingFiresAsCancelledAndRunsNone() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let ledger = Ledger(path: directory.file("ledger"))
+        let daemon = try DaemonHarness(config: """
+            daemon:
+              max_concurrent_runs: 1
+              shutdown_grace: 1s
+            jobs:
+              long:
+                shell: "exec sleep 300"
+                schedule: "@reboot"
+                kill_grace: 1s
+              queued:
+                shell: "\(ledger.append)"
+                overlap: allow
+                max_instances: 10
+            """)
+        defer { daemon.cleanUp() }
+        _ = try await daemon.started("long")
+        let client = ControlClient(socketPath: daemon.socketPath)
+        var waiting: [String] = []
+        for _ in 0..<3 {
+            let run = try await client.request(.post, "/v1/jobs/queued/run").decode(RunInfo.self)
+            #expect(run.state == "waiting")
+            waiting.append(run.id)
+        }
+        daemon.signal(SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+        let rows = try await SQLiteShell.query(daemon.databasePath, "SELECT id, outcome, started_at FROM runs WHERE job = 'queued'")
+        #expect(Set(rows.map { $0[0] }) == Set(waiting))
+        #expect(rows.allSatisfy { $0[1] == "cancelled" && $0[2].isEmpty }, "\(rows)")
+        #expect(ledger.lines().isEmpty, "a waiting fire ran during shutdown: \(ledger.lines())")
+    }
 }

@@ -112,4 +112,38 @@ import Testing
         let finished = try await client.get("/v1/jobs/progress", as: JobInfo.self)
         #expect(finished.lastRun?.statusText == "50%")
     }
+
+    @Test func aRunGetsOnlyItsOwnDescriptorsAndTheDocumentedEnvironment() async throws {
+        // The daemon is started as systemd starts it: with a watchdog, passed sockets' variables,
+        // the journal's stream, and other variables of its own. None of it may reach a job.
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              probe:
+                command: ["/bin/sleep", "300"]
+                schedule: "@reboot"
+                environment: { GIVEN: "by the job" }
+            """, environment: ["WATCHDOG_USEC": "60000000", "LISTEN_FDS": "1", "LISTEN_PID": "1", "LISTEN_FDNAMES": "control",
+                               "JOURNAL_STREAM": "8:12345", "INVOCATION_ID": "0123456789abcdef", "JOBRUNNER_TEST_SECRET": "must-not-leak",
+                               "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"])
+        defer { daemon.cleanUp() }
+        let (runID, pid) = try await daemon.started("probe")
+        // Descriptors: stdin /dev/null, stdout and stderr two pipes of their own, nothing else.
+        let descriptors = try #require(ProcessTable.descriptors(of: pid))
+        #expect(descriptors.keys.sorted() == [0, 1, 2], "\(descriptors)")
+        #expect(descriptors[0] == "/dev/null")
+        #expect(descriptors[1]?.hasPrefix("pipe:") == true && descriptors[2]?.hasPrefix("pipe:") == true, "\(descriptors)")
+        #expect(descriptors[1] != descriptors[2])
+        // Environment: exactly what the README lists.
+        let environment = try #require(ProcessTable.environment(of: pid))
+        #expect(Set(environment.keys) == ["PATH", "LANG", "GIVEN", "NOTIFY_SOCKET", "JOBRUNNER_JOB", "JOBRUNNER_RUN_ID",
+                                          "JOBRUNNER_SCHEDULED_TIME", "JOBRUNNER_ATTEMPT"], "\(environment)")
+        #expect(environment["JOBRUNNER_RUN_ID"] == runID)
+        #expect(environment["PATH"] == "/usr/bin:/bin")
+        // Its notify socket is its own, not the daemon's.
+        #expect(environment["NOTIFY_SOCKET"] != daemon.notify.path)
+        #expect(environment["NOTIFY_SOCKET"]?.contains(runID) == true, "\(environment["NOTIFY_SOCKET"] ?? "")")
+        let cancel = try await ControlClient(socketPath: daemon.socketPath).request(.post, "/v1/runs/\(runID)/cancel")
+        #expect(cancel.status == 202)
+        try await daemon.waitForLog("run finished", "job=probe", "outcome=cancelled")
+    }
 }

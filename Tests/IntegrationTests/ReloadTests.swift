@@ -1,0 +1,101 @@
+import Foundation
+import JobRunnerControl
+import TestSupport
+import Testing
+
+/// What a reload does to runs, retries and to SIGHUPs that arrive during one, counted in what
+/// the jobs did.
+@Suite(.timeLimit(.minutes(2))) struct ReloadTests {
+    @Test func onReloadRestartStopsTheRunAndStartsTheNewDefinition() async throws {
+        func config(_ version: Int) -> String {
+            """
+            jobs:
+              server:
+                shell: "exec sleep 300"
+                schedule: "@reboot"
+                on_reload: restart
+                kill_grace: 1s
+                environment: { VERSION: "\(version)" }
+            """
+        }
+        let daemon = try DaemonHarness(config: config(1))
+        defer { daemon.cleanUp() }
+        let (oldRun, oldPID) = try await daemon.started("server")
+        #expect(ProcessTable.environment(of: oldPID)?["VERSION"] == "1")
+        daemon.writeConfig(config(2))
+        daemon.signal(SIGHUP)
+        try await daemon.waitForLog("restarting the run with the new definition", "job=server", "run_id=\(oldRun)")
+        try await daemon.waitForLog("run finished", "job=server", "run_id=\(oldRun)", "outcome=cancelled")
+        let (newRun, newPID) = try await daemon.started("server")
+        #expect(newRun != oldRun)
+        // The new process runs the new definition; nothing of the old run is left.
+        #expect(ProcessTable.environment(of: newPID)?["VERSION"] == "2")
+        #expect(ProcessTable.leftovers(ofRun: oldRun, session: oldPID).isEmpty)
+        #expect(ProcessTable.ofRun(newRun).map(\.pid) == [newPID])
+    }
+
+    @Test func aReloadThatChangesAJobStopsItsPendingRetry() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let ledger = Ledger(path: directory.file("ledger"))
+        func config(_ version: Int) -> String {
+            """
+            jobs:
+              flaky:
+                shell: "\(ledger.append); exit 3"
+                retry: { attempts: 3, backoff: 2s }
+                environment: { VERSION: "\(version)" }
+              clock:
+                shell: "\(ledger.append)"
+                schedule: "* * * * * *"
+            """
+        }
+        let daemon = try DaemonHarness(config: config(1))
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+        let first = try await client.request(.post, "/v1/jobs/flaky/run").decode(RunInfo.self)
+        try await daemon.waitForLog("retrying", "job=flaky", "attempt=2")
+        let retry = try #require(try await client.get("/v1/runs?job=flaky", as: RunsResponse.self).runs.first { $0.attempt == 2 })
+        #expect(retry.state == "waiting")
+        daemon.writeConfig(config(2))
+        daemon.signal(SIGHUP)
+        _ = try await daemon.notify.waitFor("RELOADING=1")
+        _ = try await daemon.notify.waitFor("READY=1")
+        let dropped = try await client.get("/v1/runs/\(retry.id)", as: RunDetail.self).run
+        #expect(dropped.outcome == "cancelled")
+        #expect(dropped.statusText == "retry dropped: job changed by reload")
+        // Past the backoff (seen in the lines of a job that ticks every second), no other
+        // attempt of the fire ran.
+        let due = Int64(Date().timeIntervalSince1970) + 2
+        try await poll("the clock past the retry's backoff", within: .seconds(15)) {
+            ledger.lines().contains { $0.job == "clock" && $0.scheduledSecond > due + 1 }
+        }
+        let attempts = ledger.lines().filter { $0.job == "flaky" }
+        #expect(attempts.map(\.runID) == [first.id], "\(attempts)")
+        let runs = try await client.get("/v1/runs?job=flaky", as: RunsResponse.self).runs
+        #expect(runs.count == 2, "\(runs.map { ($0.attempt, $0.outcome ?? "-") })")
+    }
+
+    @Test func sighupsDuringAReloadCoalesceAndTheLastFileWins() async throws {
+        // A configuration big enough that a reload takes a while, so the SIGHUPs arrive during it.
+        func config(_ version: Int) -> String {
+            "jobs:\n" + (0..<4000).map { "  j\($0): { command: [\"/bin/true\"], schedule: \"\($0 % 60) 3 * * *\" }\n" }.joined()
+                + "  edited: { shell: \"echo \(version)\" }\n"
+        }
+        let daemon = try DaemonHarness(config: config(0), logLevel: "notice")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+        daemon.writeConfig(config(1))
+        for _ in 0..<20 { daemon.signal(SIGHUP) }
+        // An API reload waits its turn behind them and names the generation it made.
+        let result = try await client.request(.post, "/v1/reload").decode(ReloadResult.self)
+        #expect(result.result == "ok")
+        // 20 SIGHUPs, one reload at a time: the first, at most one more for the rest, then ours.
+        #expect(result.generation >= 3 && result.generation <= 4, "generation \(result.generation) after 20 SIGHUPs")
+        let reloadings = daemon.notify.messages.all.count { $0.contains("RELOADING=1") }
+        #expect(reloadings >= 2 && reloadings <= 3, "\(reloadings) reloads for 20 SIGHUPs and one request")
+        #expect(try await client.get("/v1/jobs/edited", as: JobInfo.self).shell == "echo 1")
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import JobRunnerControl
+import TestSupport
+import Testing
+
+/// No leak, counted where the kernel counts it: the daemon's descriptors in /proc/PID/fd and its
+/// resident memory, across thousands of runs.
+@Suite(.serialized, .timeLimit(.minutes(4))) struct ResourceTests {
+    /// Runs `job` `count` times through the API, `parallel` at a time, each request waiting for
+    /// its run to end; returns the outcomes seen.
+    static func run(_ job: String, times count: Int, parallel: Int = 8, on daemon: DaemonHarness) async throws -> [String: Int] {
+        let client = ControlClient(socketPath: daemon.socketPath)
+        return try await withThrowingTaskGroup(of: [String: Int].self) { group in
+            for worker in 0..<parallel {
+                group.addTask {
+                    var outcomes: [String: Int] = [:]
+                    for _ in stride(from: worker, to: count, by: parallel) {
+                        let run = try await client.request(.post, "/v1/jobs/\(job)/run?wait=true").decode(RunInfo.self)
+                        outcomes[run.outcome ?? "none", default: 0] += 1
+                    }
+                    return outcomes
+                }
+            }
+            var all: [String: Int] = [:]
+            for try await outcomes in group { all.merge(outcomes, uniquingKeysWith: +) }
+            return all
+        }
+    }
+
+    /// The daemon's descriptor count once it is idle (no run alive, no request in flight).
+    static func idleDescriptors(_ daemon: DaemonHarness) async throws -> Int {
+        let client = ControlClient(socketPath: daemon.socketPath)
+        try await poll("the daemon idle", within: .seconds(30), every: .milliseconds(100)) {
+            try await client.get("/v1/status", as: StatusResponse.self).running == 0
+        }
+        // Our status connection closes after its answer; let the daemon see it close.
+        var counts: [Int] = []
+        try await poll("a steady descriptor count", within: .seconds(10), every: .milliseconds(100)) {
+            counts.append(daemon.descriptorCount ?? -1)
+            return counts.count >= 3 && Set(counts.suffix(3)).count == 1
+        }
+        return counts.last!
+    }
+
+    @Test func descriptorsAndMemoryStayFlatOverTenThousandRuns() async throws {
+        let daemon = try DaemonHarness(config: """
+            daemon:
+              max_concurrent_runs: 8
+            jobs:
+              quick:
+                command: ["/bin/true"]
+                overlap: allow
+                max_instances: 16
+            """, logLevel: "warning")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        // Warm up: the first thousand runs grow what is meant to grow (caches, the run
+        // registry's ring of recent runs, the history's pages).
+        let warm = try await Self.run("quick", times: 1_000, on: daemon)
+        #expect(warm == ["succeeded": 1_000], "\(warm)")
+        let descriptorsBefore = try await Self.idleDescriptors(daemon)
+        let memoryBefore = try #require(daemon.residentBytes)
+        let outcomes = try await Self.run("quick", times: 9_000, on: daemon)
+        #expect(outcomes == ["succeeded": 9_000], "\(outcomes)")
+        let descriptorsAfter = try await Self.idleDescriptors(daemon)
+        let memoryAfter = try #require(daemon.residentBytes)
+        #expect(descriptorsAfter == descriptorsBefore, "descriptors \(descriptorsBefore) → \(descriptorsAfter) over 9,000 runs")
+        let growth = memoryAfter - memoryBefore
+        #expect(growth < 16 << 20, "resident memory \(memoryBefore >> 20) → \(memoryAfter >> 20) MiB over 9,000 runs")
+    }
+}

@@ -27,14 +27,16 @@ DOCDIR ?= $(PREFIX)/share/doc/jobrunner
 
 # System packages the build links against (Debian names).
 APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
-# Only the tests need these: a private PostgreSQL server for the cluster suite.
-TEST_APT_PACKAGES := postgresql
+# Only the tests need these: a private PostgreSQL server for the cluster suite, and qemu for the
+# clock-step test's virtual machine (its kernel and busybox are unpacked from Debian's archive by
+# the test itself, not installed).
+TEST_APT_PACKAGES := postgresql qemu-system-x86
 
 PYTHON ?= python3
 # Reference implementations the schedule maths is checked against (PyPI).
 ORACLE_PACKAGES := cronsim croniter
 
-.PHONY: all deps test-deps apt-install oracle-deps build release run test test-oracle test-systemd bench bench-smoke torture torture-smoke install uninstall clean
+.PHONY: all deps test-deps apt-install oracle-deps build release run test test-oracle test-systemd test-clock bench bench-smoke torture torture-smoke install uninstall clean
 
 all: build
 
@@ -52,7 +54,7 @@ apt-install:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 # Installs the schedule oracles from PyPI if they are missing.
@@ -79,6 +81,7 @@ test: test-deps oracle-deps
 	$(SWIFT) test --skip-build --filter IntegrationTests
 	$(MAKE) --no-print-directory test-oracle
 	$(MAKE) --no-print-directory test-systemd
+	$(MAKE) --no-print-directory test-clock
 	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory torture-smoke
 
@@ -89,6 +92,10 @@ test-oracle: oracle-deps
 # The units, installed into a private root, under a real systemd booted in namespaces of its own.
 test-systemd: build
 	Tests/EndToEnd/systemd-e2e.sh
+
+# A real wall-clock step, forward and back, under the daemon in a virtual machine of its own.
+test-clock: build test-deps
+	Tests/EndToEnd/clock-step.sh
 
 # The C baselines the benchmarks compare against, built with the system's C compiler.
 BASELINE := .build/bench/baseline

@@ -150,7 +150,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 let samePlace = machine == machineID && (pid == Int64(getpid()) || kill(pid_t(pid), 0) != 0)
                 if !samePlace {
                     throw ClusterError("node name '\(nodeName)' is held by a live node (machine \(machine.prefix(8)), pid \(pid), "
-                        + "heartbeat \(Int(age))s ago); give each node its own daemon.cluster.node_name")
+                        + "heartbeat \(age.isFinite ? String(format: "%.0f", age) : "?")s ago); give each node its own daemon.cluster.node_name")
                 }
             }
             var others: Int64 = 0

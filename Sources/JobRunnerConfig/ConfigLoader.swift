@@ -310,7 +310,9 @@ public struct ConfigLoader: Sendable {
                     let what = "daemon.control.\(entry.key)"
                     switch entry.key {
                     case "group":
-                        guard let name = reader.nonEmptyString(entry.value, what: what) else { continue }
+                        guard let name = reader.nonEmptyString(entry.value, what: what),
+                            !reader.rejectsOutOfRangeID(name, at: entry.value, what: what)
+                        else { continue }
                         if let gid = UserDatabase.group(name) {
                             settings.control.group = name
                             settings.control.groupID = gid
@@ -323,7 +325,9 @@ public struct ConfigLoader: Sendable {
                             continue
                         }
                         for item in items {
-                            guard let text = reader.nonEmptyString(item, what: what) else { continue }
+                            guard let text = reader.nonEmptyString(item, what: what),
+                                !reader.rejectsOutOfRangeID(text, at: item, what: what)
+                            else { continue }
                             if let user = UserDatabase.user(text) {
                                 settings.control.allowedUIDs.append(user.uid)
                             } else if let uid = UInt32(text) {
@@ -334,7 +338,7 @@ public struct ConfigLoader: Sendable {
                         }
                     case "allowed_groups":
                         guard let names = reader.stringList(entry.value, what: what) else { continue }
-                        for name in names {
+                        for name in names where !reader.rejectsOutOfRangeID(name, at: entry.value, what: what) {
                             if let gid = UserDatabase.group(name) {
                                 settings.control.allowedGroups.append(name)
                                 settings.control.allowedGIDs.append(gid)
@@ -694,6 +698,7 @@ public struct ConfigLoader: Sendable {
         guard userPair != nil || groupPair != nil || supplementaryPair != nil else { return }
         var identity: RunIdentity?
         if let userPair, let name = reader.nonEmptyString(userPair.value, what: "\(context): user") {
+            if reader.rejectsOutOfRangeID(name, at: userPair.value, what: "\(context): user") { return }
             if let user = UserDatabase.user(name) {
                 identity = RunIdentity(user: user.name, uid: user.uid, gid: user.gid,
                                        groups: UserDatabase.groups(of: user.name, primary: user.gid), home: user.home, shell: user.shell)
@@ -709,7 +714,9 @@ public struct ConfigLoader: Sendable {
                                    home: current?.home ?? "/", shell: current?.shell ?? "/bin/sh")
         }
         guard var resolved = identity else { return }
-        if let groupPair, let name = reader.nonEmptyString(groupPair.value, what: "\(context): group") {
+        if let groupPair, let name = reader.nonEmptyString(groupPair.value, what: "\(context): group"),
+            !reader.rejectsOutOfRangeID(name, at: groupPair.value, what: "\(context): group")
+        {
             if let gid = UserDatabase.group(name) {
                 resolved.gid = gid
             } else {
@@ -718,7 +725,7 @@ public struct ConfigLoader: Sendable {
         }
         if let supplementaryPair, let names = reader.stringList(supplementaryPair.value, what: "\(context): supplementary_groups") {
             var groups: [UInt32] = []
-            for name in names {
+            for name in names where !reader.rejectsOutOfRangeID(name, at: supplementaryPair.value, what: "\(context): supplementary_groups") {
                 if let gid = UserDatabase.group(name) {
                     groups.append(gid)
                 } else {

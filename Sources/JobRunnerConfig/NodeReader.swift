@@ -123,7 +123,12 @@ struct NodeReader {
 
     mutating func integer(_ node: Node, what: String, range: ClosedRange<Int>) -> Int? {
         guard case .scalar(let scalar) = node, let value = Int.construct(from: scalar) else {
-            fail(.wrongType, at: node, "\(what): expected a whole number, found \(Self.describe(node))")
+            if case .scalar(let scalar) = node, Self.isWholeNumberLiteral(scalar.string) {
+                // A whole number too large for 64 bits: not a type error, a range error.
+                fail(.invalidValue, at: node, "\(what): \(Self.describe(node)) is out of range \(range.lowerBound)–\(range.upperBound)")
+            } else {
+                fail(.wrongType, at: node, "\(what): expected a whole number, found \(Self.describe(node))")
+            }
             return nil
         }
         guard range.contains(value) else {
@@ -131,6 +136,25 @@ struct NodeReader {
             return nil
         }
         return value
+    }
+
+    /// The ids a user or group may have: 4294967295 is (uid_t)-1, which set*id calls read as
+    /// "leave unchanged" — a job given it would keep the daemon's identity.
+    static let idRange: ClosedRange<UInt32> = 0...4_294_967_294
+
+    /// Reports a user or group written as a number outside ``idRange``; true when it did.
+    mutating func rejectsOutOfRangeID(_ text: String, at node: Node, what: String) -> Bool {
+        guard Self.isWholeNumberLiteral(text) else { return false }
+        if let value = UInt32(text), Self.idRange.contains(value) { return false }
+        fail(.invalidValue, at: node, "\(what): \(text) is out of range \(Self.idRange.lowerBound)–\(Self.idRange.upperBound)")
+        return true
+    }
+
+    /// `123`, `-5`, `+7`, `1_000`: digits with an optional sign.
+    static func isWholeNumberLiteral(_ text: String) -> Bool {
+        var digits = Substring(text)
+        if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
+        return !digits.isEmpty && digits.allSatisfy { ($0.isASCII && $0.isNumber) || $0 == "_" } && digits.contains { $0 != "_" }
     }
 
     mutating func stringList(_ node: Node, what: String) -> [String]? {

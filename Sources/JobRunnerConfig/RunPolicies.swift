@@ -119,17 +119,18 @@ public enum SizeText {
 
     public static func parse(_ raw: String) throws(ParseError) -> UInt64 {
         let text = raw.filter { $0 != " " }
-        let digits = text.prefix { $0.isNumber }
-        guard !digits.isEmpty, let value = UInt64(digits) else {
+        let digits = text.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty else {
             throw ParseError(message: "'\(raw)' is not a size (write e.g. 64KiB, 2GiB, 4096)")
         }
+        guard let value = UInt64(digits) else { throw ParseError(message: "'\(raw)' is out of range (at most 16EiB)") }
         let unit = String(text.dropFirst(digits.count))
         guard unit.isEmpty || units.contains(where: { $0.0 == unit }) else {
             throw ParseError(message: "'\(raw)' is not a size: unknown unit '\(unit)' (use B, KiB, MiB, GiB, TiB)")
         }
         let factor = unit.isEmpty ? 1 : units.first { $0.0 == unit }!.1
         let (product, overflow) = value.multipliedReportingOverflow(by: factor)
-        guard !overflow else { throw ParseError(message: "'\(raw)' is too large") }
+        guard !overflow else { throw ParseError(message: "'\(raw)' is out of range (at most 16EiB)") }
         return product
     }
 }

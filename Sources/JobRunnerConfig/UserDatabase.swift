@@ -30,6 +30,7 @@ enum UserDatabase {
         var buffer = [CChar](repeating: 0, count: 16_384)
         let rc: Int32
         if let uid = UInt32(nameOrID) {
+            guard NodeReader.idRange.contains(uid) else { return nil }
             rc = getpwuid_r(uid, &entry, &buffer, buffer.count, &result)
         } else {
             rc = getpwnam_r(nameOrID, &entry, &buffer, buffer.count, &result)
@@ -42,7 +43,7 @@ enum UserDatabase {
     /// A group id by name or number.
     @available(*, noasync)
     static func group(_ nameOrID: String) -> UInt32? {
-        if let gid = UInt32(nameOrID) { return gid }
+        if let gid = UInt32(nameOrID) { return NodeReader.idRange.contains(gid) ? gid : nil }
         var entry = Glibc.group()
         var result: UnsafeMutablePointer<Glibc.group>?
         var buffer = [CChar](repeating: 0, count: 65_536)

@@ -1,3 +1,4 @@
+import JobRunnerSchedule
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -78,7 +79,11 @@ struct RunNotifySocket {
             case "STATUS":
                 messages.append(.status(String(value.prefix(1024))))
             case "EXTEND_TIMEOUT_USEC":
-                if let micros = Int64(value), micros >= 0 { messages.append(.extendTimeout(.microseconds(micros))) }
+                // Any number a job sends is at most the longest duration anything accepts, so the
+                // deadline it moves cannot overflow.
+                if let micros = UInt64(value) {
+                    messages.append(.extendTimeout(.microseconds(Int64(min(micros, UInt64(DurationText.maximum.wholeMicroseconds))))))
+                }
             case "READY":
                 if value == "1" { messages.append(.ready) }
             default:

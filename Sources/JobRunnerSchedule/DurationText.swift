@@ -17,7 +17,13 @@ public enum DurationText {
         (["w", "week", "weeks"], 604_800_000_000),
     ]
 
-    /// Parses a duration. A bare number is rejected: the unit must be explicit.
+    /// The longest duration anything accepts: 100 years. Every duration read from outside (a
+    /// configuration, a command line, a job's `EXTEND_TIMEOUT_USEC`) is at most this, so adding
+    /// one to any instant or deadline, in microseconds or nanoseconds, cannot overflow.
+    public static let maximum: Duration = .seconds(36_500 * 86_400)
+
+    /// Parses a duration. A bare number is rejected: the unit must be explicit. Fractions keep
+    /// microsecond precision (further digits are dropped); more than `maximum` is an error.
     public static func parse(_ text: String) throws(ParseError) -> Duration {
         let trimmed = text.trimmingASCIISpaces()
         guard !trimmed.isEmpty else {
@@ -25,20 +31,33 @@ public enum DurationText {
         }
         var scanner = TextScanner(trimmed)
         var total: Int64 = 0
+        let outOfRange = ParseError(message: "'\(text)' is out of range (at most \(format(maximum)))")
         while !scanner.isAtEnd {
             while scanner.take(" ") {}
-            guard let (whole, _) = scanner.digits() else {
+            let wholeStart = scanner.index
+            while let byte = scanner.peek, byte >= 0x30, byte <= 0x39 { scanner.index += 1 }
+            let wholeDigits = scanner.bytes[wholeStart..<scanner.index]
+            guard !wholeDigits.isEmpty else {
                 throw ParseError(message: "'\(text)' is not a duration: expected a number at '\(scanner.rest)'")
             }
-            var fractionMicros: Int64 = 0
-            var fractionDigits = 0
-            var fractionValue = 0
+            // More than 18 digits is beyond any duration accepted (and beyond Int64).
+            guard wholeDigits.count <= 18 else { throw outOfRange }
+            let whole = wholeDigits.reduce(Int64(0)) { $0 * 10 + Int64($1 - 0x30) }
+            var fraction: Int64 = 0
+            var scale: Int64 = 1
             if scanner.take(".") {
-                guard let (value, count) = scanner.digits() else {
+                let fractionStart = scanner.index
+                while let byte = scanner.peek, byte >= 0x30, byte <= 0x39 {
+                    // Twelve digits are finer than a microsecond of any unit; the rest is dropped.
+                    if scanner.index - fractionStart < 12 {
+                        fraction = fraction * 10 + Int64(byte - 0x30)
+                        scale *= 10
+                    }
+                    scanner.index += 1
+                }
+                guard scanner.index > fractionStart else {
                     throw ParseError(message: "'\(text)' is not a duration: expected digits after '.'")
                 }
-                fractionValue = value
-                fractionDigits = count
             }
             while scanner.take(" ") {}
             let unitStart = scanner.index
@@ -52,20 +71,14 @@ public enum DurationText {
             guard let unit = units.first(where: { $0.names.contains(unitName) }) else {
                 throw ParseError(message: "'\(text)' is not a duration: unknown unit '\(unitName)' (use ms, s, m, h, d or w)")
             }
-            let (product, overflow) = Int64(whole).multipliedReportingOverflow(by: unit.microseconds)
-            guard !overflow else {
-                throw ParseError(message: "'\(text)' is too long a duration")
-            }
-            if fractionDigits > 0 {
-                var scale: Int64 = 1
-                for _ in 0..<min(fractionDigits, 12) { scale *= 10 }
-                fractionMicros = Int64(fractionValue) * unit.microseconds / scale
-            }
-            let (sum, overflow2) = total.addingReportingOverflow(product + fractionMicros)
-            guard !overflow2 else {
-                throw ParseError(message: "'\(text)' is too long a duration")
-            }
-            total = sum
+            let (product, overflow) = whole.multipliedReportingOverflow(by: unit.microseconds)
+            guard !overflow else { throw outOfRange }
+            // fraction / scale < 1, so this is less than one unit: computed in full width.
+            let part = scale.dividingFullWidth(fraction.multipliedFullWidth(by: unit.microseconds)).quotient
+            let (sum, overflow2) = total.addingReportingOverflow(product)
+            let (withPart, overflow3) = sum.addingReportingOverflow(part)
+            guard !overflow2, !overflow3, withPart <= maximum.wholeMicroseconds else { throw outOfRange }
+            total = withPart
             while scanner.take(" ") {}
         }
         return .microseconds(total)

@@ -11,9 +11,11 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         self.microseconds = microseconds
     }
 
-    /// Creates a timestamp from whole seconds since the epoch.
+    /// Creates a timestamp from whole seconds since the epoch (clamped to what microseconds in an
+    /// `Int64` can hold, about ±292,000 years).
     public init(seconds: Int64) {
-        self.microseconds = seconds * 1_000_000
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
+        self.microseconds = overflow ? (seconds < 0 ? .min : .max) : product
     }
 
     /// Whole seconds since the epoch, rounded towards negative infinity.
@@ -35,14 +37,18 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         lhs.microseconds < rhs.microseconds
     }
 
-    /// This instant moved by a duration (sub-microsecond parts are dropped).
+    /// This instant moved by a duration (sub-microsecond parts are dropped). Saturates at the
+    /// ends of the range rather than trapping: an instant read from outside (a database row, a
+    /// request) can be anything.
     public func advanced(by duration: Duration) -> Timestamp {
-        Timestamp(microseconds: microseconds + duration.wholeMicroseconds)
+        let (sum, overflow) = microseconds.addingReportingOverflow(duration.wholeMicroseconds)
+        return Timestamp(microseconds: overflow ? (duration < .zero ? .min : .max) : sum)
     }
 
     /// The duration from this instant to `other` (negative when `other` is earlier).
     public func duration(to other: Timestamp) -> Duration {
-        .microseconds(other.microseconds - microseconds)
+        let (difference, overflow) = other.microseconds.subtractingReportingOverflow(microseconds)
+        return .microseconds(overflow ? (other.microseconds < microseconds ? Int64.min : Int64.max) : difference)
     }
 
     /// RFC 3339 in UTC, with fractional seconds only when there are any.
@@ -106,10 +112,13 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
 }
 
 extension Duration {
-    /// The duration in whole microseconds, truncated towards zero.
+    /// The duration in whole microseconds, truncated towards zero; clamped to `Int64`'s range.
     public var wholeMicroseconds: Int64 {
         let (seconds, attoseconds) = components
-        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        let (micros, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
+        guard !overflow else { return seconds < 0 ? .min : .max }
+        let (total, overflow2) = micros.addingReportingOverflow(attoseconds / 1_000_000_000_000)
+        return overflow2 ? (seconds < 0 ? .min : .max) : total
     }
 
     /// The duration in seconds as a floating-point value.

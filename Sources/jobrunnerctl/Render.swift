@@ -95,7 +95,7 @@ enum Render {
                 run.trigger,
                 relative(run.scheduledTime, now: nowStamp),
                 run.startedAt.map { relative($0, now: nowStamp) } ?? "-",
-                run.durationSeconds.map { DurationText.approximate(.milliseconds(Int64($0 * 1000))) } ?? "-",
+                run.durationSeconds.map { DurationText.approximate(Self.duration(seconds: $0)) } ?? "-",
                 outcome,
             ] + (clustered ? [run.node ?? "-"] : []))
         }
@@ -106,7 +106,7 @@ enum Render {
     static func runLine(_ run: RunInfo, colors: Colors) -> String {
         var text = "\(run.job) \(run.id): \(colors.outcome(run.outcome ?? run.state))"
         if let code = run.exitCode, code != 0 { text += " (exit status \(code))" }
-        if let seconds = run.durationSeconds { text += " after " + DurationText.format(.milliseconds(Int64(seconds * 1000))) }
+        if let seconds = run.durationSeconds { text += " after " + DurationText.format(Self.duration(seconds: seconds)) }
         return text
     }
 
@@ -122,6 +122,13 @@ enum Render {
     static func relative(_ text: String, now: Timestamp) -> String {
         guard let instant = Timestamp(rfc3339: text) else { return text }
         return DurationText.relative(instant, now: now)
+    }
+
+    /// Seconds as the API gives them (a JSON number), as a duration: anything that is not a
+    /// sane number of seconds becomes zero rather than a crash.
+    static func duration(seconds: Double) -> Duration {
+        guard seconds.isFinite, abs(seconds) < 1e12 else { return .zero }
+        return .microseconds(Int64((seconds * 1_000_000).rounded()))
     }
 
     static func timestamp(_ date: Date) -> Timestamp {

@@ -38,6 +38,8 @@ struct LaunchSpec: Sendable {
     var nice: Int32?
     var identity: Identity?
     var limits: [Limit] = []
+    /// Tests only: mark descriptors close-on-exec one by one, as where close_range is missing.
+    var forceDescriptorLoop = false
 }
 
 /// Starts processes with `vfork` + `execve` through a small C shim.
@@ -57,6 +59,8 @@ enum ProcessLauncher {
         }
         let groups = spec.identity?.groups ?? []
         let limits = spec.limits.map { jr_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
+        // The daemon's own descriptor limit, read here: the child's would be the job's.
+        let descriptorBound = jr_descriptor_bound(1 << 20)
         var pid: pid_t = 0
         var stage: Int32 = 0
         let errorNumber: Int32 = spec.executable.withCString { path in
@@ -89,6 +93,8 @@ enum ProcessLauncher {
                         }
                         request.limit_count = Int32(limitBuffer.count)
                         request.limits = limitBuffer.baseAddress
+                        request.descriptor_bound = descriptorBound
+                        request.force_descriptor_loop = spec.forceDescriptorLoop ? 1 : 0
                         return jr_spawn(&request, &pid, &stage)
                     }
                 }

@@ -11,7 +11,7 @@ public final class RunHandle: Sendable {
         case cancel
         case outputClosed
         case drainTimeout
-        case notify(RunNotifySocket.Message)
+        case notify(NotifyMessage)
     }
 
     struct Reported: Sendable {
@@ -37,7 +37,7 @@ public final class RunHandle: Sendable {
     /// Whether the run sent `READY=1`.
     public var isReady: Bool { reported.withLock { $0.ready } }
 
-    func record(_ message: RunNotifySocket.Message) {
+    func record(_ message: NotifyMessage) {
         reported.withLock { state in
             switch message {
             case .status(let text): state.statusText = text

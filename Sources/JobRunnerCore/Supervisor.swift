@@ -69,30 +69,35 @@ public final class Supervisor: Sendable {
     private let logger: Logger
     private let wallClock: @Sendable () -> Timestamp
     private let daemonEnvironment: [String: String]
-    private let runtimeDirectory: String?
+    /// Where runs' notify sockets are read (nil: runs get no `NOTIFY_SOCKET`).
+    private let notifyHub: NotifyHub?
     private let sweeps: ProcessSweeps?
     /// The cluster node this daemon is (given to runs as `JOBRUNNER_NODE`), nil alone.
     private let nodeName: String?
+    /// Tests only: close descriptors the way kernels without close_range need.
+    private let forceDescriptorLoop: Bool
 
     /// - Parameters:
     ///   - blockingPool: where sweeps of /proc run; without one, escaped processes are not hunted.
-    ///   - runtimeDirectory: where per-run notify sockets are made; without one, runs get none.
+    ///   - notify: whether runs get a `NOTIFY_SOCKET` of their own (read by ``NotifyHub``).
     public init(
         eventLoopGroup: any EventLoopGroup,
         reaper: ChildReaper = .shared,
         blockingPool: NIOThreadPool? = nil,
-        runtimeDirectory: String? = nil,
+        notify: Bool = false,
         environment daemonEnvironment: [String: String]? = nil,
         nodeName: String? = nil,
+        descriptorFallbackForTests: Bool = false,
         logger: Logger,
         wallClock: @escaping @Sendable () -> Timestamp
     ) {
         self.nodeName = nodeName
+        self.forceDescriptorLoop = descriptorFallbackForTests
         self.eventLoopGroup = eventLoopGroup
         self.reaper = reaper
         self.logger = logger
         self.wallClock = wallClock
-        self.runtimeDirectory = runtimeDirectory
+        self.notifyHub = notify ? .shared : nil
         self.sweeps = blockingPool.map { ProcessSweeps(pool: $0, reaper: reaper) }
         // The daemon's environment (runs inherit `inherit_environment` from it): given, or read
         // once here.
@@ -134,24 +139,10 @@ public final class Supervisor: Sendable {
         environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
         if let nodeName { environment["JOBRUNNER_NODE"] = nodeName }
 
-        var notifySocket: RunNotifySocket?
-        if let runtimeDirectory {
-            switch RunNotifySocket.create(runtimeDirectory: runtimeDirectory, runID: request.id.rawValue,
-                                          owner: job.identity.map { ($0.uid, $0.gid) }) {
-            case .success(let socket):
-                notifySocket = socket
-                environment["NOTIFY_SOCKET"] = socket.path
-            case .failure(let error):
-                logger.warning("run gets no notify socket", metadata: ["error": "\(error.message)"])
-            }
-        }
-        defer { notifySocket?.remove() }
-
-        let result = await execute(
+        return await execute(
             command: job.command, job: job, environment: environment, stdin: nil, timeout: job.timeout,
-            notify: notifySocket, handle: handle, logger: logger, tail: tail, onLine: onLine, onStarted: onStarted
+            notify: notifyHub != nil, handle: handle, logger: logger, tail: tail, onLine: onLine, onStarted: onStarted
         )
-        return result
     }
 
     /// Kills what a finished run left outside its process group (found through the child
@@ -182,14 +173,16 @@ public final class Supervisor: Sendable {
         environment["JOBRUNNER_EXIT_CODE"] = result.outcome.exitCode.map { "\($0)" } ?? ""
         if let nodeName { environment["JOBRUNNER_NODE"] = nodeName }
         let bytes = Array(output.utf8)
-        let stdin = bytes.withUnsafeBytes { jr_memfd_with_contents($0.baseAddress, $0.count) }
-        defer { if stdin >= 0 { close(stdin) } }
+        let memfd = bytes.withUnsafeBytes { jr_memfd_with_contents($0.baseAddress, $0.count) }
+        let stdin = memfd >= 0 ? Descriptor(memfd) : nil
         let hookResult = await execute(
-            command: hook, job: request.job, environment: environment, stdin: stdin >= 0 ? stdin : nil,
-            timeout: request.job.hookTimeout, notify: nil, handle: RunHandle(), logger: logger, tail: nil, onLine: nil,
-            onStarted: { _, _ in }
+            command: hook, job: request.job, environment: environment, stdin: stdin, timeout: request.job.hookTimeout,
+            notify: false, handle: RunHandle(), logger: logger, tail: nil, onLine: nil, onStarted: { _, _ in }
         )
         hookResult.log(logger, "hook")
+        // A hook is supervised as a run is: whatever it left outside its process group (it
+        // carries the run's JOBRUNNER_RUN_ID) is found and killed once it has ended.
+        if hookResult.pid != nil { await sweepLeftovers(of: request) }
         return hookResult.outcome
     }
 
@@ -199,63 +192,72 @@ public final class Supervisor: Sendable {
         command: JobCommand,
         job: JobDefinition,
         environment: [String: String],
-        stdin: Int32?,
+        stdin: consuming Descriptor?,
         timeout: Duration?,
-        notify: RunNotifySocket?,
+        notify wantsNotify: Bool,
         handle: RunHandle,
         logger: Logger,
         tail: OutputTail?,
         onLine: (@Sendable (OutputLine) -> Void)?,
         onStarted: @Sendable (Int32, Timestamp) -> Void
     ) async -> RunResult {
+        // Every descriptor below has one owner (`Descriptor`, `Pipe`, `NotifyEndpoint`): an
+        // early return closes whatever was opened, and nothing is closed twice.
         var logger = logger
+        var environment = environment
         let executable: String
         switch ProcessLauncher.resolveExecutable(command.arguments[0], searchPath: environment["PATH"]) {
         case .success(let path): executable = path
         case .failure(let error): return spawnFailed(error, logger: logger)
         }
-
-        // Pipes for stdout and stderr; the daemon keeps the read ends, the child gets the write ends.
-        var outPipe: [Int32] = [-1, -1]
-        var errPipe: [Int32] = [-1, -1]
-        guard jr_pipe_cloexec(&outPipe) == 0 else { return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger) }
-        guard jr_pipe_cloexec(&errPipe) == 0 else {
-            close(outPipe[0]); close(outPipe[1])
-            return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger)
+        let mailbox = handle.mailbox
+        var notifyEndpoint: NotifyEndpoint?
+        if wantsNotify, let notifyHub {
+            switch notifyHub.open(runID: environment["JOBRUNNER_RUN_ID"] ?? "run", allowedUID: job.identity?.uid ?? geteuid(),
+                                  deliver: { messages in for message in messages { mailbox.post(.notify(message)) } }) {
+            case .success(let endpoint):
+                environment["NOTIFY_SOCKET"] = endpoint.path
+                notifyEndpoint = consume endpoint
+            case .failure(let error):
+                logger.warning("run gets no notify socket", metadata: ["error": "\(error.message)"])
+            }
         }
-        let input = stdin ?? open("/dev/null", O_RDONLY | O_CLOEXEC)
+        // Pipes for stdout and stderr; the daemon keeps the read ends, the child gets the write ends.
+        guard let output = Pipe.make() else { return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger) }
+        guard let errors = Pipe.make() else { return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger) }
+        guard let input = stdin ?? Descriptor.open("/dev/null", O_RDONLY) else {
+            return spawnFailed(SpawnError("/dev/null: \(lastError())"), logger: logger)
+        }
 
         var spec = LaunchSpec(
             executable: executable,
             arguments: command.arguments,
             environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
             workingDirectory: job.workingDirectory,
-            stdin: input,
-            stdout: outPipe[1],
-            stderr: errPipe[1]
+            stdin: input.raw,
+            stdout: output.write.raw,
+            stderr: errors.write.raw
         )
         spec.umask = job.umask.map { mode_t($0) }
         spec.nice = job.nice.map { Int32($0) }
         spec.limits = Self.limits(job.limits)
+        spec.forceDescriptorLoop = forceDescriptorLoop
         if let identity = job.identity, identity.uid != geteuid() || identity.gid != getegid() || geteuid() == 0 {
             spec.identity = .init(uid: identity.uid, gid: identity.gid, groups: identity.groups)
         }
-        let mailbox = handle.mailbox
         let launched = reaper.launch(killGroupOnExit: true, onExit: { mailbox.post(.exited($0)) }) {
             ProcessLauncher.spawn(spec)
         }
-        close(outPipe[1])
-        close(errPipe[1])
-        if stdin == nil, input >= 0 { close(input) }
+        // The child has its own copies now (or there is no child).
+        _ = consume input
+        _ = consume output.write
+        _ = consume errors.write
 
         let pid: Int32
         switch launched {
         case .success(let started):
             pid = started
         case .failure(let error):
-            close(outPipe[0])
-            close(errPipe[0])
-            if let notify { close(notify.descriptor) }
             return spawnFailed(error, logger: logger)
         }
         let startedAt = wallClock()
@@ -270,14 +272,10 @@ public final class Supervisor: Sendable {
         }
         let eventLoop = eventLoopGroup.next()
         var channels = [
-            await attachOutput(fd: outPipe[0], stream: .stdout, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
-            await attachOutput(fd: errPipe[0], stream: .stderr, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
+            await attachOutput(output.read.take(), stream: .stdout, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
+            await attachOutput(errors.read.take(), stream: .stderr, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
         ]
         var openStreams = 2
-        var notifyChannel: (any Channel)?
-        if let notify {
-            notifyChannel = await attachNotify(fd: notify.descriptor, eventLoop: eventLoop, mailbox: mailbox)
-        }
 
         // MARK: Supervision loop
         var imposed: RunOutcome?
@@ -351,7 +349,8 @@ public final class Supervisor: Sendable {
             mailbox.post(.cancel)
         }
         timer?.cancel()
-        notifyChannel?.close(promise: nil)
+        // The run is over: its notify socket closes here (on the early returns above, with them).
+        _ = consume notifyEndpoint
 
         let endedAt = wallClock()
         let outcome: RunOutcome
@@ -417,9 +416,10 @@ public final class Supervisor: Sendable {
         return RunResult(outcome: .spawnFailed(reason: error.message), startedAt: now, endedAt: now, pid: nil, exitStatus: nil)
     }
 
-    /// Reads one pipe on the event loop; posts `.outputClosed` when it reaches end of file.
+    /// Reads one pipe on the event loop (which owns `fd` from here on); posts `.outputClosed`
+    /// when it reaches end of file.
     private func attachOutput(
-        fd: Int32,
+        _ fd: Int32,
         stream: OutputStreamKind,
         eventLoop: any EventLoop,
         deliver: @escaping @Sendable (OutputLine) -> Void,
@@ -445,43 +445,6 @@ public final class Supervisor: Sendable {
             return nil
         }
     }
-
-    /// Reads the run's notify socket on the event loop: one datagram per read.
-    private func attachNotify(fd: Int32, eventLoop: any EventLoop, mailbox: Mailbox<RunHandle.Event>) async -> (any Channel)? {
-        let future = NIOPipeBootstrap(group: eventLoop)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4096))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NotifyReader { message in mailbox.post(.notify(message)) })
-                }
-            }
-            .takingOwnershipOfDescriptor(input: fd)
-        do {
-            return try await future.get()
-        } catch {
-            logger.warning("cannot read the run's notify socket", metadata: ["error": "\(error)"])
-            close(fd)
-            return nil
-        }
-    }
-}
-
-/// Parses notify datagrams into messages.
-private final class NotifyReader: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    private let deliver: @Sendable (RunNotifySocket.Message) -> Void
-
-    init(deliver: @escaping @Sendable (RunNotifySocket.Message) -> Void) {
-        self.deliver = deliver
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
-        let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
-        for message in RunNotifySocket.parse(text) { deliver(message) }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
 }
 
 func lastError() -> String {

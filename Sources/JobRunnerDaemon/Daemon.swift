@@ -191,7 +191,7 @@ public enum Daemon {
         pool.start()
         let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
         let registry = RunRegistry()
-        let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, blockingPool: pool, runtimeDirectory: options.runtimeDirectory,
+        let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, blockingPool: pool, notify: true,
                                     nodeName: cluster?.settings.nodeName, logger: logger, wallClock: { clock.now() })
         let statusBox = StatusBox()
         let writer = HistoryWriter(
@@ -279,6 +279,9 @@ public enum Daemon {
         try makeDirectory(options.stateDirectory, mode: 0o750)
         try makeDirectory(options.runtimeDirectory, mode: 0o755)
         let lock = try lockStateDirectory(options.stateDirectory)
+        // Runs' notify sockets are abstract names now; per-run directories an earlier version
+        // made here (and left behind when it was killed) go.
+        try? FileManager.default.removeItem(atPath: options.runtimeDirectory + "/runs")
         if let activated { return (lock, activated) }
         do {
             try makeDirectory((options.socketPath as NSString).deletingLastPathComponent, mode: 0o755)

@@ -68,4 +68,30 @@ import Testing
         let growth = memoryAfter - memoryBefore
         #expect(growth < 16 << 20, "resident memory \(memoryBefore >> 20) → \(memoryAfter >> 20) MiB over 9,000 runs")
     }
+
+    @Test func spawnFailuresLeaveTheDaemonsDescriptorsAsTheyWere() async throws {
+        // Each way a start can fail: before anything is opened (no such program), and after the
+        // pipes and the notify socket are made (in the child: exec, chdir, setrlimit).
+        let daemon = try DaemonHarness(config: """
+            daemon:
+              max_concurrent_runs: 8
+            jobs:
+              missing: { command: ["no-such-program-here"], overlap: allow, max_instances: 16 }
+              noexec: { command: ["/etc/hostname"], overlap: allow, max_instances: 16 }
+              nodir: { command: ["/bin/true"], working_directory: /no/such/directory, overlap: allow, max_instances: 16 }
+              nolimit: { command: ["/bin/true"], limits: { nofile: 2147483647 }, overlap: allow, max_instances: 16 }
+            """, logLevel: "critical")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        for job in ["missing", "noexec", "nodir", "nolimit"] {
+            #expect(try await Self.run(job, times: 20, on: daemon) == ["spawn_failed": 20], "\(job)")
+        }
+        let before = try await Self.idleDescriptors(daemon)
+        for job in ["missing", "noexec", "nodir", "nolimit"] {
+            let outcomes = try await Self.run(job, times: 1_000, on: daemon)
+            #expect(outcomes == ["spawn_failed": 1_000], "\(job): \(outcomes)")
+        }
+        let after = try await Self.idleDescriptors(daemon)
+        #expect(after == before, "descriptors \(before) → \(after) after 4,000 failed starts")
+    }
 }

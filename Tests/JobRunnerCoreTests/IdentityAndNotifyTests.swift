@@ -51,34 +51,58 @@ import Testing
         #expect(names == ["JOBRUNNER_TEST_SHARED", "JOBRUNNER_JOB", "JOBRUNNER_RUN_ID", "JOBRUNNER_SCHEDULED_TIME", "JOBRUNNER_ATTEMPT"])
     }
 
+    static let notifying = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, notify: true, environment: testEnvironment,
+                                      logger: testLogger, wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
+
     @Test func systemdNotifyStatusBecomesTheRunsProgress() async throws {
-        let directory = TemporaryDirectory()
-        defer { directory.remove() }
-        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, runtimeDirectory: directory.file("run"),
-                                    environment: testEnvironment, logger: testLogger, wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
         let handle = RunHandle()
         let definition = try job("progress", shell: "systemd-notify --status=50%; systemd-notify --ready; echo $NOTIFY_SOCKET")
         let collected = Mutex<[String]>([])
-        let result = await supervisor.run(request(definition), handle: handle, onLine: { line in collected.withLock { $0.append(line.text) } })
+        let progress = request(definition)
+        let result = await Self.notifying.run(progress, handle: handle, onLine: { line in collected.withLock { $0.append(line.text) } })
         #expect(result.outcome == .succeeded)
         #expect(handle.statusText == "50%")
         #expect(handle.isReady)
+        // An abstract socket of its own, named after the run: no file to clean up.
         let socket = try #require(collected.withLock { $0 }.first)
-        #expect(socket.hasPrefix(directory.file("run") + "/runs/"))
-        #expect(socket.hasSuffix("/notify"))
-        // Removed when the run ended.
-        #expect(!FileManager.default.fileExists(atPath: socket))
+        #expect(socket.hasPrefix("@jobrunner/\(getpid())/"), "\(socket)")
+        #expect(socket.hasSuffix("-\(progress.id)"))
+        #expect(!FileManager.default.fileExists(atPath: String(socket.dropFirst())))
     }
 
     @Test func extendTimeoutLetsARunOutliveItsTimeout() async throws {
-        let directory = TemporaryDirectory()
-        defer { directory.remove() }
-        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, runtimeDirectory: directory.file("run"),
-                                    environment: testEnvironment, logger: testLogger, wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
         let extended = try job("extended", shell: "systemd-notify EXTEND_TIMEOUT_USEC=5000000; sleep 1.5", timeout: .milliseconds(700))
-        #expect(await supervisor.run(request(extended)).outcome == .succeeded)
+        #expect(await Self.notifying.run(request(extended)).outcome == .succeeded)
         let plain = try job("plain", shell: "sleep 1.5", timeout: .milliseconds(700))
-        #expect(await supervisor.run(request(plain)).outcome == .timedOut)
+        #expect(await Self.notifying.run(request(plain)).outcome == .timedOut)
+        // A job cannot push its deadline past what arithmetic allows: the largest number is
+        // capped, and the run still ends (here by its own exit).
+        let huge = try job("huge", shell: "systemd-notify EXTEND_TIMEOUT_USEC=18446744073709551615; exit 0", timeout: .milliseconds(700))
+        #expect(await Self.notifying.run(request(huge)).outcome == .succeeded)
+    }
+
+    @Test(.enabled(if: getuid() == 0, "sends as another user only when the tests run as root"))
+    func datagramsFromAnotherUserAreDropped() async throws {
+        // The run (as root here) waits for a message from nobody; nobody's datagram is dropped,
+        // root's own is read.
+        let handle = RunHandle()
+        let definition = try job("spoofed", shell: """
+            setpriv --reuid=65534 --regid=65534 --clear-groups systemd-notify --status=spoofed; \
+            systemd-notify --status=genuine
+            """)
+        let before = NotifyHub.shared.droppedDatagrams
+        let result = await Self.notifying.run(request(definition), handle: handle)
+        #expect(result.outcome == .succeeded)
+        #expect(handle.statusText == "genuine")
+        #expect(NotifyHub.shared.droppedDatagrams > before)
+    }
+
+    @Test func notifyMessagesParse() {
+        #expect(NotifyMessage.parse(Array("STATUS=ok\nREADY=1\nX=y\nnonsense".utf8)) == [.status("ok"), .ready])
+        #expect(NotifyMessage.parse(Array("EXTEND_TIMEOUT_USEC=99999999999999999999999".utf8)) == [])
+        #expect(NotifyMessage.parse(Array("EXTEND_TIMEOUT_USEC=-5".utf8)) == [])
+        #expect(NotifyMessage.parse(Array("EXTEND_TIMEOUT_USEC=18446744073709551615".utf8)) == [.extendTimeout(DurationText.maximum)])
+        #expect(NotifyMessage.parse(Array(("STATUS=" + String(repeating: "x", count: 5000)).utf8)) == [.status(String(repeating: "x", count: 1024))])
     }
 
     @Test func hooksGetTheOutcomeAndTheOutputTail() async throws {

@@ -18,12 +18,12 @@ final class SchedulerHarness: Sendable {
     let task: Task<Void, Never>
 
     init(jobs: [JobDefinition], start: String = "2026-01-01T10:30:00Z", maxConcurrentRuns: Int = 64,
-         shutdownGrace: Duration = .zero, pools: [String: Int] = [:], runtimeDirectory: String? = nil) {
+         shutdownGrace: Duration = .zero, pools: [String: Int] = [:]) {
         let changes = self.changes
         let clock = ManualClock(now: Timestamp(rfc3339: start)!, onSleep: { changes.push(1) })
         self.clock = clock
         let daemon = DaemonSettings(timeZone: .utc, maxConcurrentRuns: maxConcurrentRuns, shutdownGrace: shutdownGrace, pools: pools)
-        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, runtimeDirectory: runtimeDirectory,
+        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
                                     environment: testEnvironment, logger: testLogger, wallClock: { clock.now() })
         let scheduler = Scheduler(configuration: Configuration(path: "test.yaml", daemon: daemon, jobs: jobs), supervisor: supervisor,
                                   registry: registry, clock: clock, logger: testLogger, onChange: { changes.push(0) })

@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import JobRunnerConfig
 import JobRunnerCore
 import JobRunnerSchedule
@@ -134,5 +135,23 @@ import Testing
         #expect(result.outcome == .cancelled)
         #expect(result.pid == pid)
         #expect(ProcessTable.leftovers(ofRun: cancelled.id.rawValue, session: pid, collected: alive).isEmpty)
+    }
+
+    @Test func withoutCloseRangeNoDaemonDescriptorReachesAJobWithALowNofileLimit() async throws {
+        // Descriptors of the daemon, open (not close-on-exec) above the job's nofile limit.
+        var opened: [Int32] = []
+        for _ in 0..<40 { opened.append(open("/dev/null", O_RDONLY)) }
+        defer { for fd in opened { close(fd) } }
+        #expect(opened.allSatisfy { $0 >= 0 } && opened.max()! > 40)
+        let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, environment: testEnvironment,
+                                    descriptorFallbackForTests: true, logger: testLogger,
+                                    wallClock: { Timestamp(seconds: Int64(Date().timeIntervalSince1970)) })
+        var definition = JobDefinition(name: "fds", command: .argv(["/bin/ls", "/proc/self/fd"]))
+        definition.limits.openFiles = 16
+        let lines = Mutex<[String]>([])
+        let result = await supervisor.run(request(definition), onLine: { line in lines.withLock { $0.append(line.text) } })
+        #expect(result.outcome == .succeeded)
+        // 0, 1, 2 and the directory ls itself opened to list.
+        #expect(lines.withLock { $0 }.compactMap(Int.init).sorted() == [0, 1, 2, 3], "\(lines.withLock { $0 })")
     }
 }

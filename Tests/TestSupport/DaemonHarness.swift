@@ -82,16 +82,16 @@ public final class DaemonHarness: Sendable {
         notify.close()
         if !keepDirectory {
             // A daemon killed here leaves its runs behind (as after a crash): they are found by
-            // their notify socket, which lies in this directory, and killed.
-            for process in Self.runsStarted(under: directory.path) { Foundation.kill(process.pid, SIGKILL) }
+            // their notify socket, named after the daemon's pid, and killed.
+            for process in Self.runsStarted(by: pid) { Foundation.kill(process.pid, SIGKILL) }
             directory.remove()
         }
     }
 
-    /// Live processes of runs whose daemon ran in `directory` (their `NOTIFY_SOCKET` is there).
-    public static func runsStarted(under directory: String) -> [ProcessEntry] {
+    /// Live processes of runs the daemon `pid` started (their `NOTIFY_SOCKET` names it).
+    public static func runsStarted(by pid: Int32) -> [ProcessEntry] {
         ProcessTable.all().filter { entry in
-            !entry.isZombie && ProcessTable.environment(of: entry.pid)?["NOTIFY_SOCKET"]?.hasPrefix(directory + "/") == true
+            !entry.isZombie && ProcessTable.environment(of: entry.pid)?["NOTIFY_SOCKET"]?.hasPrefix("@jobrunner/\(pid)/") == true
         }
     }
 

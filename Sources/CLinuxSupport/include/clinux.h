@@ -32,6 +32,12 @@ struct jr_spawn_request {
     const gid_t *groups;
     int limit_count;
     const struct jr_rlimit *limits;
+    /// Descriptors above 2 are made close-on-exec with close_range; where that is unavailable,
+    /// each below this bound is marked instead. Taken in the parent (the daemon's own
+    /// RLIMIT_NOFILE), before the job's `nofile` limit can lower what sysconf would say.
+    int descriptor_bound;
+    /// Tests only: skip close_range and use the marking loop.
+    int force_descriptor_loop;
 };
 
 /// Stages the child can fail at, reported with the errno.
@@ -66,6 +72,29 @@ int jr_reap_child(pid_t pid, int *kind, int *status);
 
 /// SO_PEERCRED of a connected unix socket.
 int jr_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/// SO_PEERGROUPS of a connected unix socket: the peer's supplementary groups when it connected.
+/// Returns how many there are (up to `capacity` are written), or -1 with errno.
+int jr_peer_groups(int fd, gid_t *groups, int capacity);
+
+/// The soft RLIMIT_NOFILE of this process, capped at `cap` (the bound for jr_spawn's fallback).
+int jr_descriptor_bound(int cap);
+
+/// A datagram socket bound to the abstract unix name `name` (`length` bytes, no leading NUL),
+/// non-blocking and close-on-exec, receiving its senders' credentials (SO_PASSCRED). Returns the
+/// descriptor or -1 with errno.
+int jr_notify_socket(const char *name, int length);
+
+/// One datagram from a notify socket, with the sender's uid and pid from SCM_CREDENTIALS.
+/// Returns its length (truncated to `capacity`), or -1 with errno (EAGAIN when none is waiting).
+ssize_t jr_notify_receive(int fd, void *buffer, size_t capacity, uid_t *uid, pid_t *pid);
+
+/// epoll: a new instance (close-on-exec); add `fd` for input with `token`; remove `fd`; wait for
+/// up to `capacity` ready tokens (-1 timeout: forever). Return -1 with errno on failure.
+int jr_epoll_create(void);
+int jr_epoll_add(int epoll, int fd, uint64_t token);
+int jr_epoll_remove(int epoll, int fd);
+int jr_epoll_wait(int epoll, uint64_t *tokens, int capacity, int timeout_ms);
 
 /// The file type bits (st_mode & S_IFMT) of `path` itself (lstat), or -1 with errno set.
 int jr_file_type(const char *path);

@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -15,6 +17,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,20 +38,26 @@ __attribute__((noreturn)) static void child_fail(volatile int *out_stage, volati
     _exit(127);
 }
 
-static void mark_cloexec_from(int first) {
-    if (syscall(SYS_close_range, (unsigned int)first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) {
+// `bound` comes from the parent: in the child, after setrlimit, sysconf(_SC_OPEN_MAX) would
+// give the job's own (possibly lower) limit and leave daemon descriptors above it open.
+static void mark_cloexec_from(int first, int bound, int force_loop) {
+    if (!force_loop && syscall(SYS_close_range, (unsigned int)first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) {
         return;
     }
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536) {
-        max = 65536;
-    }
-    for (int fd = first; fd < max; fd++) {
+    for (int fd = first; fd < bound; fd++) {
         int flags = fcntl(fd, F_GETFD);
         if (flags >= 0 && !(flags & FD_CLOEXEC)) {
             fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
         }
     }
+}
+
+int jr_descriptor_bound(int cap) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > (rlim_t)cap) {
+        return cap;
+    }
+    return (int)limit.rlim_cur;
 }
 
 /// The kernel's own layout of struct sigaction (x86_64, aarch64), for rt_sigaction.
@@ -121,7 +130,7 @@ int jr_spawn(const struct jr_spawn_request *request, pid_t *pid, int *stage) {
         for (int i = 0; i < 3; i++) {
             if (fds[i] >= 0 && dup2(fds[i], i) < 0) child_fail(&child_stage, &child_errno, JR_STAGE_DUP);
         }
-        mark_cloexec_from(3);
+        mark_cloexec_from(3, request->descriptor_bound > 3 ? request->descriptor_bound : 65536, request->force_descriptor_loop);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -187,6 +196,110 @@ int jr_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
     *uid = credentials.uid;
     *gid = credentials.gid;
     return 0;
+}
+
+int jr_peer_groups(int fd, gid_t *groups, int capacity) {
+    socklen_t length = (socklen_t)(sizeof(gid_t) * (size_t)capacity);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &length) < 0) {
+        if (errno == ERANGE) return (int)(length / sizeof(gid_t));
+        return -1;
+    }
+    return (int)(length / sizeof(gid_t));
+}
+
+int jr_notify_socket(const char *name, int length) {
+    struct sockaddr_un address;
+    if (length <= 0 || (size_t)length > sizeof(address.sun_path) - 1) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    memset(&address, 0, sizeof(address));
+    address.sun_family = AF_UNIX;
+    address.sun_path[0] = '\0';  // the abstract namespace: no file, gone with the socket
+    memcpy(address.sun_path + 1, name, (size_t)length);
+    socklen_t size = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)length);
+    if (bind(fd, (struct sockaddr *)&address, size) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+ssize_t jr_notify_receive(int fd, void *buffer, size_t capacity, uid_t *uid, pid_t *pid) {
+    struct iovec vector = {.iov_base = buffer, .iov_len = capacity};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+    } control;
+    struct msghdr message;
+    memset(&message, 0, sizeof(message));
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = &control;
+    message.msg_controllen = sizeof(control);
+    ssize_t received;
+    do {
+        received = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (received < 0 && errno == EINTR);
+    if (received < 0) return -1;
+    *uid = (uid_t)-1;
+    *pid = 0;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET) continue;
+        if (header->cmsg_type == SCM_CREDENTIALS && header->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred credentials;
+            memcpy(&credentials, CMSG_DATA(header), sizeof(credentials));
+            *uid = credentials.uid;
+            *pid = credentials.pid;
+        } else if (header->cmsg_type == SCM_RIGHTS) {
+            // A sender may pass descriptors (sd_pid_notify_with_fds): never keep them.
+            int count = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < count; i++) {
+                int passed;
+                memcpy(&passed, CMSG_DATA(header) + (size_t)i * sizeof(int), sizeof(int));
+                close(passed);
+            }
+        }
+    }
+    return received;
+}
+
+int jr_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int jr_epoll_add(int epoll, int fd, uint64_t token) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof(event));
+    event.events = EPOLLIN;
+    event.data.u64 = token;
+    return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
+}
+
+int jr_epoll_remove(int epoll, int fd) {
+    return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL);
+}
+
+int jr_epoll_wait(int epoll, uint64_t *tokens, int capacity, int timeout_ms) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int count;
+    do {
+        count = epoll_wait(epoll, events, capacity, timeout_ms);
+    } while (count < 0 && errno == EINTR);
+    for (int i = 0; i < count; i++) tokens[i] = events[i].data.u64;
+    return count;
 }
 
 int jr_realtime_timer_create(void) {

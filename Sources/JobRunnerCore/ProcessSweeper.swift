@@ -16,7 +16,10 @@ public enum ProcessSweeper {
     @available(*, noasync, message: "reads /proc; call from the thread pool")
     static func sweep(endedRuns: Set<String>, leaders: Set<Int32>) -> [(pid: Int32, run: String)] {
         var killed: [(pid: Int32, run: String)] = []
+        var seen: Set<Int32> = []
         // Killing one escapee re-parents its own children to us: look again until none is left.
+        // A killed process may still show as alive for a moment; it is killed again, but counted
+        // (and logged) once.
         for _ in 0..<8 {
             let found = adoptedProcesses(excluding: leaders).compactMap { process -> (pid: Int32, group: Int32, run: String)? in
                 guard let run = runID(of: process.pid), endedRuns.contains(run) else { return nil }
@@ -26,7 +29,7 @@ public enum ProcessSweeper {
             for process in found {
                 if process.group == process.pid { kill(-process.pid, SIGKILL) }
                 kill(process.pid, SIGKILL)
-                killed.append((process.pid, process.run))
+                if seen.insert(process.pid).inserted { killed.append((process.pid, process.run)) }
             }
         }
         return killed
@@ -38,18 +41,26 @@ public enum ProcessSweeper {
     public static func killLeftovers(ofRuns runs: Set<String>) -> Int {
         guard !runs.isEmpty else { return 0 }
         let me = getpid()
-        var killed = 0
+        var killed: Set<Int32> = []
         for _ in 0..<8 {
-            var found = 0
+            var found = false
             for pid in allPIDs() where pid != me {
-                guard let run = runID(of: pid), runs.contains(run) else { continue }
+                guard let run = runID(of: pid), runs.contains(run), !isZombie(pid) else { continue }
                 kill(pid, SIGKILL)
-                found += 1
+                killed.insert(pid)
+                found = true
             }
-            killed += found
-            if found == 0 { break }
+            if !found { break }
         }
-        return killed
+        // Processes, not attempts: one still dying when looked at again is counted once.
+        return killed.count
+    }
+
+    static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: UInt8(ascii: ")")), close + 2 < stat.count else {
+            return true
+        }
+        return stat[close + 2] == UInt8(ascii: "Z")
     }
 
     static func allPIDs() -> [Int32] {

@@ -44,10 +44,14 @@ import Testing
         first.cleanUp(keepDirectory: true)
         // The run's process outlived the daemon.
         #expect(ProcessTable.ofRun(runID).map(\.pid) == [pid])
+        let orphans = DaemonHarness.runsStarted(by: first.pid)
 
         let second = try DaemonHarness(config: config, in: first.directory)
         defer { second.cleanUp() }
-        try await second.waitForLog("runs were interrupted by the daemon's last stop", "runs=")
+        let recovery = try await second.waitForLog("runs were interrupted by the daemon's last stop", "runs=")
+        // Processes killed, not attempts: at most those of its runs alive when it died.
+        let killed = DaemonHarness.field("killed_processes", in: recovery).flatMap(Int.init) ?? -1
+        #expect(killed >= 1 && killed <= orphans.count, "\(recovery); alive before the restart: \(orphans)")
         try await second.waitUntilReady()
         let window2 = Self.nowSecond() + 1
         // What the kernel says: nothing of the interrupted run is left.

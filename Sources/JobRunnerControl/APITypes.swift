@@ -382,6 +382,23 @@ public struct RunDetail: Codable, Sendable, Equatable {
     }
 }
 
+/// What `GET /v1/runs/{id}/output?follow=true` streams, one JSON object per line: a line of
+/// output (`{"stream": "stdout", "text": "…"}`), or how many lines a client that fell behind
+/// missed (`{"dropped": 12}`).
+public enum OutputEvent: Sendable, Equatable {
+    case line(OutputLineInfo)
+    case dropped(Int)
+}
+
+/// The `{"dropped": N}` line of a followed output stream.
+public struct DroppedLinesInfo: Codable, Sendable, Equatable {
+    public var dropped: Int
+
+    public init(dropped: Int) {
+        self.dropped = dropped
+    }
+}
+
 /// One line of a run's output.
 public struct OutputLineInfo: Codable, Sendable, Equatable {
     /// `stdout` or `stderr`.

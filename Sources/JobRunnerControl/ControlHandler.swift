@@ -15,9 +15,10 @@ public protocol ControlHandler: Sendable {
     func setPaused(job name: String, _ paused: Bool) async -> JobInfo?
     /// Fires a job now; with `wait`, returns once the run has ended.
     func runNow(job name: String, wait: Bool, node: String?) async throws(APIError) -> RunInfo
-    /// A run's kept output and, unless it has ended, what it prints from now on (the stream ends
-    /// with the run); nil for an unknown run.
-    func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: AsyncStream<OutputLineInfo>?)?
+    /// A run's kept output and, unless it has ended, what it prints from now on (the sequence
+    /// ends with the run; a client that reads slowly is told how many lines it missed); nil for
+    /// an unknown run.
+    func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: (any AsyncSequence<OutputEvent, Never> & Sendable)?)?
     /// The metrics in Prometheus text format.
     func metrics() async -> String
     /// Reloads the configuration (as SIGHUP does) and returns what happened.
@@ -33,11 +34,14 @@ public struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32
+    /// Its supplementary groups when it connected (SO_PEERGROUPS); nil when unknown.
+    public var groups: [UInt32]?
 
-    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+    public init(pid: Int32, uid: UInt32, gid: UInt32, groups: [UInt32]? = nil) {
         self.pid = pid
         self.uid = uid
         self.gid = gid
+        self.groups = groups
     }
 
     public var description: String { "uid \(uid) (pid \(pid))" }

@@ -55,10 +55,10 @@ enum ControlRouter {
             guard let output = await handler.followOutput(run: id) else {
                 throw APIError.notFound("no run with id '\(id)'")
             }
-            // One JSON object per line: {"stream": "stdout", "text": "..."}.
-            @Sendable func encode(_ line: OutputLineInfo) -> ByteBuffer {
+            // One JSON object per line: {"stream": "stdout", "text": "..."} or {"dropped": N}.
+            @Sendable func encode(_ value: some Encodable) -> ByteBuffer {
                 var buffer = ByteBuffer()
-                buffer.writeBytes((try? APICoding.encoder().encode(line)) ?? Data())
+                buffer.writeBytes((try? APICoding.encoder().encode(value)) ?? Data())
                 buffer.writeString("\n")
                 return buffer
             }
@@ -69,7 +69,14 @@ enum ControlRouter {
             }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init { writer in
                 for line in kept { try await writer.write(encode(line)) }
-                for await line in more { try await writer.write(encode(line)) }
+                // Each write waits until the client has taken the last one (backpressure), so
+                // what a slow client has not read waits in the follower's bounded buffer.
+                for await event in more {
+                    switch event {
+                    case .line(let line): try await writer.write(encode(line))
+                    case .dropped(let count): try await writer.write(encode(DroppedLinesInfo(dropped: count)))
+                    }
+                }
                 try await writer.finish(nil)
             })
         }

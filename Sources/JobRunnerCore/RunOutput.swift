@@ -24,9 +24,14 @@ public final class OutputTail: Sendable {
         var lines: [OutputLine] = []
         var head = 0
         var bytes = 0
-        var followers: [UInt64: AsyncStream<OutputLine>.Continuation] = [:]
+        /// Held weakly: a follower whose client went away is gone, not kept until the run ends.
+        var followers: [UInt64: WeakFollower] = [:]
         var nextFollower: UInt64 = 0
         var finished = false
+    }
+
+    private struct WeakFollower {
+        weak var follower: OutputFollower?
     }
 
     /// The most bytes kept.
@@ -44,7 +49,7 @@ public final class OutputTail: Sendable {
     }
 
     func append(_ line: OutputLine) {
-        let followers = state.withLock { state -> [AsyncStream<OutputLine>.Continuation] in
+        let followers = state.withLock { state -> [OutputFollower] in
             var line = line
             if line.text.utf8.count > capacity {
                 line.text = String(decoding: line.text.utf8.suffix(capacity), as: UTF8.self)
@@ -59,38 +64,39 @@ public final class OutputTail: Sendable {
                 state.lines.removeFirst(state.head)
                 state.head = 0
             }
-            return Array(state.followers.values)
+            return state.followers.values.compactMap(\.follower)
         }
-        for follower in followers { follower.yield(line) }
+        for follower in followers { follower.offer(line) }
     }
 
     /// The lines kept so far and every line printed from now on, until the run ends: what
     /// `logs -f` shows. Taken under one lock, so no line is missed or shown twice. A follower
-    /// that reads slowly loses the oldest lines it has not read (at most 10,000 are buffered).
-    public func follow() -> (kept: [OutputLine], more: AsyncStream<OutputLine>) {
-        let (stream, continuation) = AsyncStream.makeStream(of: OutputLine.self, bufferingPolicy: .bufferingNewest(10_000))
-        let kept = state.withLock { state -> [OutputLine] in
+    /// holds at most ``OutputFollower/budget`` bytes it has not read; lines beyond are dropped
+    /// and it is told how many (`.dropped(n)`), so a client that stops reading costs the daemon
+    /// a megabyte, never more.
+    public func follow() -> (kept: [OutputLine], more: OutputFollower) {
+        state.withLock { state in
+            let follower = OutputFollower()
             if state.finished {
-                continuation.finish()
+                follower.finish()
             } else {
                 state.nextFollower += 1
                 let token = state.nextFollower
-                state.followers[token] = continuation
-                continuation.onTermination = { [weak self] _ in
+                state.followers[token] = WeakFollower(follower: follower)
+                follower.onEnd = { [weak self] in
                     _ = self?.state.withLock { $0.followers.removeValue(forKey: token) }
                 }
             }
-            return Array(state.lines[state.head...])
+            return (Array(state.lines[state.head...]), follower)
         }
-        return (kept, stream)
     }
 
     /// The run has ended: followers see the end of the stream.
     public func finish() {
-        let followers = state.withLock { state -> [AsyncStream<OutputLine>.Continuation] in
+        let followers = state.withLock { state -> [OutputFollower] in
             state.finished = true
             defer { state.followers.removeAll() }
-            return Array(state.followers.values)
+            return state.followers.values.compactMap(\.follower)
         }
         for follower in followers { follower.finish() }
     }
@@ -104,6 +110,116 @@ public final class OutputTail: Sendable {
     public var text: String {
         lines.map { $0.text + "\n" }.joined()
     }
+}
+
+/// What a follower of a run's output receives.
+public enum FollowEvent: Sendable, Hashable {
+    case line(OutputLine)
+    /// This many lines were printed while the follower was a budget behind, and not kept for it.
+    case dropped(Int)
+}
+
+/// One follower of a run's output: an async sequence of ``FollowEvent``s with a byte budget.
+/// It ends when the run ends; letting go of it (a client that went away) unregisters it.
+public final class OutputFollower: AsyncSequence, Sendable {
+    public typealias Element = FollowEvent
+
+    /// Bytes of unread lines a follower may hold.
+    public static let budget = 1 << 20
+
+    private struct State {
+        var events: [FollowEvent] = []
+        var head = 0
+        var bytes = 0
+        var waiter: CheckedContinuation<FollowEvent?, Never>?
+        var finished = false
+        var onEnd: (@Sendable () -> Void)?
+    }
+
+    private let state = Mutex(State())
+
+    init() {}
+
+    var onEnd: (@Sendable () -> Void)? {
+        get { state.withLock { $0.onEnd } }
+        set { state.withLock { $0.onEnd = newValue } }
+    }
+
+    deinit {
+        state.withLock { $0.onEnd }?()
+    }
+
+    func offer(_ line: OutputLine) {
+        let waiter = state.withLock { state -> CheckedContinuation<FollowEvent?, Never>? in
+            guard !state.finished else { return nil }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            let size = line.text.utf8.count + 1
+            if state.bytes + size > Self.budget {
+                if case .dropped(let count) = state.events.last, state.events.count > state.head {
+                    state.events[state.events.count - 1] = .dropped(count + 1)
+                } else {
+                    state.events.append(.dropped(1))
+                }
+            } else {
+                state.events.append(.line(line))
+                state.bytes += size
+            }
+            return nil
+        }
+        waiter?.resume(returning: .line(line))
+    }
+
+    func finish() {
+        let (waiter, onEnd) = state.withLock { state -> (CheckedContinuation<FollowEvent?, Never>?, (@Sendable () -> Void)?) in
+            state.finished = true
+            defer { state.waiter = nil }
+            return (state.waiter, state.onEnd)
+        }
+        waiter?.resume(returning: nil)
+        onEnd?()
+    }
+
+    /// Unread bytes held now (for tests).
+    var heldBytes: Int { state.withLock { $0.bytes } }
+
+    func next() async -> FollowEvent? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<FollowEvent?, Never>) in
+                let ready = state.withLock { state -> FollowEvent?? in
+                    if state.head < state.events.count {
+                        let event = state.events[state.head]
+                        state.head += 1
+                        if case .line(let line) = event { state.bytes -= line.text.utf8.count + 1 }
+                        if state.head == state.events.count {
+                            state.events.removeAll(keepingCapacity: state.events.count < 1024)
+                            state.head = 0
+                        }
+                        return .some(event)
+                    }
+                    if state.finished || Task.isCancelled { return .some(nil) }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<FollowEvent?, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: nil)
+        }
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let follower: OutputFollower
+        public mutating func next() async -> FollowEvent? { await follower.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(follower: self) }
 }
 
 /// Splits a pipe's bytes into lines, bounded: a line longer than the limit is delivered in

@@ -218,13 +218,19 @@ struct EngineControlHandler: ControlHandler {
         return Self.runInfo(record, now: clock.now())
     }
 
-    func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: AsyncStream<OutputLineInfo>?)? {
+    func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: (any AsyncSequence<OutputEvent, Never> & Sendable)?)? {
         let runID = RunID(rawValue: id)
         let convert: @Sendable (OutputLine) -> OutputLineInfo = { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text) }
         if let record = registry.record(runID) {
             guard let tail = record.output else { return ([], nil) }
-            let (kept, more) = tail.follow()
-            return (kept.map(convert), record.outcome == nil ? outputInfoStream(more) : nil)
+            let (kept, follower) = tail.follow()
+            let events = follower.map { @Sendable event -> OutputEvent in
+                switch event {
+                case .line(let line): .line(convert(line))
+                case .dropped(let count): .dropped(count)
+                }
+            }
+            return (kept.map(convert), record.outcome == nil ? events : nil)
         }
         guard let stored = (try? await history.run(id: runID)) ?? nil else { return nil }
         return ((stored.output?.lines ?? []).map(convert), nil)

@@ -77,6 +77,8 @@ struct Logs: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data((text + "\n").utf8))
         } else if let line = try? APICoding.decoder().decode(OutputLineInfo.self, from: Data(text.utf8)) {
             FileHandle.standardOutput.write(Data(((line.stream == "stderr" ? colors.dim(line.text) : line.text) + "\n").utf8))
+        } else if let gap = try? APICoding.decoder().decode(DroppedLinesInfo.self, from: Data(text.utf8)) {
+            FileHandle.standardError.write(Data("jobrunnerctl: \(gap.dropped) line\(gap.dropped == 1 ? "" : "s") not shown (this client fell behind the run's output)\n".utf8))
         }
     }
 }

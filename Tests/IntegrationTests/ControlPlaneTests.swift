@@ -107,6 +107,32 @@ let ctlPath = productsDirectory + "/jobrunnerctl"
         #expect(run.status == 0, "\(run.output)")
     }
 
+    @Test(.enabled(if: getuid() == 0, "runs the client as nobody with chosen groups"))
+    func supplementaryGroupsAreTheOnesTheKernelRecordedAtConnect() async throws {
+        // `users` (100) is only ever a supplementary group of the client here.
+        let daemon = try DaemonHarness(config: """
+            daemon:
+              control: { group: nogroup, allowed_groups: [users] }
+            jobs:
+              hello:
+                shell: "true"
+            """)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let socket = ["--socket", daemon.socketPath]
+        func asNobody(groups: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+            try await ChildProcess.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", groups, ctlPath] + arguments + socket)
+        }
+        let member = try await asNobody(groups: "--groups=100", ["pause", "hello"])
+        #expect(member.status == 0, "\(member.output)")
+        let withOthers = try await asNobody(groups: "--groups=4,24,100", ["resume", "hello"])
+        #expect(withOthers.status == 0, "\(withOthers.output)")
+        let stranger = try await asNobody(groups: "--clear-groups", ["pause", "hello"])
+        #expect(stranger.status == 77, "\(stranger.output)")
+        let otherGroups = try await asNobody(groups: "--groups=4,24", ["pause", "hello"])
+        #expect(otherGroups.status == 77, "\(otherGroups.output)")
+    }
+
     @Test func followStreamsLinesUntilTheRunEnds() async throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

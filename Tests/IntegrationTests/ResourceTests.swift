@@ -94,4 +94,45 @@ import Testing
         let after = try await Self.idleDescriptors(daemon)
         #expect(after == before, "descriptors \(before) → \(after) after 4,000 failed starts")
     }
+
+    @Test func stalledFollowersCostABoundedAmountOfMemory() async throws {
+        // A job printing as fast as the daemon reads (8 KB lines), ten clients following its
+        // output that never read a byte: each follower keeps at most its budget.
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              loud:
+                shell: "yes $(head -c 8000 /dev/zero | tr '\\\\0' x)"
+                schedule: "@reboot"
+                timeout: 30s
+                kill_grace: 1s
+            """, logLevel: "warning")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+        var run: RunInfo?
+        try await poll("the loud run") {
+            run = try await client.get("/v1/runs?job=loud", as: RunsResponse.self).runs.first { $0.state == "running" }
+            return run != nil
+        }
+        let before = try #require(daemon.residentBytes)
+        var stalled: [Int32] = []
+        defer { for fd in stalled { close(fd) } }
+        for _ in 0..<10 {
+            let fd = try RawSocket.open(daemon.socketPath)
+            let request = Array("GET /v1/runs/\(run!.id)/output?follow=true HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            #expect(request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count)
+            stalled.append(fd)
+        }
+        var peak = before
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(28) {
+            peak = max(peak, daemon.residentBytes ?? 0)
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        // The output went on flowing meanwhile (the job was not simply stopped by a full pipe).
+        let detail = try await client.get("/v1/runs/\(run!.id)", as: RunDetail.self)
+        #expect(detail.run.state == "running")
+        #expect(peak - before <= 32 << 20, "resident memory \(before >> 20) → peak \(peak >> 20) MiB with 10 stalled followers")
+        #expect(daemon.isRunning)
+    }
 }

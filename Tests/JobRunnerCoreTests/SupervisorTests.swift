@@ -154,4 +154,35 @@ import Testing
         // 0, 1, 2 and the directory ls itself opened to list.
         #expect(lines.withLock { $0 }.compactMap(Int.init).sorted() == [0, 1, 2, 3], "\(lines.withLock { $0 })")
     }
+
+    @Test func aFollowerThatFallsBehindKeepsItsBudgetAndIsToldWhatItMissed() async throws {
+        // 4,000 lines of 1,000 bytes (4 MB); the follower reads nothing until the run has ended.
+        let tail = OutputTail(capacity: 64 * 1024)
+        let (kept, follower) = tail.follow()
+        #expect(kept.isEmpty)
+        let result = await supervisor.run(request(try job("loud", shell: "yes $(head -c 999 /dev/zero | tr '\\0' x) | head -n 4000")),
+                                          output: tail)
+        #expect(result.outcome == .succeeded)
+        tail.finish()
+        var lines = 0
+        var bytes = 0
+        var dropped = 0
+        var order: [String] = []
+        for await event in follower {
+            switch event {
+            case .line(let line):
+                lines += 1
+                bytes += line.text.utf8.count + 1
+                if order.last != "line" { order.append("line") }
+            case .dropped(let count):
+                dropped += count
+                order.append("dropped")
+            }
+        }
+        // What fit in the budget first, then one gap for the rest: nothing lost silently.
+        #expect(bytes <= OutputFollower.budget, "\(bytes) bytes held")
+        #expect(lines + dropped == 4_000, "\(lines) lines and \(dropped) dropped")
+        #expect(lines >= 1_000 && dropped > 0)
+        #expect(order == ["line", "dropped"], "\(order)")
+    }
 }

@@ -163,7 +163,7 @@ struct EngineControlHandler: ControlHandler {
     }
 
     func reload() async -> ReloadResult {
-        await reloader.reloadAndNotify()
+        await reloader.requestReload()
     }
 
     func mayMutate(_ peer: PeerCredentials) -> Bool {

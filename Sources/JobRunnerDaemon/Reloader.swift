@@ -7,14 +7,25 @@ import JobRunnerStore
 import Logging
 import Metrics
 import NIOPosix
+import ServiceLifecycle
 import Systemd
 
 /// Re-reads the configuration and applies it, one reload at a time.
+///
+/// SIGHUP and `POST /v1/reload` go through one queue, served by ``serve()`` alone: a request
+/// (or a SIGHUP) that arrives while a reload runs waits for the next one, which reads the file
+/// again — so requests coalesce, each answer names the generation its own reload produced, in
+/// order, and the file applied last is the one written last.
 ///
 /// The new file is read and validated completely on the blocking pool, off to the side; only a
 /// valid configuration reaches the scheduler, so a bad file never half-applies and never takes
 /// the daemon down.
 actor Reloader {
+    private let (rings, doorbell) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    /// Requests waiting for the next reload to start.
+    private var waiting: [CheckedContinuation<ReloadResult, Never>] = []
+    private var serving = true
+
     private let path: String
     private let loader: ConfigLoader
     private let pool: NIOThreadPool
@@ -46,9 +57,41 @@ actor Reloader {
         self.logger = logger
     }
 
-    /// A reload as systemd sees it (SIGHUP or `POST /v1/reload`): RELOADING=1, the reload,
-    /// READY=1 with the new status line.
-    func reloadAndNotify() async -> ReloadResult {
+    /// SIGHUP: a reload soon (several while one runs make one more).
+    nonisolated func hangup() {
+        doorbell.yield()
+    }
+
+    /// `POST /v1/reload`: waits for the next reload to run (after any in progress) and returns
+    /// what it did.
+    func requestReload() async -> ReloadResult {
+        guard serving else { return stopping }
+        return await withCheckedContinuation { continuation in
+            waiting.append(continuation)
+            doorbell.yield()
+        }
+    }
+
+    /// Runs the queued reloads one at a time until graceful shutdown.
+    func serve() async {
+        for await _ in rings.cancelOnGracefulShutdown() {
+            // Those who asked before this point get this reload, which reads the file now.
+            let batch = waiting
+            waiting = []
+            let result = await reloadAndNotify()
+            for continuation in batch { continuation.resume(returning: result) }
+        }
+        serving = false
+        for continuation in waiting { continuation.resume(returning: stopping) }
+        waiting = []
+    }
+
+    private var stopping: ReloadResult {
+        ReloadResult(at: clock.now().description, result: "failed", generation: 0, errors: ["the daemon is stopping"])
+    }
+
+    /// A reload as systemd sees it: RELOADING=1, the reload, READY=1 with the new status line.
+    private func reloadAndNotify() async -> ReloadResult {
         notifier.reloading()
         let result = await reload()
         await status.reloadFinished(result)
@@ -57,7 +100,7 @@ actor Reloader {
     }
 
     /// Loads, validates and applies the configuration file; returns what happened.
-    func reload() async -> ReloadResult {
+    private func reload() async -> ReloadResult {
         logger.info("reloading configuration", metadata: ["path": "\(path)"])
         let loader = self.loader
         let path = self.path

@@ -8,22 +8,20 @@ import Systemd
 import UnixSignals
 
 /// Traps SIGHUP (before READY=1 is sent: SIGHUP's default action would kill the daemon) and
-/// reloads on each one. SIGHUPs that arrive during a reload coalesce into one more reload.
+/// serves the reload queue: SIGHUPs and API requests, one reload at a time. SIGHUPs that arrive
+/// during a reload coalesce into one more reload.
 struct ReloadService: Service {
     let reloader: Reloader
     let onReady: @Sendable () async -> Void
 
     func run() async {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
-        let (requests, pending) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await onReady()
         await withDiscardingTaskGroup { group in
             group.addTask {
-                for await _ in hangups { pending.yield() }
+                for await _ in hangups { reloader.hangup() }
             }
-            for await _ in requests.cancelOnGracefulShutdown() {
-                _ = await reloader.reloadAndNotify()
-            }
+            await reloader.serve()
             group.cancelAll()
         }
     }

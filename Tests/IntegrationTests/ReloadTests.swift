@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import JobRunnerControl
 import TestSupport
 import Testing
@@ -98,4 +99,56 @@ import Testing
         #expect(reloadings >= 2 && reloadings <= 3, "\(reloadings) reloads for 20 SIGHUPs and one request")
         #expect(try await client.get("/v1/jobs/edited", as: JobInfo.self).shell == "echo 1")
     }
+
+    @Test func concurrentReloadRequestsGoOneAtATimeAndTheLastFileWins() async throws {
+        func config(_ version: Int) -> String {
+            "jobs:\n" + (0..<1000).map { "  j\($0): { command: [\"/bin/true\"], schedule: \"\($0 % 60) 3 * * *\" }\n" }.joined()
+                + "  edited: { shell: \"echo \(version)\" }\n"
+        }
+        let daemon = try DaemonHarness(config: config(0), logLevel: "notice")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let client = ControlClient(socketPath: daemon.socketPath)
+        let writes = Writes()
+        // 20 clients at once, each writing a new version of the file, then asking for a reload.
+        let answers = try await withThrowingTaskGroup(of: (version: Int, generation: Int, at: ContinuousClock.Instant).self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    let version = writes.state.withLock { state -> Int in
+                        state.next += 1
+                        daemon.writeConfig(config(state.next))
+                        state.last = state.next
+                        return state.next
+                    }
+                    let result = try await client.request(.post, "/v1/reload").decode(ReloadResult.self)
+                    #expect(result.result == "ok", "\(result)")
+                    return (version, result.generation, ContinuousClock.now)
+                }
+            }
+            var all: [(version: Int, generation: Int, at: ContinuousClock.Instant)] = []
+            for try await answer in group { all.append(answer) }
+            return all
+        }
+        #expect(answers.count == 20)
+        // In order: an answer that came later names a generation no earlier.
+        let byArrival = answers.sorted { $0.at < $1.at }.map(\.generation)
+        #expect(byArrival == byArrival.sorted(), "generations in the order answered: \(byArrival)")
+        // One at a time: RELOADING=1 and READY=1 alternate.
+        let protocolMessages = daemon.notify.messages.all.compactMap { message -> String? in
+            message.contains("RELOADING=1") ? "reloading" : message.contains("READY=1") ? "ready" : nil
+        }
+        let reloadingCount = protocolMessages.count { $0 == "reloading" }
+        #expect(zip(protocolMessages, protocolMessages.dropFirst()).allSatisfy { $0 != $1 }, "\(protocolMessages)")
+        // Coalesced: no more reloads than requests, and the generations are those reloads.
+        #expect(reloadingCount >= 1 && reloadingCount <= 20)
+        #expect(answers.map(\.generation).max() == 1 + reloadingCount)
+        // The file applied last is the one written last.
+        let last = writes.state.withLock { $0.last }
+        #expect(try await client.get("/v1/jobs/edited", as: JobInfo.self).shell == "echo \(last)")
+    }
+}
+
+/// The versions of the file written so far, shared by the tasks writing them.
+final class Writes: Sendable {
+    let state = Mutex((next: 0, last: 0))
 }

@@ -27,10 +27,11 @@ DOCDIR ?= $(PREFIX)/share/doc/jobrunner
 
 # System packages the build links against (Debian names).
 APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
-# Only the tests need these: a private PostgreSQL server for the cluster suite, and qemu for the
+# Only the tests need these: a private PostgreSQL server for the cluster suite, strace (a fire is
+# fsynced before its process starts, seen in the system calls), and qemu for the
 # clock-step test's virtual machine (its kernel and busybox are unpacked from Debian's archive by
 # the test itself, not installed).
-TEST_APT_PACKAGES := postgresql qemu-system-x86
+TEST_APT_PACKAGES := postgresql qemu-system-x86 strace
 
 PYTHON ?= python3
 # Reference implementations the schedule maths is checked against (PyPI).

@@ -301,4 +301,34 @@ import Testing
         let problems = ledger.reconcile(with: try await Self.historyRows(daemon.databasePath), jobs: ["tick"])
         #expect(problems.isEmpty, "\(problems.prefix(5))")
     }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/strace"), "needs strace (make test installs it)"))
+    func aFireIsOnDiskBeforeItsProcessStarts() async throws {
+        // Seen in the daemon's system calls: the history's log is fsynced after the fire was
+        // asked for and before the job's execve — a power cut then cannot make it run again.
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              durable:
+                command: ["/bin/true", "durable-marker"]
+            """, logLevel: "notice")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let trace = daemon.directory.file("trace")
+        let tracer = try ChildProcess("/usr/bin/strace", ["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,execve", "-o", trace,
+                                                          "-p", "\(daemon.pid)"])
+        defer { tracer.kill() }
+        try await poll("strace attached", within: .seconds(10)) {
+            (try? String(contentsOfFile: "/proc/\(daemon.pid)/status", encoding: .utf8))?
+                .split(separator: "\n").first { $0.hasPrefix("TracerPid:") }?.split(separator: "\t").last != "0"
+        }
+        let run = try await ControlClient(socketPath: daemon.socketPath).request(.post, "/v1/jobs/durable/run?wait=true").decode(RunInfo.self)
+        #expect(run.outcome == "succeeded")
+        tracer.signal(SIGINT)
+        _ = try await tracer.waitForExit(within: .seconds(10))
+        let calls = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").map(String.init)
+        let exec = try #require(calls.firstIndex { $0.contains("execve(\"/bin/true\", [\"/bin/true\", \"durable-marker\"]") },
+                                "no execve of the job in \(calls.suffix(20))")
+        let synced = calls[..<exec].contains { ($0.contains("fdatasync(") || $0.contains("fsync(")) && $0.contains("state.sqlite-wal") }
+        #expect(synced, "no fsync of the history before the job's execve: \(calls[..<exec].suffix(10))")
+    }
 }

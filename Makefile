@@ -113,9 +113,10 @@ bench: release test-deps $(BASELINE)
 bench-smoke: build $(BASELINE)
 	$(PYTHON) Benchmarks/bench.py --bin $$($(SWIFT) build --show-bin-path) --baseline $(BASELINE) --smoke
 
-# The daemon broken on purpose: crashes, bad configs, socket abuse, misbehaving jobs, a failing disk.
-torture: build
-	$(PYTHON) Benchmarks/torture.py --bin $$($(SWIFT) build --show-bin-path) $(TORTURE_ARGS)
+# The daemon broken on purpose: crashes, bad configs, socket abuse, misbehaving jobs, a failing
+# disk, leaks, hooks, followers, reloads — against the release build operators run.
+torture: release
+	$(PYTHON) Benchmarks/torture.py --bin $$($(SWIFT) build -c release --static-swift-stdlib --show-bin-path) $(TORTURE_ARGS)
 
 # The same, reduced (part of make test).
 torture-smoke: build

@@ -206,6 +206,13 @@ def bad_configs(directory):
          "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
          "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\njobs: {}\n"),
         ("NUL byte in a command", job('    command: ["/bin/echo", "a\\0b"]')),
+        ("timeout beyond any deadline", job('    command: ["/bin/true"]\n    timeout: 9223372036854.9s')),
+        ("duration of 20 digits", job('    command: ["/bin/true"]\n    every: 99999999999999999999s')),
+        ("calendar epoch beyond year 9999", job('    command: ["/bin/true"]\n    on_calendar: "@99999999999999"')),
+        ("group (gid_t)-1", job('    command: ["/bin/true"]\n    group: 4294967295')),
+        ("user -1", job('    command: ["/bin/true"]\n    user: "-1"')),
+        ("count beyond 64 bits", "daemon:\n  max_concurrent_runs: 9223372036854775808\njobs: {}\n"),
+        ("size beyond 64 bits", "daemon:\n  history: { output_tail: 99999999999999999999999GiB }\njobs: {}\n"),
     ]
     return corpus
 
@@ -214,7 +221,9 @@ def torture_bad_configs():
     directory = tempfile.mkdtemp(prefix="jobrunner-torture-cfg-")
     corpus = bad_configs(directory)
     if ARGS.smoke:
-        corpus = corpus[::4] + [c for c in corpus if c[0] in ("10 MB file", "YAML aliases bomb", "deeply nested YAML")]
+        corpus = corpus[::4] + [c for c in corpus if c[0] in ("10 MB file", "YAML aliases bomb", "deeply nested YAML",
+                                                               "timeout beyond any deadline", "calendar epoch beyond year 9999",
+                                                               "group (gid_t)-1")]
     good = 'jobs:\n  keep: { command: ["/bin/true"], schedule: "@daily" }\n'
     daemon = Daemon(good)
     try:
@@ -241,6 +250,18 @@ def torture_bad_configs():
             reload = body["config"]["last_reload"]
             kept = status == 200 and reload["result"] == "failed" and body["jobs"] == 1 and daemon.proc.poll() is None
             case("bad config on reload", name, kept, f"{reload}")
+        # Values that used to trap, now valid: a reload with them applies and the daemon stays up.
+        extreme = ('jobs:\n  keep: { command: ["/bin/true"], schedule: "@daily" }\n'
+                   '  far: { command: ["/bin/true"], timeout: 1.123456789d, random_delay: 36500d, every: 36500d, kill_grace: 0.000000000001s }\n')
+        with open(daemon.config, "w") as f:
+            f.write(extreme)
+        start = time.monotonic()
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for("READY=1", after=start, timeout=60)
+        status, body = api(daemon.sock, "GET", "/v1/status")
+        case("bad config on reload", "extreme but valid values (1.123456789d, 36500d, 1e-12 s) apply",
+             status == 200 and body["config"]["last_reload"]["result"] == "ok" and body["jobs"] == 2 and daemon.proc.poll() is None,
+             f"{body['config']['last_reload'] if body else status}")
     finally:
         daemon.stop()
         import shutil
@@ -483,12 +504,152 @@ def torture_state():
         shutil.rmtree(parent, ignore_errors=True)
 
 
+# MARK: - Trust: leaks, hooks, followers, reloads
+
+def descriptors(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def idle_descriptors(daemon):
+    wait_until(lambda: api(daemon.sock, "GET", "/v1/status")[1]["running"] == 0, 60, "the daemon idle")
+    counts = []
+
+    def steady():
+        counts.append(descriptors(daemon.proc.pid))
+        return len(counts) >= 3 and len(set(counts[-3:])) == 1
+    wait_until(steady, 20, "a steady descriptor count")
+    return counts[-1]
+
+
+def run_many(daemon, job, count, parallel=8):
+    """Runs `job` `count` times through the API (`parallel` at a time, each waiting); returns
+    the outcomes seen."""
+    outcomes = {}
+    lock = threading.Lock()
+
+    def worker(n):
+        connection = UnixHTTP(daemon.sock, timeout=120)
+        for _ in range(n):
+            status, body = api(daemon.sock, "POST", f"/v1/jobs/{job}/run?wait=true", connection=connection)
+            with lock:
+                outcomes[body.get("outcome") if body else status] = outcomes.get(body.get("outcome") if body else status, 0) + 1
+        connection.close()
+    threads = [threading.Thread(target=worker, args=(count // parallel + (1 if i < count % parallel else 0),)) for i in range(parallel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def torture_trust():
+    marker = f"jrtrust{random.randrange(1 << 30)}"
+    fires = 100 if ARGS.smoke else 1000
+    config = f"""daemon:
+  max_concurrent_runs: 8
+jobs:
+  missing: {{ command: ["no-such-binary-{marker}"], overlap: allow, max_instances: 16 }}
+  noexec: {{ command: ["/etc/hostname"], overlap: allow, max_instances: 16 }}
+  nodir: {{ command: ["/bin/true"], working_directory: /no/such/dir, overlap: allow, max_instances: 16 }}
+  nolimit: {{ command: ["/bin/true"], limits: {{ nofile: 2147483647 }}, overlap: allow, max_instances: 16 }}
+  hooked:
+    shell: "exit 1"
+    environment: {{ JR_TORTURE: {marker} }}
+    on_failure: "setsid sleep 999 & sleep 1"
+  escapee:
+    shell: "setsid sh -c 'trap \\"\\" TERM; exec sleep 999' & sleep 0.2"
+    environment: {{ JR_TORTURE: {marker} }}
+  loud:
+    shell: "yes $(head -c 8000 /dev/zero | tr '\\\\0' x)"
+    timeout: {5 if ARGS.smoke else 30}s
+    kill_grace: 1s
+"""
+    daemon = Daemon(config)
+    try:
+        daemon.ready()
+        # Spawn failures of every kind leave the daemon's descriptors as they were.
+        for job in ("missing", "noexec", "nodir", "nolimit"):
+            run_many(daemon, job, 16)
+        before = idle_descriptors(daemon)
+        results = {job: run_many(daemon, job, fires) for job in ("missing", "noexec", "nodir", "nolimit")}
+        after = idle_descriptors(daemon)
+        all_failed = all(outcomes == {"spawn_failed": fires} for outcomes in results.values())
+        case("trust", f"{4 * fires} failed starts of 4 kinds leave the descriptors as they were ({before} → {after})",
+             all_failed and after == before, f"{results}")
+        # A hook's escapee does not outlive it; an escapee that ignores SIGTERM is swept and
+        # logged once.
+        api(daemon.sock, "POST", "/v1/jobs/hooked/run?wait=true")
+        api(daemon.sock, "POST", "/v1/jobs/escapee/run?wait=true")
+        try:
+            wait_until(lambda: not processes_carrying("JR_TORTURE", marker), 15, "the hook's and the escapee's processes gone")
+        except RuntimeError:
+            pass
+        case("trust", "nothing a hook starts outlives it; escapees are swept", not processes_carrying("JR_TORTURE", marker),
+             f"{processes_carrying('JR_TORTURE', marker)}")
+        with open(os.path.join(daemon.dir, "log")) as f:
+            sweeps = [line for line in f if "killed processes the run left outside its process group" in line]
+        pids = [p for line in sweeps for p in line.split("pids=", 1)[1].split()[0].split(",")] if sweeps else []
+        case("trust", f"each swept process logged once ({len(pids)} pids in {len(sweeps)} sweeps)",
+             len(sweeps) >= 2 and len(pids) == len(set(pids)), f"{sweeps[:3]}")
+        # Ten followers that never read, on a job printing as fast as the daemon reads.
+        run = api(daemon.sock, "POST", "/v1/jobs/loud/run")[1]
+        wait_until(lambda: api(daemon.sock, "GET", f"/v1/runs/{run['id']}")[1]["run"]["state"] == "running", 10, "the loud run")
+        rss_before = daemon.rss_kib()
+        stalled = []
+        for _ in range(10):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(daemon.sock)
+            s.sendall(f"GET /v1/runs/{run['id']}/output?follow=true HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            stalled.append(s)
+        peak = rss_before
+        deadline = time.monotonic() + (4 if ARGS.smoke else 28)
+        while time.monotonic() < deadline:
+            peak = max(peak, daemon.rss_kib())
+            time.sleep(0.2)
+        for s in stalled:
+            s.close()
+        case("trust", f"10 stalled followers of a loud job: RSS +{(peak - rss_before) // 1024} MB (at most 32)",
+             peak - rss_before <= 32 * 1024 and daemon.proc.poll() is None, f"{rss_before // 1024} → {peak // 1024} MB")
+        # Twenty reloads asked at once are answered one at a time, in order.
+        answers = []
+        lock = threading.Lock()
+
+        def reload():
+            sent = time.monotonic()
+            status, body = api(daemon.sock, "POST", "/v1/reload")
+            with lock:
+                answers.append((sent, time.monotonic(), body["generation"] if body else -1, body["result"] if body else status))
+        start = time.monotonic()
+        threads = [threading.Thread(target=reload) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # In order: a request sent after another was answered gets a generation no earlier.
+        out_of_order = [(a[2], b[2]) for a in answers for b in answers if a[1] < b[0] and a[2] > b[2]]
+        generations = sorted(g for _, _, g, _ in answers)
+        protocol = [("reloading" if "RELOADING=1" in m.split("\n") else "ready") for at, m in daemon.messages
+                    if at >= start and ("RELOADING=1" in m.split("\n") or "READY=1" in m.split("\n"))]
+        alternate = all(a != b for a, b in zip(protocol, protocol[1:]))
+        case("trust", f"20 concurrent reloads: {protocol.count('reloading')} reloads, answered in generation order",
+             not out_of_order and alternate and all(r == "ok" for _, _, _, r in answers),
+             f"{generations} out of order {out_of_order[:3]} {protocol[:8]}")
+        case("trust", "daemon alive", daemon.proc.poll() is None)
+        # No per-run files in the runtime directory (notify sockets are abstract names).
+        case("trust", "no per-run files in the runtime directory", not os.path.exists(os.path.join(daemon.dir, "run", "runs")),
+             f"{os.listdir(os.path.join(daemon.dir, 'run')) if os.path.isdir(os.path.join(daemon.dir, 'run')) else '-'}")
+    finally:
+        daemon.stop()
+        kill_carrying("JR_TORTURE", marker)
+
+
 TORTURES = {
     "crash": torture_crash_cycles,
     "configs": torture_bad_configs,
     "socket": torture_socket,
     "jobs": torture_jobs,
     "state": torture_state,
+    "trust": torture_trust,
 }
 
 

@@ -37,14 +37,14 @@ public final class RunRegistry: Sendable {
         }
     }
 
-    /// Moves a live run to history with its outcome; returns the final record.
+    /// Moves a live run to history as `final` (its outcome, times and what it reported); returns
+    /// the record kept, or nil when the run is not live.
     @discardableResult
-    func finish(_ id: RunID, outcome: RunOutcome, at instant: Timestamp) -> RunRecord? {
+    func finish(_ id: RunID, as final: RunRecord) -> RunRecord? {
         let (record, waiters) = state.withLock { state -> (RunRecord?, [CheckedContinuation<RunRecord, Never>]) in
-            guard var record = state.active.removeValue(forKey: id) else { return (nil, []) }
-            record.outcome = outcome
-            record.endedAt = instant
-            record.statusText = record.handle?.statusText ?? record.statusText
+            guard let live = state.active.removeValue(forKey: id) else { return (nil, []) }
+            var record = final
+            record.output = final.output ?? live.output
             record.handle = nil
             record.waitingFor = nil
             Self.archive(record, in: &state, limit: historyLimit)

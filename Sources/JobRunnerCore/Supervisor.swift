@@ -60,7 +60,7 @@ public struct RunResult: Sendable {
 ///
 /// The run is a process in a session of its own, so signals aimed at its group never reach the
 /// daemon, and the reaper kills whatever is left of the group the moment its leader exits.
-public final class Supervisor: Sendable {
+public final class Supervisor: RunExecutor, Sendable {
     /// How long output may keep flowing after the run's processes are gone.
     static let outputDrainLimit: TimeAmount = .seconds(2)
 
@@ -143,6 +143,13 @@ public final class Supervisor: Sendable {
             command: job.command, job: job, environment: environment, stdin: nil, timeout: job.timeout,
             notify: notifyHub != nil, handle: handle, logger: logger, tail: tail, onLine: onLine, onStarted: onStarted
         )
+    }
+
+    /// Runs the request to the end (``RunExecutor``): output to `output`, `started` once its
+    /// process runs.
+    public func run(_ request: RunRequest, handle: RunHandle, output: OutputTail,
+                    started: @escaping @Sendable (Int32, Timestamp) -> Void) async -> RunResult {
+        await run(request, handle: handle, output: output, onLine: nil, onStarted: started)
     }
 
     /// Kills what a finished run left outside its process group (found through the child

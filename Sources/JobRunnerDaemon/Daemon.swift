@@ -198,7 +198,7 @@ public enum Daemon {
             history: history,
             retention: .init(keepPerJob: configuration.daemon.keepPerJob, maxAge: configuration.daemon.maxHistoryAge),
             logger: logger, onHealthChange: { _ in statusBox.poke() })
-        let scheduler = Scheduler(configuration: configuration, supervisor: supervisor, registry: registry, clock: clock,
+        let scheduler = Scheduler(configuration: configuration, executor: supervisor, registry: registry, clock: clock,
                                   logger: logger,
                                   // In a cluster every node derives the same random delays.
                                   jitterSeed: Scheduler.jitterSeed(machineID: cluster == nil ? machineID : "jobrunner-cluster"),

@@ -112,7 +112,7 @@ import Testing
               stubborn:
                 shell: "sh -c 'trap \\"\\" TERM; exec sleep 300' & exec sleep 301"
                 schedule: "@reboot"
-                timeout: 500ms
+                timeout: 3s
                 kill_grace: 1s
             """)
         defer { daemon.cleanUp() }

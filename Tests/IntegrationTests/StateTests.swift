@@ -189,7 +189,8 @@ import Testing
         }
         let status = try await client.get("/v1/status", as: StatusResponse.self)
         #expect(status.config.lastReload?.result == "ok")
-        #expect(status.config.generation >= 10, "only \(status.config.generation) generations from \(generation) SIGHUPs")
+        // Several reloads were applied while the jobs ran (SIGHUPs during a reload coalesce).
+        #expect(status.config.generation >= 3, "only \(status.config.generation) generations from \(generation) SIGHUPs")
         #expect(status.config.generation <= generation + 1)
         let to = Self.nowSecond() - 1
         daemon.signal(SIGTERM)

@@ -25,7 +25,7 @@ final class SchedulerHarness: Sendable {
         let daemon = DaemonSettings(timeZone: .utc, maxConcurrentRuns: maxConcurrentRuns, shutdownGrace: shutdownGrace, pools: pools)
         let supervisor = Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
                                     environment: testEnvironment, logger: testLogger, wallClock: { clock.now() })
-        let scheduler = Scheduler(configuration: Configuration(path: "test.yaml", daemon: daemon, jobs: jobs), supervisor: supervisor,
+        let scheduler = Scheduler(configuration: Configuration(path: "test.yaml", daemon: daemon, jobs: jobs), executor: supervisor,
                                   registry: registry, clock: clock, logger: testLogger, onChange: { changes.push(0) })
         self.scheduler = scheduler
         let group = ServiceGroup(configuration: .init(services: [scheduler], logger: testLogger))

@@ -25,7 +25,7 @@ import Testing
         let scheduler = Scheduler(
             configuration: Configuration(path: "t", daemon: DaemonSettings(timeZone: .utc, shutdownGrace: .zero),
                                          jobs: [try job("tick", shell: "true", every: .milliseconds(250))]),
-            supervisor: supervisor, registry: registry, clock: clock, logger: testLogger, onChange: { changes.push(0) })
+            executor: supervisor, registry: registry, clock: clock, logger: testLogger, onChange: { changes.push(0) })
         let group = ServiceGroup(configuration: .init(services: [scheduler], logger: testLogger))
         let running = Task { try? await group.run() }
         _ = try await changes.first(within: .seconds(20), "five runs") { _ in

@@ -1,0 +1,106 @@
+import JobRunnerConfig
+import JobRunnerSchedule
+import Logging
+import OrderedCollections
+
+extension DispatchMachine {
+    /// Sends the claims gathered since the last tick, as one batch.
+    mutating func sendClaims() {
+        var batch: [ClaimRequest] = []
+        for (id, entry) in work where entry.stage == .claiming && !entry.claimSent {
+            guard let claim = entry.claim else { continue }
+            work[id]?.claimSent = true
+            batch.append(claim)
+        }
+        if !batch.isEmpty { out.append(.claim(batch)) }
+    }
+
+    /// The cluster answered a claim: a won occurrence fires here (under its overlap policy; if
+    /// another node runs the job now, `overlap: skip` skips it), a lost one is forgotten.
+    mutating func claimed(_ requests: [ClaimRequest], _ results: [ClaimResult], now: Timestamp) {
+        let answers = Dictionary(zip(requests, results), uniquingKeysWith: { first, _ in first })
+        let claiming = work.values.filter { $0.stage == .claiming && $0.claimSent }
+        for entry in claiming {
+            guard let claim = entry.claim, let result = answers[claim] else { continue }
+            work.removeValue(forKey: entry.request.id)
+            // The job may have been removed or changed by a reload while the claim was out.
+            guard phase == .running, let current = jobs[entry.request.job.name]?.definition else { continue }
+            switch result {
+            case .won(let busyOn):
+                fire(current, scheduledTime: entry.request.scheduledTime, trigger: entry.record.trigger, occurrence: entry.occurrence,
+                     queueBehind: entry.queueBehind, dueTime: entry.request.dueTime, busyOn: busyOn, id: entry.request.id, now: now)
+            case .lost:
+                break
+            case .notMember:
+                log(.warning, "occurrence not claimed: this node is not a live cluster member", [
+                    "job": "\(claim.job)", "occurrence": "\(claim.occurrence)",
+                ])
+            case .unavailable(let reason):
+                log(.error, "occurrence not claimed: the cluster database is unreachable; other nodes may run it", [
+                    "job": "\(claim.job)", "occurrence": "\(claim.occurrence)", "error": "\(reason)",
+                ])
+            }
+        }
+    }
+
+    /// The cluster answered a request for a cluster-wide pool slot. Refused: asked again on a
+    /// later tick. Granted for a run no longer waiting: given back.
+    mutating func slotAnswered(run id: RunID, pool: String, granted: Bool) {
+        guard var entry = work[id], entry.stage == .waiting, entry.slot == .asked else {
+            // Dropped (or started) meanwhile: a slot granted now is given back.
+            if granted { out.append(.releaseSlot(pool: pool, run: id)) }
+            return
+        }
+        entry.slot = granted ? .granted : nil
+        work[id] = entry
+    }
+
+    /// This node lost its cluster lease (it was silent too long and a survivor took its work
+    /// over): every run stops with its kill sequence and whatever waits is dropped, all
+    /// recorded as `interrupted`, so nothing this node held runs twice.
+    public mutating func standDown(reason: String, now: Timestamp) -> [DispatchAction] {
+        var dropped = 0
+        for (id, entry) in work where entry.stage != .running {
+            if settle(id, outcome: .interrupted, reason: reason, now: now) != nil { dropped += 1 }
+        }
+        var stopped = 0
+        for (id, entry) in work where entry.stage == .running {
+            work[id]?.record.statusText = reason
+            if !entry.stopping { stop(id) }
+            stopped += 1
+        }
+        log(.warning, "standing down: \(reason)", ["stopped_runs": "\(stopped)", "dropped_fires": "\(dropped)"])
+        return take()
+    }
+
+    /// Takes over the unfinished runs of a node declared dead: a fire that had not started
+    /// runs here; a run that had started is retried here if its job's retry policy has
+    /// attempts left. Returns how many this node now holds.
+    public mutating func takeOver(_ orphans: [OrphanedRun], now: Timestamp, uptime: Duration) -> (Int, [DispatchAction]) {
+        guard phase == .running else { return (0, take()) }
+        var taken = 0
+        for orphan in orphans {
+            guard let job = jobs[orphan.job]?.definition else {
+                log(.warning, "cannot take over a run of a job this node does not define", [
+                    "job": "\(orphan.job)", "run_id": "\(orphan.id)", "node": "\(orphan.node)",
+                ])
+                continue
+            }
+            if !orphan.started {
+                fire(job, scheduledTime: orphan.scheduledTime, trigger: orphan.trigger, queueBehind: true, now: now)
+                taken += 1
+            } else if let retry = job.retry, orphan.attempt < retry.attempts {
+                scheduleRetry(of: job, scheduledTime: orphan.scheduledTime, after: orphan.attempt, fireID: orphan.fireID,
+                              previous: "interrupted on node \(orphan.node)", now: now, uptime: uptime)
+                taken += 1
+            } else {
+                log(.notice, "run of a dead node stays interrupted (no retry attempts left)", [
+                    "job": "\(orphan.job)", "run_id": "\(orphan.id)", "node": "\(orphan.node)",
+                ])
+            }
+        }
+        if taken > 0 { log(.notice, "took over runs of a dead node", ["runs": "\(taken)"]) }
+        startWaiting(now: now)
+        return (taken, take())
+    }
+}

@@ -1,0 +1,619 @@
+import JobRunnerConfig
+import JobRunnerSchedule
+import Logging
+import OrderedCollections
+
+/// The engine's rules as one synchronous value: which job fires when, what a fire does under its
+/// overlap policy, its pool and `max_concurrent_runs`, retries, reloads, cancels, drains and
+/// cluster claims. Clock values come in; actions (``DispatchAction``) come out; nothing here
+/// touches a process, a file, a socket or a clock. The ``Scheduler`` feeds it events and carries
+/// out what it returns — so every rule is tested with plain values.
+///
+/// State is two ordered collections: the jobs (in configuration order) with their next fire, and
+/// the pending work — every fire between its creation and its end — each entry carrying its
+/// stage. Counts (running, waiting, per pool, per job) are derived from the work, never stored
+/// beside it.
+public struct DispatchMachine: Sendable {
+    /// The lifecycle of the engine.
+    public enum Phase: String, Sendable {
+        case starting, running, draining, stopped
+    }
+
+    /// When a job fires next: its occurrence (the instant its schedule names) plus its delay.
+    public enum Due: Sendable, Hashable {
+        /// A wall-clock occurrence (cron and calendar schedules; intervals in a cluster).
+        case wall(occurrence: Timestamp, delay: Duration)
+        /// An uptime occurrence (intervals: immune to wall-clock steps).
+        case uptime(occurrence: Duration, delay: Duration)
+    }
+
+    struct Job: Sendable {
+        var definition: JobDefinition
+        var due: Due?
+    }
+
+    /// Where a fire is in its life.
+    public enum Stage: Sendable, Equatable {
+        /// Waiting for the cluster to say whether this node runs it (nothing recorded yet).
+        case claiming
+        /// Waiting for a slot under `max_concurrent_runs`, its pool, or a cluster-wide slot.
+        case waiting
+        /// Waiting behind a running run of its own job (`overlap: queue`/`replace`, catch-up).
+        case queued
+        /// A retry in its backoff, until this uptime.
+        case retrying(until: Duration)
+        /// Its process was asked to start (and has not ended).
+        case running
+    }
+
+    /// A cluster-wide pool slot a waiting run asked for.
+    enum Slot: Sendable, Equatable {
+        case asked, granted
+    }
+
+    /// One fire, from its creation to its end.
+    struct Work: Sendable {
+        var request: RunRequest
+        /// As recorded (no output tail, no handle: those are the scheduler's).
+        var record: RunRecord
+        var stage: Stage
+        /// The schedule occurrence the fire handles (journalled with it: never run twice).
+        var occurrence: Timestamp?
+        /// While claiming: the key claimed, how the fire goes on once won, and whether the claim
+        /// was sent.
+        var claim: ClaimRequest?
+        var queueBehind = false
+        var claimSent = false
+        /// Cancelled on purpose (by a person, a reload, a replace, a stand-down): not retried.
+        var stopping = false
+        var slot: Slot?
+        var slotPool: String?
+    }
+
+    // MARK: State
+
+    var jobs: OrderedDictionary<String, Job> = [:] {
+        didSet { dueKnown = false }
+    }
+    /// Every fire between its creation and its end, in fire order (a retry joins the back when its
+    /// backoff has passed, a queued fire when the run ahead of it ends).
+    var work: OrderedDictionary<RunID, Work> = [:]
+    var paused: Set<String> = []
+    public internal(set) var settings: DaemonSettings
+    public internal(set) var phase: Phase = .starting
+    /// Successful loads of the configuration: 1 at start.
+    public internal(set) var generation = 1
+    public internal(set) var lastReload: ReloadSummary?
+    /// Seeds `fixed_random_delay` offsets (and, in a cluster, occurrence-derived delays).
+    let jitterSeed: UInt64
+    /// This node, in a cluster (nil: a single daemon).
+    public let node: String?
+    /// When the cluster started: the key of startup fires, so they run once per cluster start.
+    let clusterStart: Timestamp?
+    let ids = RunIDGenerator()
+    /// Fires the daemon owes from before it started (catch-up, `@reboot`, `run_on_start`).
+    var startup: [(job: String, occurrence: Timestamp?, trigger: RunTrigger)] = []
+    /// Hooks of ended runs, held until the run's leftovers are swept (the hook carries the run's
+    /// id, so a sweep running beside it would take it for a leftover).
+    var hooks: [RunID: DispatchAction] = [:]
+
+    /// The earliest due job on each clock, known while no job changed since it was computed: a
+    /// tick with nothing due costs O(1), not O(jobs).
+    var dueKnown = false
+    var earliestWall: (at: Timestamp, job: String)?
+    var earliestUptime: (at: Duration, job: String)?
+
+    var out: [DispatchAction] = []
+
+    var clustered: Bool { node != nil }
+
+    // MARK: - Creating
+
+    /// The machine for a configuration, with every job's first fire computed from `now`, and the
+    /// fires owed from before (missed occurrences as each job's `catch_up` says, startup fires)
+    /// ready for ``start(now:uptime:)``.
+    public init(configuration: Configuration, now: Timestamp, uptime: Duration, memories: [String: JobMemory] = [:],
+                jitterSeed: UInt64 = 0, node: String? = nil, clusterStart: Timestamp? = nil) {
+        self.settings = configuration.daemon
+        self.jitterSeed = jitterSeed
+        self.node = node
+        self.clusterStart = clusterStart
+        for job in configuration.jobs {
+            jobs[job.name] = Job(definition: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed,
+                                                                     clustered: node != nil))
+            if memories[job.name]?.paused == true { paused.insert(job.name) }
+            guard job.enabled else { continue }
+            var notices: [DispatchAction] = []
+            for occurrence in Self.missedOccurrences(of: job, memory: memories[job.name], now: now, notices: &notices) {
+                startup.append((job.name, occurrence, .catchUp))
+            }
+            out += notices
+            if job.trigger == .reboot || job.runOnStart { startup.append((job.name, nil, .startup)) }
+        }
+        out.append(.journal(.known(jobs: configuration.jobs.map(\.name), at: now)))
+    }
+
+    /// The engine starts: the fires owed from before are dispatched.
+    public mutating func start(now: Timestamp, uptime: Duration) -> [DispatchAction] {
+        phase = .running
+        for owed in startup {
+            guard let job = jobs[owed.job]?.definition else { continue }
+            dispatch(job, scheduledTime: owed.occurrence ?? now, trigger: owed.trigger, occurrence: owed.occurrence,
+                     queueBehind: owed.trigger == .catchUp, now: now)
+        }
+        startup = []
+        return take()
+    }
+
+    /// The actions decided since the last call (those `init` made, for one).
+    public mutating func take() -> [DispatchAction] {
+        defer { out = [] }
+        return out
+    }
+
+    // MARK: - Time
+
+    /// Fires every job whose time has come, moves retries whose backoff has passed to the slot
+    /// queue, sends the claims gathered, and starts what the limits let start.
+    public mutating func tick(now: Timestamp, uptime: Duration) -> [DispatchAction] {
+        guard phase == .running else { return take() }
+        fireDue(now: now, uptime: uptime)
+        sendClaims()
+        promoteDueRetries(uptime: uptime)
+        startWaiting(now: now)
+        return take()
+    }
+
+    /// When the machine next has something to do on its own (the earliest fire or retry), on the
+    /// wall clock; nil when nothing is due ever.
+    public mutating func nextDeadline(now: Timestamp, uptime: Duration) -> Timestamp? {
+        if !dueKnown { computeEarliest() }
+        var earliest = earliestWall?.at
+        if let due = earliestUptime?.at {
+            let instant = now.advanced(by: due - uptime)
+            if earliest == nil || instant < earliest! { earliest = instant }
+        }
+        for entry in work.values {
+            guard case .retrying(let until) = entry.stage else { continue }
+            let instant = now.advanced(by: until - uptime)
+            if earliest == nil || instant < earliest! { earliest = instant }
+        }
+        return earliest
+    }
+
+    /// Fires every job that is due. When several occurrences of one job passed at once (the
+    /// clock jumped, the machine slept), they are coalesced into one run for the latest, and the
+    /// missed ones are logged (or, with `catch_up: all`, queued).
+    mutating func fireDue(now: Timestamp, uptime: Duration) {
+        if dueKnown, earliestWall.map({ $0.at > now }) ?? true, earliestUptime.map({ $0.at > uptime }) ?? true {
+            return
+        }
+        defer { computeEarliest() }
+        for name in jobs.keys {
+            guard var entry = jobs[name], let due = entry.due else { continue }
+            let job = entry.definition
+            switch due {
+            case .wall(let first, let delay) where first.advanced(by: delay) <= now:
+                guard let trigger = job.trigger else { continue }
+                var occurrence = first
+                var skipped: [Timestamp] = []
+                var missed = 0
+                var next = trigger.nextOccurrence(after: occurrence, in: job.timeZone, aligned: clustered)
+                while let candidate = next, candidate.advanced(by: delay) <= now {
+                    missed += 1
+                    skipped.append(occurrence)
+                    if skipped.count > job.catchUpMax { skipped.removeFirst() }
+                    occurrence = candidate
+                    if missed >= 10_000 {
+                        next = trigger.nextOccurrence(after: now, in: job.timeZone, aligned: clustered)
+                        break
+                    }
+                    next = trigger.nextOccurrence(after: candidate, in: job.timeZone, aligned: clustered)
+                }
+                entry.due = next.map { .wall(occurrence: $0, delay: nextDelay(for: job, occurrence: $0)) }
+                jobs[name] = entry
+                if missed > 0 {
+                    let runsAll = job.catchUp == .all
+                    log(.warning, "missed occurrences (clock jump or suspend)", [
+                        "job": "\(name)", "missed": "\(missed)", "first_missed": "\(first)",
+                        "catch_up": "\(runsAll ? "running the \(skipped.count) latest" : "running the latest only")",
+                    ])
+                    if runsAll {
+                        for earlier in skipped {
+                            dispatch(job, scheduledTime: earlier, trigger: .catchUp, occurrence: earlier, queueBehind: true, now: now)
+                        }
+                    }
+                }
+                dispatch(job, scheduledTime: occurrence, trigger: .schedule, occurrence: occurrence,
+                         queueBehind: job.catchUp == .all && missed > 0, dueTime: occurrence.advanced(by: delay), now: now)
+            case .uptime(let occurrence, let delay) where occurrence + delay <= uptime:
+                guard case .interval(let interval) = job.trigger else { continue }
+                var nextOccurrence = occurrence + interval
+                if nextOccurrence + delay <= uptime {
+                    let behind = (uptime - occurrence - delay).wholeMicroseconds / max(1, interval.wholeMicroseconds)
+                    log(.warning, "missed interval fires (suspend or overload); running once", ["job": "\(name)", "missed": "\(behind)"])
+                    nextOccurrence = occurrence + interval * Int(behind + 1)
+                }
+                entry.due = .uptime(occurrence: nextOccurrence, delay: nextDelay(for: job, occurrence: nil))
+                jobs[name] = entry
+                fire(job, scheduledTime: now.advanced(by: occurrence - uptime), trigger: .schedule,
+                     dueTime: now.advanced(by: occurrence + delay - uptime), now: now)
+            default:
+                continue
+            }
+        }
+    }
+
+    /// Finds the earliest due job on each clock (of jobs due together, the first defined).
+    mutating func computeEarliest() {
+        earliestWall = nil
+        earliestUptime = nil
+        for (name, job) in jobs {
+            switch job.due {
+            case .wall(let occurrence, let delay):
+                let instant = occurrence.advanced(by: delay)
+                if earliestWall == nil || instant < earliestWall!.at { earliestWall = (instant, name) }
+            case .uptime(let occurrence, let delay):
+                if earliestUptime == nil || occurrence + delay < earliestUptime!.at { earliestUptime = (occurrence + delay, name) }
+            case nil:
+                break
+            }
+        }
+        dueKnown = true
+    }
+
+    // MARK: - Firing
+
+    /// Fires a scheduled occurrence: at once on a single daemon; in a cluster, once this node
+    /// has claimed it (claims due together go out as one batch, from ``tick(now:uptime:)``).
+    mutating func dispatch(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp?,
+                           queueBehind: Bool = false, dueTime: Timestamp? = nil, now: Timestamp) {
+        guard clustered else {
+            fire(job, scheduledTime: scheduledTime, trigger: trigger, occurrence: occurrence, queueBehind: queueBehind,
+                 dueTime: dueTime, now: now)
+            return
+        }
+        let key = occurrence ?? (trigger == .startup ? clusterStart ?? scheduledTime : scheduledTime)
+        let id = ids.next(at: now)
+        var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
+        record.node = node
+        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime ?? now)
+        work[id] = Work(request: request, record: record, stage: .claiming, occurrence: occurrence,
+                        claim: ClaimRequest(job: job.name, occurrence: key), queueBehind: queueBehind)
+    }
+
+    /// Records a fire and applies the job's overlap policy: wait for a slot, queue behind the
+    /// running run, replace it, or record the fire as skipped. Returns its record.
+    ///
+    /// `occurrence` is the schedule occurrence the fire handles (wall-clock schedules): it is
+    /// journalled before the run starts, so a crash never makes it run again. With
+    /// `queueBehind`, a fire that cannot start yet waits behind the job's runs whatever the
+    /// overlap policy (catch-up runs of every missed occurrence).
+    @discardableResult
+    mutating func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp? = nil,
+                       queueBehind: Bool = false, dueTime: Timestamp? = nil, busyOn otherNode: String? = nil,
+                       id givenID: RunID? = nil, now: Timestamp) -> RunRecord {
+        let id = givenID ?? ids.next(at: now)
+        var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
+        record.node = node
+        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime ?? now)
+
+        func skip(_ reason: String) -> RunRecord {
+            record.outcome = .skipped(reason: reason)
+            record.endedAt = now
+            out.append(.journal(.settled(record, occurrence: occurrence)))
+            log(.notice, "fire skipped: \(reason)", ["job": "\(job.name)", "run_id": "\(id)"])
+            return record
+        }
+        func enter(_ stage: Stage, waitingFor: String) -> RunRecord {
+            record.waitingFor = waitingFor
+            work[id] = Work(request: request, record: record, stage: stage, occurrence: occurrence)
+            out.append(.journal(.fired(record, occurrence: occurrence)))
+            return record
+        }
+        if paused.contains(job.name), trigger != .manual {
+            return skip("paused")
+        }
+        if let otherNode, case .skip = job.overlap, !queueBehind {
+            return skip("previous run still running on node \(otherNode)")
+        }
+        if activeInstances(of: job.name) < job.overlap.maxInstances {
+            return enter(.waiting, waitingFor: runningCount >= settings.maxConcurrentRuns ? "a free slot (max_concurrent_runs)" : "a free slot")
+        }
+        if queueBehind {
+            return enter(.queued, waitingFor: "the previous run")
+        }
+        switch job.overlap {
+        case .skip:
+            return skip("previous run still running")
+        case .allow(let maxInstances):
+            return skip("max_instances (\(maxInstances)) reached")
+        case .queue(let max):
+            guard queued(of: job.name).count < max else { return skip("queue full (max_queue \(max))") }
+            return enter(.queued, waitingFor: "the previous run")
+        case .replace:
+            let superseded = dropPending(ofJob: job.name, outcome: .cancelled, reason: "replaced by a newer fire", now: now)
+            stopRunning(ofJob: job.name)
+            log(.notice, "replacing the running run", ["job": "\(job.name)", "run_id": "\(id)", "superseded": "\(superseded)"])
+            return enter(.queued, waitingFor: "the replaced run to stop")
+        }
+    }
+
+    // MARK: - Starting
+
+    /// Starts waiting fires, in fire order, while there is room under `max_concurrent_runs`
+    /// and in each fire's pool (a fire whose pool is full does not hold up the others).
+    mutating func startWaiting(now: Timestamp) {
+        guard phase == .running else { return }
+        var running = runningCount
+        guard running < settings.maxConcurrentRuns, work.values.contains(where: { $0.stage == .waiting }) else { return }
+        var poolUsage: [String: Int] = [:]
+        for entry in work.values where entry.stage == .running {
+            if let pool = entry.request.job.pool { poolUsage[pool, default: 0] += 1 }
+        }
+        for id in work.keys {
+            guard running < settings.maxConcurrentRuns else { break }
+            guard var entry = work[id], entry.stage == .waiting else { continue }
+            if let pool = entry.request.job.pool, let size = settings.pools[pool] {
+                if poolUsage[pool, default: 0] >= size {
+                    if entry.record.waitingFor != "pool '\(pool)'" {
+                        entry.record.waitingFor = "pool '\(pool)'"
+                        work[id] = entry
+                        out.append(.waitingFor(id, "pool '\(pool)'"))
+                    }
+                    continue
+                }
+                if clustered, settings.clusterWidePools.contains(pool) {
+                    switch entry.slot {
+                    case nil:
+                        entry.slot = .asked
+                        entry.slotPool = pool
+                        entry.record.waitingFor = "pool '\(pool)' (cluster-wide)"
+                        work[id] = entry
+                        out.append(.waitingFor(id, "pool '\(pool)' (cluster-wide)"))
+                        out.append(.acquireSlot(pool: pool, size: size, run: id, since: entry.record.queuedAt))
+                        continue
+                    case .asked:
+                        continue
+                    case .granted:
+                        break
+                    }
+                }
+                poolUsage[pool, default: 0] += 1
+            }
+            entry.stage = .running
+            entry.record.waitingFor = nil
+            work[id] = entry
+            running += 1
+            out.append(.waitingFor(id, nil))
+            out.append(.start(entry.request))
+        }
+    }
+
+    // MARK: - Events
+
+    /// Feeds one event from outside; returns what follows from it.
+    public mutating func handle(_ event: DispatchEvent, now: Timestamp, uptime: Duration) -> [DispatchAction] {
+        switch event {
+        case .started(let id, let pid, let at): runStarted(id, pid: pid, at: at)
+        case .ended(let id, let result): runEnded(id, result: result, now: now, uptime: uptime)
+        case .swept(let id): if let hook = hooks.removeValue(forKey: id) { out.append(hook) }
+        case .claimed(let requests, let results): claimed(requests, results, now: now)
+        case .slot(let id, let pool, let granted): slotAnswered(run: id, pool: pool, granted: granted)
+        }
+        startWaiting(now: now)
+        return take()
+    }
+
+    /// A run's process started.
+    mutating func runStarted(_ id: RunID, pid: Int32, at: Timestamp) {
+        guard var entry = work[id] else { return }
+        entry.record.pid = pid
+        entry.record.startedAt = at
+        work[id] = entry
+        out.append(.journal(.started(id: id, pid: pid, at: at)))
+    }
+
+    /// A run ended: its record is final, its slot is free, a retry is scheduled if the job's
+    /// policy asks (else its hook runs), and the fire queued behind it may go.
+    mutating func runEnded(_ id: RunID, result: RunResult, now: Timestamp, uptime: Duration) {
+        guard let entry = work.removeValue(forKey: id) else { return }
+        let request = entry.request
+        let job = request.job
+        if let pool = entry.slotPool, entry.slot != nil { out.append(.releaseSlot(pool: pool, run: id)) }
+        var record = entry.record
+        if record.startedAt == nil { record.startedAt = result.startedAt }
+        if record.pid == nil { record.pid = result.pid }
+        record.outcome = result.outcome
+        record.endedAt = result.endedAt
+        record.waitingFor = nil
+        out.append(.journal(.finished(record)))
+
+        let current = jobs[job.name]?.definition
+        if !entry.stopping, phase == .running, let retry = job.retry, request.attempt < retry.attempts,
+            Self.isRetried(result.outcome, by: retry), current == job
+        {
+            scheduleRetry(of: job, scheduledTime: request.scheduledTime, after: request.attempt, fireID: request.fireID,
+                          previous: result.outcome.name, now: now, uptime: uptime)
+        } else {
+            // The hook runs once what the run left behind is swept (``DispatchEvent/swept(_:)``).
+            switch result.outcome {
+            case .succeeded:
+                if let hook = job.onSuccess { hooks[id] = .runHook(hook, kind: "on_success", request: request, result: result) }
+            case .failed, .signalled, .timedOut, .spawnFailed:
+                if let hook = job.onFailure { hooks[id] = .runHook(hook, kind: "on_failure", request: request, result: result) }
+            case .cancelled, .skipped, .interrupted:
+                break
+            }
+        }
+        // The fire queued behind it, if the job has room now.
+        if !work.values.contains(where: { $0.stage == .running && $0.request.job.name == job.name }),
+            let next = queued(of: job.name).first, activeInstances(of: job.name) < job.overlap.maxInstances
+        {
+            moveToBack(next, stage: .waiting, waitingFor: "a free slot")
+        }
+    }
+
+    /// Queues attempt `attempt + 1` of a fire behind the job's backoff.
+    mutating func scheduleRetry(of job: JobDefinition, scheduledTime: Timestamp, after attempt: Int, fireID: RunID, previous: String,
+                                now: Timestamp, uptime: Duration) {
+        guard let retry = job.retry else { return }
+        var delay = retry.delay(beforeAttempt: attempt + 1)
+        if retry.jitter, delay > .zero {
+            delay = .microseconds(Int64.random(in: 0..<delay.wholeMicroseconds))
+        }
+        let id = ids.next(at: now)
+        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, attempt: attempt + 1, fireID: fireID)
+        var record = RunRecord(id: id, job: job.name, trigger: .schedule, scheduledTime: scheduledTime, attempt: request.attempt,
+                               fireID: fireID, queuedAt: now)
+        record.node = node
+        record.waitingFor = "retry backoff (\(DurationText.format(delay)))"
+        work[id] = Work(request: request, record: record, stage: .retrying(until: uptime + delay))
+        out.append(.journal(.fired(record, occurrence: nil)))
+        log(.notice, "retrying", [
+            "job": "\(job.name)", "run_id": "\(id)", "attempt": "\(request.attempt)", "of": "\(retry.attempts)",
+            "after": "\(DurationText.format(delay))", "previous_outcome": "\(previous)",
+        ])
+    }
+
+    /// Moves retries whose backoff has passed to the back of the slot queue.
+    mutating func promoteDueRetries(uptime: Duration) {
+        let due = work.values.filter { if case .retrying(let until) = $0.stage { until <= uptime } else { false } }.map(\.request.id)
+        for id in due { moveToBack(id, stage: .waiting, waitingFor: "a free slot") }
+    }
+
+    static func isRetried(_ outcome: RunOutcome, by policy: RetryPolicy) -> Bool {
+        switch outcome {
+        case .failed, .spawnFailed: policy.on.contains(.failure)
+        case .timedOut: policy.on.contains(.timeout)
+        case .signalled: policy.on.contains(.signal)
+        default: false
+        }
+    }
+
+    // MARK: - Draining
+
+    /// Stops firing: every fire not running is dropped (recorded `cancelled`); running runs go
+    /// on until ``stopAll()``.
+    public mutating func drain(now: Timestamp) -> [DispatchAction] {
+        phase = .draining
+        for (id, entry) in work where entry.stage != .running {
+            settle(id, outcome: .cancelled, now: now)
+        }
+        if runningCount > 0 {
+            log(.notice, "stopping: waiting for running runs", [
+                "running": "\(runningCount)", "shutdown_grace": "\(DurationText.format(settings.shutdownGrace))",
+            ])
+        }
+        return take()
+    }
+
+    /// `shutdown_grace` is over: every running run gets its kill sequence.
+    public mutating func stopAll() -> [DispatchAction] {
+        log(.warning, "shutdown_grace over, tearing down running runs", ["running": "\(runningCount)"])
+        for (id, entry) in work where entry.stage == .running && !entry.stopping {
+            stop(id)
+        }
+        return take()
+    }
+
+    /// Draining is over: nothing runs.
+    public mutating func stopped() {
+        phase = .stopped
+    }
+
+    // MARK: - Helpers
+
+    /// Runs alive, waiting for a slot, or in a retry's backoff: each counts against the job's
+    /// overlap limit.
+    func activeInstances(of job: String) -> Int {
+        work.values.count { entry in
+            guard entry.request.job.name == job else { return false }
+            switch entry.stage {
+            case .waiting, .running, .retrying: return true
+            case .queued, .claiming: return false
+            }
+        }
+    }
+
+    /// Fires queued behind a job's runs, oldest first.
+    func queued(of job: String) -> [RunID] {
+        work.values.filter { $0.stage == .queued && $0.request.job.name == job }.map(\.request.id)
+    }
+
+    /// How many runs are running now.
+    public var runningCount: Int {
+        work.values.count { $0.stage == .running }
+    }
+
+    /// How many fires wait (for a slot, behind a run, or in a retry's backoff).
+    public var waitingCount: Int {
+        work.values.count { entry in
+            switch entry.stage {
+            case .waiting, .queued, .retrying: true
+            case .running, .claiming: false
+            }
+        }
+    }
+
+    /// Whether hooks of ended runs wait for their runs' sweeps.
+    public var hasHeldHooks: Bool { !hooks.isEmpty }
+
+    /// How many fires wait for a slot.
+    public var waitingForSlotCount: Int {
+        work.values.count { $0.stage == .waiting }
+    }
+
+    /// Moves an entry to the back of the work (the end of the slot queue) in a new stage.
+    mutating func moveToBack(_ id: RunID, stage: Stage, waitingFor: String) {
+        guard var entry = work.removeValue(forKey: id) else { return }
+        entry.stage = stage
+        entry.record.waitingFor = waitingFor
+        work[id] = entry
+        out.append(.waitingFor(id, waitingFor))
+    }
+
+    /// Starts the kill sequence of a running run; it will not be retried.
+    mutating func stop(_ id: RunID) {
+        guard var entry = work[id], entry.stage == .running else { return }
+        entry.stopping = true
+        work[id] = entry
+        out.append(.stop(id))
+    }
+
+    /// Stops every running run of a job.
+    mutating func stopRunning(ofJob job: String) {
+        for (id, entry) in work where entry.stage == .running && entry.request.job.name == job {
+            stop(id)
+        }
+    }
+
+    /// Ends a fire that is not running (dropped while waiting, queued, retrying or claiming):
+    /// recorded with `outcome` unless it was only being claimed (then nothing was recorded).
+    @discardableResult
+    mutating func settle(_ id: RunID, outcome: RunOutcome, reason: String? = nil, now: Timestamp) -> RunRecord? {
+        guard let entry = work[id], entry.stage != .running else { return nil }
+        work.removeValue(forKey: id)
+        if let pool = entry.slotPool, entry.slot != nil { out.append(.releaseSlot(pool: pool, run: id)) }
+        guard entry.stage != .claiming else { return nil }
+        var record = entry.record
+        record.outcome = outcome
+        record.endedAt = now
+        record.waitingFor = nil
+        if let reason { record.statusText = reason }
+        out.append(.journal(.finished(record)))
+        return record
+    }
+
+    /// Drops a job's fires that are not running, recording each with `outcome`.
+    @discardableResult
+    mutating func dropPending(ofJob job: String, outcome: RunOutcome, reason: String, now: Timestamp) -> Int {
+        let ids = work.values.filter { $0.request.job.name == job && $0.stage != .running && $0.stage != .claiming }.map(\.request.id)
+        for id in ids { settle(id, outcome: outcome, reason: reason, now: now) }
+        return ids.count
+    }
+
+    mutating func log(_ level: Logger.Level, _ message: String, _ metadata: Logger.Metadata = [:]) {
+        out.append(.log(level, message, metadata))
+    }
+}

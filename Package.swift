@@ -52,12 +52,32 @@ let package = Package(
             dependencies: [
                 "JobRunnerConfig",
                 "JobRunnerSchedule",
-                "CLinuxSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "JobRunnerSupervision",
+            dependencies: [
+                "CLinuxSupport",
+                "JobRunnerConfig",
+                "JobRunnerCore",
+                "JobRunnerSchedule",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "JobRunnerHistory",
+            dependencies: [
+                "JobRunnerCore",
+                "JobRunnerSchedule",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -66,10 +86,10 @@ let package = Package(
             name: "JobRunnerStore",
             dependencies: [
                 "JobRunnerCore",
+                "JobRunnerHistory",
                 "JobRunnerSchedule",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -78,8 +98,8 @@ let package = Package(
             dependencies: [
                 "JobRunnerConfig",
                 "JobRunnerCore",
+                "JobRunnerHistory",
                 "JobRunnerSchedule",
-                "JobRunnerStore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -89,9 +109,19 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "JobRunnerAPI",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "JobRunnerControl",
             dependencies: [
                 "CLinuxSupport",
+                "JobRunnerAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -115,12 +145,15 @@ let package = Package(
         .target(
             name: "JobRunnerDaemon",
             dependencies: [
+                "JobRunnerAPI",
                 "JobRunnerCluster",
                 "JobRunnerConfig",
                 "JobRunnerCore",
                 "JobRunnerControl",
+                "JobRunnerHistory",
                 "JobRunnerSchedule",
                 "JobRunnerStore",
+                "JobRunnerSupervision",
                 "Systemd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -144,7 +177,7 @@ let package = Package(
         .executableTarget(
             name: "jobrunnerctl",
             dependencies: [
-                "JobRunnerControl",
+                "JobRunnerAPI",
                 "JobRunnerConfig",
                 "JobRunnerSchedule",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -155,7 +188,11 @@ let package = Package(
         // MARK: - Tests
         .target(
             name: "TestSupport",
-            dependencies: ["CLinuxSupport"],
+            dependencies: [
+                "CLinuxSupport", "JobRunnerConfig", "JobRunnerCore", "JobRunnerSchedule", "JobRunnerSupervision",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -163,15 +200,20 @@ let package = Package(
         .testTarget(name: "JobRunnerConfigTests", dependencies: ["JobRunnerConfig", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "JobRunnerCoreTests",
-            dependencies: ["JobRunnerCore", "JobRunnerConfig", "TestSupport"],
+            dependencies: ["JobRunnerCore", "JobRunnerConfig", "JobRunnerSupervision", "TestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "JobRunnerSupervisionTests",
+            dependencies: ["JobRunnerSupervision", "JobRunnerCore", "JobRunnerConfig", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "JobRunnerStoreTests",
-            dependencies: ["JobRunnerStore", "JobRunnerCore", "JobRunnerConfig", "TestSupport"],
+            dependencies: ["JobRunnerStore", "JobRunnerHistory", "JobRunnerCore", "JobRunnerConfig", "TestSupport"],
             swiftSettings: strict
         ),
-        .testTarget(name: "JobRunnerControlTests", dependencies: ["JobRunnerControl", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "JobRunnerControlTests", dependencies: ["JobRunnerControl", "JobRunnerAPI", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "SystemdTests",
             dependencies: ["Systemd", "TestSupport", .product(name: "Logging", package: "swift-log")],
@@ -179,7 +221,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["JobRunnerControl", "JobRunnerSchedule", "TestSupport"],
+            dependencies: ["JobRunnerAPI", "JobRunnerSchedule", "TestSupport"],
             swiftSettings: strict
         ),
     ],

@@ -1,3 +1,4 @@
+import JobRunnerHistory
 import Foundation
 import JobRunnerConfig
 import JobRunnerCore

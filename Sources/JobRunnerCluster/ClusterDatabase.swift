@@ -1,3 +1,4 @@
+import JobRunnerHistory
 import JobRunnerConfig
 import Logging
 import NIOCore

@@ -1,7 +1,7 @@
+import JobRunnerHistory
 import JobRunnerConfig
 import JobRunnerCore
 import JobRunnerSchedule
-import JobRunnerStore
 import Logging
 import PostgresNIO
 

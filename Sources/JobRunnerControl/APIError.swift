@@ -1,3 +1,4 @@
+import JobRunnerAPI
 import Foundation
 import Hummingbird
 

@@ -1,3 +1,4 @@
+import JobRunnerAPI
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes

@@ -1,3 +1,4 @@
+import JobRunnerAPI
 /// What the control API asks of the daemon. The daemon implements it over its engine; the
 /// server only translates HTTP to these calls and their results to JSON.
 public protocol ControlHandler: Sendable {

@@ -1,3 +1,4 @@
+import JobRunnerAPI
 import Hummingbird
 import NIOCore
 #if canImport(Glibc)

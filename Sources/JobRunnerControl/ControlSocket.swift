@@ -1,3 +1,4 @@
+import JobRunnerAPI
 import CLinuxSupport
 
 #if canImport(Glibc)

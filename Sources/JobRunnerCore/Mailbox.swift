@@ -4,7 +4,7 @@ import Synchronization
 ///
 /// A run's supervision must keep receiving events (the process exiting, the grace period
 /// ending) after its task has been cancelled, because cancellation is what starts the teardown.
-final class Mailbox<Event: Sendable>: Sendable {
+package final class Mailbox<Event: Sendable>: Sendable {
     private struct State {
         var queue: [Event] = []
         var head = 0
@@ -13,10 +13,10 @@ final class Mailbox<Event: Sendable>: Sendable {
 
     private let state = Mutex(State())
 
-    init() {}
+    package init() {}
 
     /// Delivers an event to the waiting consumer, or queues it.
-    func post(_ event: Event) {
+    package func post(_ event: Event) {
         let waiter = state.withLock { state -> CheckedContinuation<Event, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil
@@ -29,7 +29,7 @@ final class Mailbox<Event: Sendable>: Sendable {
     }
 
     /// The next event, waiting for one if none is queued.
-    func next() async -> Event {
+    package func next() async -> Event {
         await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> Event? in
                 if state.head < state.queue.count {

@@ -4,7 +4,7 @@ import Synchronization
 /// A live run's handle: how the engine cancels it, and where what the run says about itself
 /// (its notify messages) is kept.
 public final class RunHandle: Sendable {
-    enum Event: Sendable {
+    package enum Event: Sendable {
         case exited(ExitStatus)
         case deadline
         case graceOver
@@ -20,7 +20,7 @@ public final class RunHandle: Sendable {
         var pid: Int32?
     }
 
-    let mailbox = Mailbox<Event>()
+    package let mailbox = Mailbox<Event>()
     private let reported = Mutex(Reported())
 
     public init() {}
@@ -37,7 +37,7 @@ public final class RunHandle: Sendable {
     /// Whether the run sent `READY=1`.
     public var isReady: Bool { reported.withLock { $0.ready } }
 
-    func record(_ message: NotifyMessage) {
+    package func record(_ message: NotifyMessage) {
         reported.withLock { state in
             switch message {
             case .status(let text): state.statusText = text

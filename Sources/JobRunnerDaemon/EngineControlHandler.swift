@@ -1,3 +1,6 @@
+import JobRunnerSupervision
+import JobRunnerHistory
+import JobRunnerAPI
 import JobRunnerCluster
 import JobRunnerConfig
 import JobRunnerControl

@@ -1,3 +1,6 @@
+import JobRunnerSupervision
+import JobRunnerHistory
+import JobRunnerAPI
 import Foundation
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,6 @@
+import JobRunnerSupervision
+import JobRunnerHistory
+import JobRunnerAPI
 import JobRunnerControl
 import JobRunnerCore
 import JobRunnerSchedule

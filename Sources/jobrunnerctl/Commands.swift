@@ -1,7 +1,7 @@
+import JobRunnerAPI
 import ArgumentParser
 import Foundation
 import JobRunnerConfig
-import JobRunnerControl
 import JobRunnerSchedule
 
 // MARK: - runs

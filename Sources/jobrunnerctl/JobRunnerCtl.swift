@@ -1,6 +1,6 @@
+import JobRunnerAPI
 import ArgumentParser
 import Foundation
-import JobRunnerControl
 
 @main
 struct JobRunnerCtl: AsyncParsableCommand {

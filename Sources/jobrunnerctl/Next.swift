@@ -1,6 +1,6 @@
+import JobRunnerAPI
 import ArgumentParser
 import Foundation
-import JobRunnerControl
 import JobRunnerSchedule
 
 /// `jobrunnerctl next`: when a schedule fires. Offline for an expression (no daemon needed),

@@ -1,5 +1,5 @@
+import JobRunnerAPI
 import Foundation
-import JobRunnerControl
 import JobRunnerSchedule
 
 /// Human output of `jobrunnerctl`: aligned tables and relative times.

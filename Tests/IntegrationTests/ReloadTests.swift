@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import JobRunnerControl
+import JobRunnerAPI
 import TestSupport
 import Testing
 

@@ -1,5 +1,5 @@
 import Foundation
-import JobRunnerControl
+import JobRunnerAPI
 import TestSupport
 import Testing
 

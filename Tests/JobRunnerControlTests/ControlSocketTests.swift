@@ -1,4 +1,5 @@
 import Foundation
+import JobRunnerAPI
 @testable import JobRunnerControl
 import TestSupport
 import Testing

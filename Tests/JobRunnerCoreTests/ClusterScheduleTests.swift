@@ -1,6 +1,8 @@
+import JobRunnerSupervision
 import JobRunnerConfig
 import JobRunnerCore
 import JobRunnerSchedule
+import TestSupport
 import Testing
 
 /// In a cluster every node must name the same instants, whenever it started.

@@ -1,3 +1,4 @@
+import JobRunnerSupervision
 import Foundation
 import Synchronization
 import JobRunnerConfig

@@ -1,3 +1,4 @@
+import JobRunnerSupervision
 import Foundation
 import NIOPosix
 import JobRunnerConfig

@@ -1,3 +1,6 @@
+import JobRunnerSchedule
+import JobRunnerConfig
+import JobRunnerCore
 import CLinuxSupport
 
 #if canImport(Glibc)

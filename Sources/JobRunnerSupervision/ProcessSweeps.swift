@@ -1,3 +1,6 @@
+import JobRunnerSchedule
+import JobRunnerConfig
+import JobRunnerCore
 import NIOPosix
 
 /// Runs process sweeps (see ``ProcessSweeper``) on the blocking pool, one at a time, batching

@@ -1,3 +1,4 @@
+import JobRunnerCore
 import CLinuxSupport
 import JobRunnerConfig
 import JobRunnerSchedule
@@ -8,50 +9,6 @@ import NIOPosix
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// One run to execute.
-public struct RunRequest: Sendable {
-    public var id: RunID
-    public var job: JobDefinition
-    public var scheduledTime: Timestamp
-    public var attempt: Int
-    /// Every attempt of one fire shares its id (the first attempt's run id).
-    public var fireID: RunID
-    /// When the run was due to start (the occurrence plus any random delay): lateness is
-    /// measured from here.
-    public var dueTime: Timestamp
-
-    public init(id: RunID, job: JobDefinition, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil, dueTime: Timestamp? = nil) {
-        self.id = id
-        self.job = job
-        self.scheduledTime = scheduledTime
-        self.attempt = attempt
-        self.fireID = fireID ?? id
-        self.dueTime = dueTime ?? scheduledTime
-    }
-}
-
-/// What happened to a run.
-public struct RunResult: Sendable {
-    public var outcome: RunOutcome
-    public var startedAt: Timestamp
-    public var endedAt: Timestamp
-    public var pid: Int32?
-    /// How the process ended, when it started.
-    public var exitStatus: ExitStatus?
-
-    /// Logs the end of a run: notice for a success (so `--log-level notice` shows the lifecycle
-    /// without job output), warning otherwise.
-    public func log(_ logger: Logger, _ what: String) {
-        let duration = DurationText.format(startedAt.duration(to: endedAt))
-        if outcome == .succeeded {
-            logger.notice("\(what) finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)"])
-        } else {
-            logger.warning("\(what) finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)",
-                                                        "detail": "\(exitStatus?.description ?? outcome.detail ?? "")"])
-        }
-    }
-}
 
 /// Starts a run's process and watches it to the end: output line by line, the timeout (which
 /// the run may push out with `EXTEND_TIMEOUT_USEC`), the kill sequence (SIGTERM to the process

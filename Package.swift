@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(name: "JobRunnerConfigTests", dependencies: ["JobRunnerConfig", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "JobRunnerCoreTests",
-            dependencies: ["JobRunnerCore", "JobRunnerConfig", "JobRunnerSupervision", "TestSupport"],
+            dependencies: ["JobRunnerCore", "JobRunnerConfig", "JobRunnerSupervision", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -142,6 +142,7 @@ public struct DispatchMachine: Sendable {
                      queueBehind: owed.trigger == .catchUp, now: now)
         }
         startup = []
+        startWaiting(now: now)
         return take()
     }
 

@@ -45,6 +45,18 @@ public final class ClusterDatabase: Service {
         await client.run()
     }
 
+    /// Runs `body` with the connection pool running beside it as a child task (no query is
+    /// answered without it); the pool stops, and is awaited, when `body` returns.
+    public static func serving<T: Sendable>(_ database: ClusterDatabase?, _ body: () async -> T) async -> T {
+        guard let database else { return await body() }
+        return await withTaskGroup(of: Void.self, returning: T.self) { group in
+            group.addTask { await database.run() }
+            let result = await body()
+            group.cancelAll()
+            return result
+        }
+    }
+
     /// Runs `body` and fails with `ClusterError.timedOut` after `limit` (a pool waiting for an
     /// unreachable server would otherwise wait on).
     public func within<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {

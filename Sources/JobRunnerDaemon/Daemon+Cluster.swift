@@ -29,8 +29,10 @@ extension Daemon {
         var logger = Logger(label: "jobrunnerd")
         logger.logLevel = .critical
         let database = ClusterDatabase(url: settings.database, logger: logger)
-        let task = Task { await database.run() }
-        defer { task.cancel() }
+        return await ClusterDatabase.serving(database) { await report(database, settings: settings, configuration: configuration) }
+    }
+
+    private static func report(_ database: ClusterDatabase, settings: ClusterSettings, configuration: Configuration) async -> Int32 {
         print("database: \(settings.database)")
         print("node:     \(settings.nodeName) (lease \(DurationText.format(settings.lease)))")
         do {

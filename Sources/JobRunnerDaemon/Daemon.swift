@@ -124,23 +124,36 @@ public enum Daemon {
         defer {
             close(lock)
         }
-        var databaseTask: Task<Void, Never>?
-        defer { databaseTask?.cancel() }
         if !ChildReaper.becomeSubreaper() {
             logger.warning("cannot become a child subreaper; orphaned job processes will go to PID 1")
         }
+        if let settings = configuration.daemon.cluster, let socket = settings.database.socketPath, access(socket, F_OK) != 0 {
+            let reason = "no PostgreSQL server is listening at \(socket)"
+            logger.critical("cannot use the cluster database, not starting", metadata: ["database": "\(settings.database)", "error": "\(reason)"])
+            notifier.failed(status: "cannot use the cluster database \(settings.database): \(reason)", errno: EIO)
+            return DaemonExitCode.failure
+        }
+        // The cluster's connection pool runs beside the daemon as a child task, for its whole life.
+        let database = configuration.daemon.cluster.map { ClusterDatabase(url: $0.database, logger: logger) }
+        return await ClusterDatabase.serving(database) {
+            await serve(options, configuration: configuration, database: database, listener: listener, activated: activated,
+                        machineID: machineID, notifier: notifier, clock: clock, startedAt: startedAt, startedUptime: startedUptime,
+                        loader: loader, logger: logger)
+        }
+    }
+
+    /// The daemon once its configuration is loaded and its state directory locked: history,
+    /// engine, control API, systemd, as one service group until SIGTERM or SIGINT.
+    static func serve(_ options: DaemonOptions, configuration: Configuration, database: ClusterDatabase?, listener: Int32,
+                      activated: SocketActivation.PassedSocket?, machineID: String, notifier: Notifier, clock: SystemClock,
+                      startedAt: Timestamp, startedUptime: Duration, loader: ConfigLoader, logger: Logger) async -> Int32 {
 
         // MARK: History (and the cluster)
         let history: any HistoryStore
         let memories: [String: JobMemory]
         var cluster: (database: ClusterDatabase, coordinator: ClusterCoordinator, settings: ClusterSettings)?
         do {
-            if let settings = configuration.daemon.cluster {
-                if let socket = settings.database.socketPath, access(socket, F_OK) != 0 {
-                    throw ClusterError("no PostgreSQL server is listening at \(socket)")
-                }
-                let database = ClusterDatabase(url: settings.database, logger: logger)
-                databaseTask = Task { await database.run() }
+            if let settings = configuration.daemon.cluster, let database {
                 let coordinator = ClusterCoordinator(database: database, settings: settings, machineID: machineID,
                                                      version: EngineControlHandler.version, configHash: configuration.contentHash,
                                                      logger: logger)
@@ -165,8 +178,6 @@ public enum Daemon {
             }
             memories = try await history.jobMemories()
         } catch {
-            close(lock)
-            databaseTask?.cancel()
             if let settings = configuration.daemon.cluster {
                 let reason = ClusterDatabase.describe(error)
                 logger.critical("cannot use the cluster database, not starting", metadata: [

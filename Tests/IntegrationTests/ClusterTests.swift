@@ -192,7 +192,7 @@ import Testing
                 let started = try await frozen.waitForLog("run started", "run_id=\(run.id)")
                 let pid = try #require(DaemonHarness.field("pid", in: started).flatMap(Int32.init))
                 frozen.signal(SIGSTOP)
-                try await nodes["a"]!.waitForLog("took over the unfinished runs of dead nodes", "dead_nodes=b", within: .seconds(Self.lease * 3))
+                try await nodes["a"]!.waitForLog("took over the unfinished runs of dead nodes", "dead_nodes=b", within: .seconds(Self.lease * 5))
                 frozen.signal(SIGCONT)
                 try await frozen.waitForLog("cluster lease lost", within: .seconds(Self.lease * 2))
                 try await frozen.waitForLog("joined the cluster", "incarnation=2", within: .seconds(Self.lease * 2))

@@ -102,7 +102,7 @@ test-clock: build test-deps
 BASELINE := .build/bench/baseline
 $(BASELINE): Benchmarks/baseline.c
 	@mkdir -p $(dir $@)
-	$$(command -v cc || command -v clang) -O2 -Wall -o $@ $<
+	$$(command -v cc || command -v clang) -O2 -Wall -o $@ $< -lsqlite3
 
 # Every figure against its baseline, measured in the same run (release build). BENCH_ARGS=--json
 # for JSON, BENCH_ARGS="--only dispatch,reload" for some figures.

@@ -7,8 +7,8 @@ extension DispatchMachine {
     /// Sends the claims gathered since the last tick, as one batch.
     mutating func sendClaims() {
         var batch: [ClaimRequest] = []
-        for (id, entry) in work where entry.stage == .claiming && !entry.claimSent {
-            guard let claim = entry.claim else { continue }
+        for id in ids(where: { $0.stage == .claiming && !$0.claimSent }) {
+            guard let claim = work[id]?.fire.claim else { continue }
             work[id]?.claimSent = true
             batch.append(claim)
         }
@@ -19,16 +19,16 @@ extension DispatchMachine {
     /// another node runs the job now, `overlap: skip` skips it), a lost one is forgotten.
     mutating func claimed(_ requests: [ClaimRequest], _ results: [ClaimResult], now: Timestamp) {
         let answers = Dictionary(zip(requests, results), uniquingKeysWith: { first, _ in first })
-        let claiming = work.values.filter { $0.stage == .claiming && $0.claimSent }
+        let claiming = ids(where: { $0.stage == .claiming && $0.claimSent }).compactMap { work[$0] }
         for entry in claiming {
-            guard let claim = entry.claim, let result = answers[claim] else { continue }
-            work.removeValue(forKey: entry.request.id)
+            guard let claim = entry.fire.claim, let result = answers[claim] else { continue }
+            remove(entry.id)
             // The job may have been removed or changed by a reload while the claim was out.
             guard phase == .running, let current = jobs[entry.request.job.name]?.definition else { continue }
             switch result {
             case .won(let busyOn):
-                fire(current, scheduledTime: entry.request.scheduledTime, trigger: entry.record.trigger, occurrence: entry.occurrence,
-                     queueBehind: entry.queueBehind, dueTime: entry.request.dueTime, busyOn: busyOn, id: entry.request.id, now: now)
+                fire(current, scheduledTime: entry.request.scheduledTime, trigger: entry.fire.record.trigger, occurrence: entry.fire.occurrence,
+                     queueBehind: entry.fire.queueBehind, dueTime: entry.request.dueTime, busyOn: busyOn, id: entry.id, now: now)
             case .lost:
                 break
             case .notMember:
@@ -60,13 +60,13 @@ extension DispatchMachine {
     /// recorded as `interrupted`, so nothing this node held runs twice.
     public mutating func standDown(reason: String, now: Timestamp) -> [DispatchAction] {
         var dropped = 0
-        for (id, entry) in work where entry.stage != .running {
+        for id in ids(where: { $0.stage != .running }) {
             if settle(id, outcome: .interrupted, reason: reason, now: now) != nil { dropped += 1 }
         }
         var stopped = 0
-        for (id, entry) in work where entry.stage == .running {
-            work[id]?.record.statusText = reason
-            if !entry.stopping { stop(id) }
+        for id in ids(where: { $0.stage == .running }) {
+            work[id]?.statusText = reason
+            if work[id]?.stopping == false { stop(id) }
             stopped += 1
         }
         log(.warning, "standing down: \(reason)", ["stopped_runs": "\(stopped)", "dropped_fires": "\(dropped)"])

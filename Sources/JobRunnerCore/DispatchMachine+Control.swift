@@ -36,8 +36,8 @@ extension DispatchMachine {
             }
         }
         guard let finished else { return (.notFound, take()) }
-        if let retry = work.values.first(where: { $0.request.fireID == finished.fireID && $0.request.id != id && $0.stage != .running }),
-            let record = settle(retry.request.id, outcome: .cancelled, now: now)
+        if let retry = ids(where: { $0.request.fireID == finished.fireID && $0.id != id && $0.stage != .running }).first,
+            let record = settle(retry, outcome: .cancelled, now: now)
         {
             return (.dropped(record), take())
         }
@@ -46,7 +46,7 @@ extension DispatchMachine {
 
     /// The ids of a job's live and waiting runs.
     public func activeRuns(ofJob name: String) -> [RunID] {
-        work.values.filter { $0.request.job.name == name && $0.stage != .claiming }.map(\.request.id)
+        entries(ofJob: name).filter { $0.stage != .claiming }.map(\.id)
     }
 
     /// Fires a job now, as if its schedule said so (overlap policy and limits apply). Returns
@@ -79,10 +79,10 @@ extension DispatchMachine {
 
     /// Drops the pending retries of a fire (recorded `cancelled`).
     mutating func dropRetries(ofFire fireID: RunID, now: Timestamp) {
-        let retries = work.values.filter { entry in
+        let retries = ids(where: { entry in
             guard entry.request.fireID == fireID, case .retrying = entry.stage else { return false }
             return true
-        }.map(\.request.id)
+        })
         for id in retries { settle(id, outcome: .cancelled, now: now) }
     }
 }

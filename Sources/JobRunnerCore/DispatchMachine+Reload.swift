@@ -50,17 +50,17 @@ extension DispatchMachine {
         }
         // A changed job's pending retries belong to its old definition: they stop.
         let changedSet = Set(changed)
-        let droppedRetries = work.values.filter { entry in
-            guard changedSet.contains(entry.request.job.name), case .retrying = entry.stage else { return false }
+        let droppedRetries = ids(where: { entry in
+            guard changedSet.contains(entry.job), case .retrying = entry.stage else { return false }
             return true
-        }.map(\.request.id)
+        })
         for id in droppedRetries {
             settle(id, outcome: .cancelled, reason: "retry dropped: job changed by reload", now: now)
         }
         // Running runs: a removed job's per its on_remove, a changed job's per its on_reload.
         for name in removed {
             guard let old = jobs[name]?.definition, old.onRemove == .cancel else { continue }
-            for (id, entry) in work where entry.stage == .running && entry.request.job.name == name {
+            for id in entries(ofJob: name).filter({ $0.stage == .running }).map(\.id) {
                 stop(id)
                 log(.notice, "cancelling the run of a removed job (on_remove: cancel)", ["job": "\(name)", "run_id": "\(id)"])
             }
@@ -68,7 +68,7 @@ extension DispatchMachine {
         var restarts: [JobDefinition] = []
         for name in changed {
             guard let job = newJobs[name]?.definition, job.onReload == .restart else { continue }
-            let running = work.values.filter { $0.stage == .running && $0.request.job.name == name }.map(\.request.id)
+            let running = entries(ofJob: name).filter { $0.stage == .running }.map(\.id)
             guard !running.isEmpty else { continue }
             for id in running {
                 stop(id)
@@ -132,7 +132,7 @@ extension DispatchMachine {
     /// Every job's next fire and live runs, for the metrics scrape.
     public func jobGauges(now: Timestamp, uptime: Duration) -> [(job: String, nextFire: Timestamp?, running: Int)] {
         var running: [String: Int] = [:]
-        for entry in work.values where entry.stage == .running { running[entry.request.job.name, default: 0] += 1 }
+        for entry in work.values where entry.stage == .running { running[entry.job, default: 0] += 1 }
         return jobs.values.map { job in
             (job.definition.name, Self.fireInstant(job.due, now: now, uptime: uptime), running[job.definition.name] ?? 0)
         }

@@ -1,6 +1,7 @@
 import JobRunnerConfig
 import JobRunnerSchedule
 import Logging
+import DequeModule
 import OrderedCollections
 
 /// The engine's rules as one synchronous value: which job fires when, what a fire does under its
@@ -51,23 +52,59 @@ public struct DispatchMachine: Sendable {
         case asked, granted
     }
 
+    /// What does not change about a fire while it is pending: shared and immutable, so copying a
+    /// ``Work`` entry costs one reference, not a job definition.
+    final class Fire: Sendable {
+        let request: RunRequest
+        /// As recorded when it fired (no output tail, no handle: those are the scheduler's).
+        let record: RunRecord
+        let jobName: String
+        let pool: String?
+        /// The schedule occurrence the fire handles (journalled with it: never run twice).
+        let occurrence: Timestamp?
+        /// While claiming: the key claimed, and how the fire goes on once won.
+        let claim: ClaimRequest?
+        let queueBehind: Bool
+
+        init(request: RunRequest, record: RunRecord, occurrence: Timestamp?, claim: ClaimRequest? = nil, queueBehind: Bool = false) {
+            self.request = request
+            self.record = record
+            self.jobName = request.job.name
+            self.pool = request.job.pool
+            self.occurrence = occurrence
+            self.claim = claim
+            self.queueBehind = queueBehind
+        }
+    }
+
     /// One fire, from its creation to its end.
     struct Work: Sendable {
-        var request: RunRequest
-        /// As recorded (no output tail, no handle: those are the scheduler's).
-        var record: RunRecord
+        let fire: Fire
         var stage: Stage
-        /// The schedule occurrence the fire handles (journalled with it: never run twice).
-        var occurrence: Timestamp?
-        /// While claiming: the key claimed, how the fire goes on once won, and whether the claim
-        /// was sent.
-        var claim: ClaimRequest?
-        var queueBehind = false
+        /// Its place in fire order (renewed when it joins the back of the slot queue).
+        var order: UInt64
+        var waitingFor: String?
+        var pid: Int32?
+        var startedAt: Timestamp?
+        var statusText: String?
         var claimSent = false
         /// Cancelled on purpose (by a person, a reload, a replace, a stand-down): not retried.
         var stopping = false
         var slot: Slot?
-        var slotPool: String?
+
+        var request: RunRequest { fire.request }
+        var job: String { fire.jobName }
+        var id: RunID { fire.record.id }
+
+        /// The record as it stands now.
+        var record: RunRecord {
+            var record = fire.record
+            record.waitingFor = waitingFor
+            record.pid = pid
+            record.startedAt = startedAt
+            if let statusText { record.statusText = statusText }
+            return record
+        }
     }
 
     // MARK: State
@@ -75,9 +112,16 @@ public struct DispatchMachine: Sendable {
     var jobs: OrderedDictionary<String, Job> = [:] {
         didSet { dueKnown = false }
     }
-    /// Every fire between its creation and its end, in fire order (a retry joins the back when its
-    /// backoff has passed, a queued fire when the run ahead of it ends).
-    var work: OrderedDictionary<RunID, Work> = [:]
+    /// Every fire between its creation and its end.
+    var work: [RunID: Work] = [:]
+    /// The order of the fires waiting for a slot (an index into `work`: an entry is current while
+    /// its `order` matches and it is still waiting; others are skipped and dropped).
+    var slotQueue: Deque<(id: RunID, order: UInt64)> = []
+    /// Which entries of `work` belong to each job (an index into `work`, kept by `insert` and
+    /// `remove` alone), so the per-job rules — overlap, queues — look at a job's few fires, not
+    /// at every pending one.
+    var byJob: [String: [RunID]] = [:]
+    var nextOrder: UInt64 = 0
     var paused: Set<String> = []
     public internal(set) var settings: DaemonSettings
     public internal(set) var phase: Phase = .starting
@@ -279,8 +323,8 @@ public struct DispatchMachine: Sendable {
         var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
         record.node = node
         let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime ?? now)
-        work[id] = Work(request: request, record: record, stage: .claiming, occurrence: occurrence,
-                        claim: ClaimRequest(job: job.name, occurrence: key), queueBehind: queueBehind)
+        insert(Fire(request: request, record: record, occurrence: occurrence, claim: ClaimRequest(job: job.name, occurrence: key),
+                    queueBehind: queueBehind), stage: .claiming)
     }
 
     /// Records a fire and applies the job's overlap policy: wait for a slot, queue behind the
@@ -307,8 +351,8 @@ public struct DispatchMachine: Sendable {
             return record
         }
         func enter(_ stage: Stage, waitingFor: String) -> RunRecord {
+            insert(Fire(request: request, record: record, occurrence: occurrence), stage: stage, waitingFor: waitingFor)
             record.waitingFor = waitingFor
-            work[id] = Work(request: request, record: record, stage: stage, occurrence: occurrence)
             out.append(.journal(.fired(record, occurrence: occurrence)))
             return record
         }
@@ -347,48 +391,55 @@ public struct DispatchMachine: Sendable {
     mutating func startWaiting(now: Timestamp) {
         guard phase == .running else { return }
         var running = runningCount
-        guard running < settings.maxConcurrentRuns, work.values.contains(where: { $0.stage == .waiting }) else { return }
+        guard running < settings.maxConcurrentRuns, !slotQueue.isEmpty else { return }
         var poolUsage: [String: Int] = [:]
-        for entry in work.values where entry.stage == .running {
-            if let pool = entry.request.job.pool { poolUsage[pool, default: 0] += 1 }
+        if !settings.pools.isEmpty {
+            for entry in work.values where entry.stage == .running {
+                if let pool = entry.fire.pool { poolUsage[pool, default: 0] += 1 }
+            }
         }
-        for id in work.keys {
-            guard running < settings.maxConcurrentRuns else { break }
-            guard var entry = work[id], entry.stage == .waiting else { continue }
-            if let pool = entry.request.job.pool, let size = settings.pools[pool] {
+        // In fire order; a fire whose pool is full (or whose cluster-wide slot is not granted yet)
+        // keeps its place and does not hold up those behind it.
+        var kept: Deque<(id: RunID, order: UInt64)> = []
+        while let next = slotQueue.popFirst() {
+            guard var entry = work[next.id], entry.order == next.order, entry.stage == .waiting else { continue }
+            guard running < settings.maxConcurrentRuns else {
+                kept.append(next)
+                kept.append(contentsOf: slotQueue)
+                slotQueue = []
+                break
+            }
+            if let pool = entry.fire.pool, let size = settings.pools[pool] {
                 if poolUsage[pool, default: 0] >= size {
-                    if entry.record.waitingFor != "pool '\(pool)'" {
-                        entry.record.waitingFor = "pool '\(pool)'"
-                        work[id] = entry
-                        out.append(.waitingFor(id, "pool '\(pool)'"))
+                    if entry.waitingFor != "pool '\(pool)'" {
+                        entry.waitingFor = "pool '\(pool)'"
+                        work[next.id] = entry
+                        out.append(.waitingFor(next.id, "pool '\(pool)'"))
                     }
+                    kept.append(next)
                     continue
                 }
-                if clustered, settings.clusterWidePools.contains(pool) {
-                    switch entry.slot {
-                    case nil:
+                if clustered, settings.clusterWidePools.contains(pool), entry.slot != .granted {
+                    if entry.slot == nil {
                         entry.slot = .asked
-                        entry.slotPool = pool
-                        entry.record.waitingFor = "pool '\(pool)' (cluster-wide)"
-                        work[id] = entry
-                        out.append(.waitingFor(id, "pool '\(pool)' (cluster-wide)"))
-                        out.append(.acquireSlot(pool: pool, size: size, run: id, since: entry.record.queuedAt))
-                        continue
-                    case .asked:
-                        continue
-                    case .granted:
-                        break
+                        entry.waitingFor = "pool '\(pool)' (cluster-wide)"
+                        work[next.id] = entry
+                        out.append(.waitingFor(next.id, "pool '\(pool)' (cluster-wide)"))
+                        out.append(.acquireSlot(pool: pool, size: size, run: next.id, since: entry.fire.record.queuedAt))
                     }
+                    kept.append(next)
+                    continue
                 }
                 poolUsage[pool, default: 0] += 1
             }
             entry.stage = .running
-            entry.record.waitingFor = nil
-            work[id] = entry
+            entry.waitingFor = nil
+            work[next.id] = entry
             running += 1
-            out.append(.waitingFor(id, nil))
+            out.append(.waitingFor(next.id, nil))
             out.append(.start(entry.request))
         }
+        slotQueue = kept
     }
 
     // MARK: - Events
@@ -409,8 +460,8 @@ public struct DispatchMachine: Sendable {
     /// A run's process started.
     mutating func runStarted(_ id: RunID, pid: Int32, at: Timestamp) {
         guard var entry = work[id] else { return }
-        entry.record.pid = pid
-        entry.record.startedAt = at
+        entry.pid = pid
+        entry.startedAt = at
         work[id] = entry
         out.append(.journal(.started(id: id, pid: pid, at: at)))
     }
@@ -418,10 +469,10 @@ public struct DispatchMachine: Sendable {
     /// A run ended: its record is final, its slot is free, a retry is scheduled if the job's
     /// policy asks (else its hook runs), and the fire queued behind it may go.
     mutating func runEnded(_ id: RunID, result: RunResult, now: Timestamp, uptime: Duration) {
-        guard let entry = work.removeValue(forKey: id) else { return }
+        guard let entry = remove(id) else { return }
         let request = entry.request
         let job = request.job
-        if let pool = entry.slotPool, entry.slot != nil { out.append(.releaseSlot(pool: pool, run: id)) }
+        if let pool = entry.fire.pool, entry.slot != nil { out.append(.releaseSlot(pool: pool, run: id)) }
         var record = entry.record
         if record.startedAt == nil { record.startedAt = result.startedAt }
         if record.pid == nil { record.pid = result.pid }
@@ -448,7 +499,7 @@ public struct DispatchMachine: Sendable {
             }
         }
         // The fire queued behind it, if the job has room now.
-        if !work.values.contains(where: { $0.stage == .running && $0.request.job.name == job.name }),
+        if !entries(ofJob: job.name).contains(where: { $0.stage == .running }),
             let next = queued(of: job.name).first, activeInstances(of: job.name) < job.overlap.maxInstances
         {
             moveToBack(next, stage: .waiting, waitingFor: "a free slot")
@@ -468,8 +519,9 @@ public struct DispatchMachine: Sendable {
         var record = RunRecord(id: id, job: job.name, trigger: .schedule, scheduledTime: scheduledTime, attempt: request.attempt,
                                fireID: fireID, queuedAt: now)
         record.node = node
-        record.waitingFor = "retry backoff (\(DurationText.format(delay)))"
-        work[id] = Work(request: request, record: record, stage: .retrying(until: uptime + delay))
+        let waitingFor = "retry backoff (\(DurationText.format(delay)))"
+        insert(Fire(request: request, record: record, occurrence: nil), stage: .retrying(until: uptime + delay), waitingFor: waitingFor)
+        record.waitingFor = waitingFor
         out.append(.journal(.fired(record, occurrence: nil)))
         log(.notice, "retrying", [
             "job": "\(job.name)", "run_id": "\(id)", "attempt": "\(request.attempt)", "of": "\(retry.attempts)",
@@ -479,7 +531,7 @@ public struct DispatchMachine: Sendable {
 
     /// Moves retries whose backoff has passed to the back of the slot queue.
     mutating func promoteDueRetries(uptime: Duration) {
-        let due = work.values.filter { if case .retrying(let until) = $0.stage { until <= uptime } else { false } }.map(\.request.id)
+        let due = ids(where: { if case .retrying(let until) = $0.stage { until <= uptime } else { false } })
         for id in due { moveToBack(id, stage: .waiting, waitingFor: "a free slot") }
     }
 
@@ -498,7 +550,7 @@ public struct DispatchMachine: Sendable {
     /// on until ``stopAll()``.
     public mutating func drain(now: Timestamp) -> [DispatchAction] {
         phase = .draining
-        for (id, entry) in work where entry.stage != .running {
+        for id in ids(where: { $0.stage != .running }) {
             settle(id, outcome: .cancelled, now: now)
         }
         if runningCount > 0 {
@@ -512,7 +564,7 @@ public struct DispatchMachine: Sendable {
     /// `shutdown_grace` is over: every running run gets its kill sequence.
     public mutating func stopAll() -> [DispatchAction] {
         log(.warning, "shutdown_grace over, tearing down running runs", ["running": "\(runningCount)"])
-        for (id, entry) in work where entry.stage == .running && !entry.stopping {
+        for id in ids(where: { $0.stage == .running && !$0.stopping }) {
             stop(id)
         }
         return take()
@@ -528,8 +580,7 @@ public struct DispatchMachine: Sendable {
     /// Runs alive, waiting for a slot, or in a retry's backoff: each counts against the job's
     /// overlap limit.
     func activeInstances(of job: String) -> Int {
-        work.values.count { entry in
-            guard entry.request.job.name == job else { return false }
+        entries(ofJob: job).count { entry in
             switch entry.stage {
             case .waiting, .running, .retrying: return true
             case .queued, .claiming: return false
@@ -539,7 +590,12 @@ public struct DispatchMachine: Sendable {
 
     /// Fires queued behind a job's runs, oldest first.
     func queued(of job: String) -> [RunID] {
-        work.values.filter { $0.stage == .queued && $0.request.job.name == job }.map(\.request.id)
+        entries(ofJob: job).filter { $0.stage == .queued }.map(\.id)
+    }
+
+    /// The ids of the entries that satisfy `predicate`, in fire order.
+    func ids(where predicate: (Work) -> Bool) -> [RunID] {
+        work.values.filter(predicate).sorted { $0.order < $1.order }.map(\.id)
     }
 
     /// How many runs are running now.
@@ -565,12 +621,37 @@ public struct DispatchMachine: Sendable {
         work.values.count { $0.stage == .waiting }
     }
 
-    /// Moves an entry to the back of the work (the end of the slot queue) in a new stage.
+    /// Adds a fire in `stage` (at the back of fire order).
+    mutating func insert(_ fire: Fire, stage: Stage, waitingFor: String? = nil) {
+        nextOrder += 1
+        work[fire.record.id] = Work(fire: fire, stage: stage, order: nextOrder, waitingFor: waitingFor)
+        byJob[fire.jobName, default: []].append(fire.record.id)
+        if stage == .waiting { slotQueue.append((fire.record.id, nextOrder)) }
+    }
+
+    /// Removes an entry (it ended, was dropped, or lost its claim).
+    @discardableResult
+    mutating func remove(_ id: RunID) -> Work? {
+        guard let entry = work.removeValue(forKey: id) else { return nil }
+        byJob[entry.job]?.removeAll { $0 == id }
+        if byJob[entry.job]?.isEmpty == true { byJob.removeValue(forKey: entry.job) }
+        return entry
+    }
+
+    /// A job's entries, in fire order.
+    func entries(ofJob job: String) -> [Work] {
+        (byJob[job] ?? []).compactMap { work[$0] }.sorted { $0.order < $1.order }
+    }
+
+    /// Moves an entry to the back of fire order (the end of the slot queue) in a new stage.
     mutating func moveToBack(_ id: RunID, stage: Stage, waitingFor: String) {
-        guard var entry = work.removeValue(forKey: id) else { return }
+        guard var entry = work[id] else { return }
+        nextOrder += 1
         entry.stage = stage
-        entry.record.waitingFor = waitingFor
+        entry.order = nextOrder
+        entry.waitingFor = waitingFor
         work[id] = entry
+        if stage == .waiting { slotQueue.append((id, nextOrder)) }
         out.append(.waitingFor(id, waitingFor))
     }
 
@@ -584,7 +665,7 @@ public struct DispatchMachine: Sendable {
 
     /// Stops every running run of a job.
     mutating func stopRunning(ofJob job: String) {
-        for (id, entry) in work where entry.stage == .running && entry.request.job.name == job {
+        for id in entries(ofJob: job).filter({ $0.stage == .running }).map(\.id) {
             stop(id)
         }
     }
@@ -594,8 +675,8 @@ public struct DispatchMachine: Sendable {
     @discardableResult
     mutating func settle(_ id: RunID, outcome: RunOutcome, reason: String? = nil, now: Timestamp) -> RunRecord? {
         guard let entry = work[id], entry.stage != .running else { return nil }
-        work.removeValue(forKey: id)
-        if let pool = entry.slotPool, entry.slot != nil { out.append(.releaseSlot(pool: pool, run: id)) }
+        remove(id)
+        if let pool = entry.fire.pool, entry.slot != nil { out.append(.releaseSlot(pool: pool, run: id)) }
         guard entry.stage != .claiming else { return nil }
         var record = entry.record
         record.outcome = outcome
@@ -609,7 +690,7 @@ public struct DispatchMachine: Sendable {
     /// Drops a job's fires that are not running, recording each with `outcome`.
     @discardableResult
     mutating func dropPending(ofJob job: String, outcome: RunOutcome, reason: String, now: Timestamp) -> Int {
-        let ids = work.values.filter { $0.request.job.name == job && $0.stage != .running && $0.stage != .claiming }.map(\.request.id)
+        let ids = entries(ofJob: job).filter { $0.stage != .running && $0.stage != .claiming }.map(\.id)
         for id in ids { settle(id, outcome: outcome, reason: reason, now: now) }
         return ids.count
     }

@@ -22,10 +22,20 @@ public enum JournalEvent: Sendable {
 /// recorded is written, which the engine does before it starts a run's process, so a crash
 /// cannot make an occurrence run twice.
 public protocol RunJournal: Sendable {
-    func record(_ event: JournalEvent)
-    /// Returns when every event recorded so far is written, or writing is failing (runs go on
-    /// without history rather than wait for a full disk).
-    func flush() async
+    /// Records an event; returns its place in the journal (1 for the first).
+    @discardableResult
+    func record(_ event: JournalEvent) -> UInt64
+    /// Returns when the events up to `place` (recorded earlier) are written, or writing is
+    /// failing (runs go on without history rather than wait for a full disk). A run's start
+    /// waits for its own fire, not for whatever was recorded after it.
+    func flush(through place: UInt64) async
+}
+
+extension RunJournal {
+    /// Returns when every event recorded so far is written (or writing is failing).
+    public func flush() async {
+        await flush(through: .max)
+    }
 }
 
 /// What the engine knows about a job from before it started.

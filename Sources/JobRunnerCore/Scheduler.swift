@@ -21,6 +21,8 @@ public actor Scheduler: Service {
         var tail: OutputTail
         var handle: RunHandle
         var request: RunRequest?
+        /// Where its fire is in the journal: its start waits until that is written.
+        var fired: UInt64 = 0
     }
 
     var machine: DispatchMachine
@@ -240,11 +242,11 @@ public actor Scheduler: Service {
         case .fired(var record, let occurrence):
             let tail = OutputTail(capacity: machine.settings.outputTail)
             let handle = RunHandle()
-            live[record.id] = Live(tail: tail, handle: handle)
             record.output = tail
             record.handle = handle
             registry.add(record)
-            journal?.record(.fired(record, occurrence: occurrence))
+            let place = journal?.record(.fired(record, occurrence: occurrence)) ?? 0
+            live[record.id] = Live(tail: tail, handle: handle, fired: place)
         case .settled(let record, _):
             registry.recordFinished(record)
             journal?.record(event)
@@ -278,8 +280,9 @@ public actor Scheduler: Service {
         let executor = self.executor
         let journal = self.journal
         let inbox = self.inbox
+        let fired = kept.fired
         group.addTask {
-            await journal?.flush()
+            await journal?.flush(through: fired)
             let result = await executor.run(request, handle: kept.handle, output: kept.tail) { pid, at in
                 inbox.post(.started(request.id, pid: pid, at: at))
             }

@@ -63,8 +63,9 @@ public final class HistoryWriter: RunJournal, Service {
 
     // MARK: - RunJournal
 
-    public func record(_ event: JournalEvent) {
-        state.withLock { state in
+    @discardableResult
+    public func record(_ event: JournalEvent) -> UInt64 {
+        let place = state.withLock { state -> UInt64 in
             state.pending.append(event)
             state.recorded += 1
             if state.pending.count > Self.backlogLimit {
@@ -73,15 +74,18 @@ public final class HistoryWriter: RunJournal, Service {
                 state.settled += UInt64(excess)
                 state.dropped += excess
             }
+            return state.recorded
         }
         wake.continuation.yield()
+        return place
     }
 
-    public func flush() async {
+    public func flush(through place: UInt64) async {
         await withCheckedContinuation { continuation in
             let done = state.withLock { state -> Bool in
-                if state.settled >= state.recorded || state.failure != nil { return true }
-                state.waiters.append((state.recorded, continuation))
+                let target = min(place, state.recorded)
+                if state.settled >= target || state.failure != nil { return true }
+                state.waiters.append((target, continuation))
                 return false
             }
             if done { continuation.resume() }

@@ -32,6 +32,10 @@ public final class ChildReaper: Sendable {
         var sleeping = false
         var wakePending = false
         var orphansReaped = 0
+        /// Spawns under way (outside the lock): a child that ends before its launch registers it
+        /// must not be taken for an orphan.
+        var launching = 0
+        var reaperWaitsForLaunch = false
     }
 
     /// The process-wide reaper (there can be only one waiter per process).
@@ -39,6 +43,7 @@ public final class ChildReaper: Sendable {
 
     private let table = Mutex(Table())
     private let wakeUp = DispatchSemaphore(value: 0)
+    private let launched = DispatchSemaphore(value: 0)
 
     private init() {}
 
@@ -79,12 +84,18 @@ public final class ChildReaper: Sendable {
         case failed(SpawnError)
     }
 
-    /// Starts a process and watches it. `spawn` runs under the table lock, so the reaper thread
-    /// cannot see the child end before it is registered.
+    /// Starts a process and watches it. The spawn runs outside the table lock (launches on other
+    /// threads and the reaper do not wait for a vfork); the reaper leaves an unknown child alone
+    /// while a launch is under way, so it never takes a new run's leader for an orphan.
     func launch(killGroupOnExit: Bool, onExit: @escaping ExitHandler, _ spawn: () -> SpawnAttempt) -> Result<pid_t, SpawnError> {
-        let (result, mustWake) = table.withLock { table -> (Result<pid_t, SpawnError>, Bool) in
+        table.withLock { $0.launching += 1 }
+        let attempt = spawn()
+        let (result, mustWake, reaperWaits) = table.withLock { table -> (Result<pid_t, SpawnError>, Bool, Bool) in
+            table.launching -= 1
+            let reaperWaits = table.reaperWaitsForLaunch && table.launching == 0
+            if reaperWaits { table.reaperWaitsForLaunch = false }
             let result: Result<pid_t, SpawnError>
-            switch spawn() {
+            switch attempt {
             case .started(let pid):
                 table.watches[pid] = Watch(killGroupOnExit: killGroupOnExit, onExit: onExit)
                 result = .success(pid)
@@ -92,7 +103,7 @@ public final class ChildReaper: Sendable {
                 table.watches[pid] = Watch(killGroupOnExit: false, onExit: { _ in })
                 result = .failure(error)
             case .failed(let error):
-                return (.failure(error), false)
+                return (.failure(error), false, reaperWaits)
             }
             if !table.threadStarted {
                 table.threadStarted = true
@@ -100,11 +111,12 @@ public final class ChildReaper: Sendable {
             }
             if table.sleeping {
                 table.sleeping = false
-                return (result, true)
+                return (result, true, reaperWaits)
             }
             table.wakePending = true
-            return (result, false)
+            return (result, false, reaperWaits)
         }
+        if reaperWaits { launched.signal() }
         if mustWake { wakeUp.signal() }
         return result
     }
@@ -130,8 +142,21 @@ public final class ChildReaper: Sendable {
                 }
                 continue
             }
-            // Taking the lock waits for a launch in progress to register its pid.
-            let watch = table.withLock { $0.watches.removeValue(forKey: pid) }
+            // An unknown child while launches are under way may be one of theirs: wait for them.
+            enum Lookup { case watched(Watch), orphan, launching }
+            let lookup = table.withLock { table -> Lookup in
+                if let watch = table.watches.removeValue(forKey: pid) { return .watched(watch) }
+                if table.launching > 0 {
+                    table.reaperWaitsForLaunch = true
+                    return .launching
+                }
+                return .orphan
+            }
+            if case .launching = lookup {
+                launched.wait()
+                continue
+            }
+            let watch: Watch? = if case .watched(let watch) = lookup { watch } else { nil }
             if let watch, watch.killGroupOnExit {
                 // The zombie leader still holds its pid, so the group id names this run's group.
                 kill(-pid, SIGKILL)

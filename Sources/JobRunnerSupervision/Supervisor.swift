@@ -28,6 +28,8 @@ public final class Supervisor: RunExecutor, Sendable {
     private let daemonEnvironment: [String: String]
     /// Where runs' notify sockets are read (nil: runs get no `NOTIFY_SOCKET`).
     private let notifyHub: NotifyHub?
+    /// Where runs' output pipes are read.
+    private let outputHub = OutputHub.shared
     private let sweeps: ProcessSweeps?
     /// The cluster node this daemon is (given to runs as `JOBRUNNER_NODE`), nil alone.
     private let nodeName: String?
@@ -229,17 +231,25 @@ public final class Supervisor: RunExecutor, Sendable {
         onStarted(pid, startedAt)
         logger.info("run started", metadata: ["command": "\(command)"])
 
-        let deliver: @Sendable (OutputLine) -> Void = { [logger] line in
-            tail?.append(line)
-            onLine?(line)
-            logger.info("\(line.text)", metadata: ["stream": "\(line.stream.rawValue)"])
+        let deliver: @Sendable ([OutputLine]) -> Void = { [logger] lines in
+            for line in lines {
+                tail?.append(line)
+                onLine?(line)
+                logger.info("\(line.text)", metadata: ["stream": "\(line.stream.rawValue)"])
+            }
         }
         let eventLoop = eventLoopGroup.next()
-        var channels = [
-            await attachOutput(output.read.take(), stream: .stdout, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
-            await attachOutput(errors.read.take(), stream: .stderr, eventLoop: eventLoop, deliver: deliver, mailbox: mailbox),
-        ]
-        var openStreams = 2
+        // The output hub owns the read ends from here on; each posts `.outputClosed` at its end.
+        var readers: [UInt64] = []
+        var openStreams = 0
+        for (descriptor, stream) in [(output.read.take(), OutputStreamKind.stdout), (errors.read.take(), .stderr)] {
+            if let token = outputHub.read(descriptor, stream: stream, deliver: deliver, closed: { mailbox.post(.outputClosed) }) {
+                readers.append(token)
+                openStreams += 1
+            } else {
+                logger.error("cannot read run output", metadata: ["stream": "\(stream.rawValue)", "error": "\(lastError())"])
+            }
+        }
 
         // MARK: Supervision loop
         var imposed: RunOutcome?
@@ -289,8 +299,8 @@ public final class Supervisor: RunExecutor, Sendable {
                     openStreams -= 1
                 case .drainTimeout where exitStatus != nil:
                     // Something outside the run's process group still holds its output open.
-                    for channel in channels { channel?.close(promise: nil) }
-                    channels = []
+                    for token in readers { outputHub.stop(token) }
+                    readers = []
                 case .notify(let message):
                     handle.record(message)
                     switch message {
@@ -378,36 +388,6 @@ public final class Supervisor: RunExecutor, Sendable {
         let now = wallClock()
         logger.error("cannot start run", metadata: ["outcome": "spawn_failed", "error": "\(error.message)"])
         return RunResult(outcome: .spawnFailed(reason: error.message), startedAt: now, endedAt: now, pid: nil, exitStatus: nil)
-    }
-
-    /// Reads one pipe on the event loop (which owns `fd` from here on); posts `.outputClosed`
-    /// when it reaches end of file.
-    private func attachOutput(
-        _ fd: Int32,
-        stream: OutputStreamKind,
-        eventLoop: any EventLoop,
-        deliver: @escaping @Sendable (OutputLine) -> Void,
-        mailbox: Mailbox<RunHandle.Event>
-    ) async -> (any Channel)? {
-        let future = NIOPipeBootstrap(group: eventLoop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        LineSplitter(stream: stream, maximumLineLength: RunOutput.maximumLineLength, deliver: deliver)
-                    )
-                }
-            }
-            .takingOwnershipOfDescriptor(input: fd)
-        do {
-            let channel = try await future.get()
-            channel.closeFuture.whenComplete { _ in mailbox.post(.outputClosed) }
-            return channel
-        } catch {
-            logger.error("cannot read run output", metadata: ["error": "\(error)"])
-            close(fd)
-            mailbox.post(.outputClosed)
-            return nil
-        }
     }
 }
 

@@ -69,11 +69,15 @@ public final class RecordingJournal: RunJournal {
 
     public init() {}
 
-    public func record(_ event: JournalEvent) {
-        state.withLock { $0.events.append(event) }
+    @discardableResult
+    public func record(_ event: JournalEvent) -> UInt64 {
+        state.withLock { state in
+            state.events.append(event)
+            return UInt64(state.events.count)
+        }
     }
 
-    public func flush() async {
+    public func flush(through place: UInt64) async {
         state.withLock { $0.flushes += 1 }
     }
 

@@ -1,0 +1,100 @@
+import CLinuxSupport
+import JobRunnerCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every run's stdout and stderr pipes, read by one thread of its own in one epoll set: a run's
+/// output costs two registrations, not two event-loop channels.
+///
+/// Lines (split at ``RunOutput/maximumLineLength``) go to each pipe's `deliver` in order, on
+/// this thread; end of file calls `closed` once. A run that prints without end is read as fast
+/// as `deliver` takes its lines (the pipe's own buffer is the only backlog), and at most 64 KiB
+/// is read from one pipe before the others get their turn.
+public final class OutputHub: Sendable {
+    /// The process-wide hub.
+    public static let shared = OutputHub()
+
+    private struct Reader {
+        var fd: Int32
+        var splitter: LineSplitter
+        var deliver: @Sendable ([OutputLine]) -> Void
+        var closed: @Sendable () -> Void
+    }
+
+    private struct State {
+        var readers: [UInt64: Reader] = [:]
+        var nextToken: UInt64 = 0
+        var threadStarted = false
+    }
+
+    private let state = Mutex(State())
+    private let epoll: Int32
+
+    private init() {
+        epoll = jr_epoll_create()
+    }
+
+    /// Reads `fd` (which the hub owns and closes from here on) until end of file.
+    func read(_ fd: Int32, stream: OutputStreamKind, deliver: @escaping @Sendable ([OutputLine]) -> Void,
+              closed: @escaping @Sendable () -> Void) -> UInt64? {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        let (token, startThread) = state.withLock { state -> (UInt64, Bool) in
+            state.nextToken += 1
+            state.readers[state.nextToken] = Reader(fd: fd, splitter: LineSplitter(stream: stream), deliver: deliver, closed: closed)
+            defer { state.threadStarted = true }
+            return (state.nextToken, !state.threadStarted)
+        }
+        guard jr_epoll_add(epoll, fd, token) == 0 else {
+            stop(token)
+            return nil
+        }
+        if startThread { startDetachedThread { [self] in loop() } }
+        return token
+    }
+
+    /// Stops reading a pipe before its end (something outside the run still holds it open) and
+    /// closes it; its `closed` is called.
+    func stop(_ token: UInt64) {
+        let reader = state.withLock { state -> Reader? in
+            guard let reader = state.readers.removeValue(forKey: token) else { return nil }
+            _ = jr_epoll_remove(epoll, reader.fd)
+            close(reader.fd)
+            return reader
+        }
+        reader?.closed()
+    }
+
+    private func loop() {
+        var tokens = [UInt64](repeating: 0, count: 64)
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = tokens.withUnsafeMutableBufferPointer { jr_epoll_wait(epoll, $0.baseAddress, 64, -1) }
+            guard count > 0 else { continue }
+            for token in tokens[0..<Int(count)] {
+                var lines: [OutputLine] = []
+                // Read under the lock, so a `stop` never closes a descriptor being read (or reused).
+                let (deliver, closed) = state.withLock { state -> ((@Sendable ([OutputLine]) -> Void)?, (@Sendable () -> Void)?) in
+                    guard var reader = state.readers[token] else { return (nil, nil) }
+                    let length = buffer.withUnsafeMutableBytes { Glibc.read(reader.fd, $0.baseAddress, $0.count) }
+                    if length > 0 {
+                        buffer.withUnsafeBytes { reader.splitter.feed(UnsafeRawBufferPointer(rebasing: $0[0..<length]), into: &lines) }
+                        state.readers[token] = reader
+                        return (reader.deliver, nil)
+                    }
+                    if length < 0 && (errno == EAGAIN || errno == EINTR) { return (nil, nil) }
+                    // End of file (or a read error): the last line, then the end.
+                    reader.splitter.finish(into: &lines)
+                    state.readers.removeValue(forKey: token)
+                    _ = jr_epoll_remove(epoll, reader.fd)
+                    close(reader.fd)
+                    return (reader.deliver, reader.closed)
+                }
+                if !lines.isEmpty { deliver?(lines) }
+                closed?()
+            }
+        }
+    }
+}

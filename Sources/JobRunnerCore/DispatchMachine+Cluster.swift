@@ -7,7 +7,7 @@ extension DispatchMachine {
     /// Sends the claims gathered since the last tick, as one batch.
     mutating func sendClaims() {
         var batch: [ClaimRequest] = []
-        for id in ids(where: { $0.stage == .claiming && !$0.claimSent }) {
+        for id in ids(in: .claiming) where work[id]?.claimSent == false {
             guard let claim = work[id]?.fire.claim else { continue }
             work[id]?.claimSent = true
             batch.append(claim)
@@ -19,7 +19,7 @@ extension DispatchMachine {
     /// another node runs the job now, `overlap: skip` skips it), a lost one is forgotten.
     mutating func claimed(_ requests: [ClaimRequest], _ results: [ClaimResult], now: Timestamp) {
         let answers = Dictionary(zip(requests, results), uniquingKeysWith: { first, _ in first })
-        let claiming = ids(where: { $0.stage == .claiming && $0.claimSent }).compactMap { work[$0] }
+        let claiming = ids(in: .claiming).compactMap { work[$0] }.filter(\.claimSent)
         for entry in claiming {
             guard let claim = entry.fire.claim, let result = answers[claim] else { continue }
             remove(entry.id)
@@ -64,7 +64,7 @@ extension DispatchMachine {
             if settle(id, outcome: .interrupted, reason: reason, now: now) != nil { dropped += 1 }
         }
         var stopped = 0
-        for id in ids(where: { $0.stage == .running }) {
+        for id in ids(in: .running) {
             work[id]?.statusText = reason
             if work[id]?.stopping == false { stop(id) }
             stopped += 1

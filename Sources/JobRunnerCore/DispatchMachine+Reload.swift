@@ -132,7 +132,9 @@ extension DispatchMachine {
     /// Every job's next fire and live runs, for the metrics scrape.
     public func jobGauges(now: Timestamp, uptime: Duration) -> [(job: String, nextFire: Timestamp?, running: Int)] {
         var running: [String: Int] = [:]
-        for entry in work.values where entry.stage == .running { running[entry.job, default: 0] += 1 }
+        for id in byStage[.running] ?? [] {
+            if let job = work[id]?.job { running[job, default: 0] += 1 }
+        }
         return jobs.values.map { job in
             (job.definition.name, Self.fireInstant(job.due, now: now, uptime: uptime), running[job.definition.name] ?? 0)
         }
@@ -179,6 +181,6 @@ extension DispatchMachine {
 
     /// The longest `kill_grace` of the jobs with running runs (for how long a drain may take).
     public var longestRunningKillGrace: Duration {
-        work.values.filter { $0.stage == .running }.map(\.request.job.killGrace).max() ?? .zero
+        (byStage[.running] ?? []).compactMap { work[$0]?.request.job.killGrace }.max() ?? .zero
     }
 }

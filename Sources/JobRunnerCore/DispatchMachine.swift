@@ -45,6 +45,21 @@ public struct DispatchMachine: Sendable {
         case retrying(until: Duration)
         /// Its process was asked to start (and has not ended).
         case running
+
+        /// The stage without its instant.
+        var kind: Kind {
+            switch self {
+            case .claiming: .claiming
+            case .waiting: .waiting
+            case .queued: .queued
+            case .retrying: .retrying
+            case .running: .running
+            }
+        }
+
+        enum Kind: Sendable, Hashable, CaseIterable {
+            case claiming, waiting, queued, retrying, running
+        }
     }
 
     /// A cluster-wide pool slot a waiting run asked for.
@@ -121,6 +136,9 @@ public struct DispatchMachine: Sendable {
     /// `remove` alone), so the per-job rules — overlap, queues — look at a job's few fires, not
     /// at every pending one.
     var byJob: [String: [RunID]] = [:]
+    /// Which entries are in each stage (an index into `work` like `byJob`, kept by `insert`,
+    /// `setStage` and `remove` alone): counts and the retries due are read without a scan.
+    var byStage: [Stage.Kind: Set<RunID>] = [:]
     var nextOrder: UInt64 = 0
     var paused: Set<String> = []
     public internal(set) var settings: DaemonSettings
@@ -218,8 +236,8 @@ public struct DispatchMachine: Sendable {
             let instant = now.advanced(by: due - uptime)
             if earliest == nil || instant < earliest! { earliest = instant }
         }
-        for entry in work.values {
-            guard case .retrying(let until) = entry.stage else { continue }
+        for id in byStage[.retrying] ?? [] {
+            guard case .retrying(let until) = work[id]?.stage else { continue }
             let instant = now.advanced(by: until - uptime)
             if earliest == nil || instant < earliest! { earliest = instant }
         }
@@ -394,8 +412,8 @@ public struct DispatchMachine: Sendable {
         guard running < settings.maxConcurrentRuns, !slotQueue.isEmpty else { return }
         var poolUsage: [String: Int] = [:]
         if !settings.pools.isEmpty {
-            for entry in work.values where entry.stage == .running {
-                if let pool = entry.fire.pool { poolUsage[pool, default: 0] += 1 }
+            for id in byStage[.running] ?? [] {
+                if let pool = work[id]?.fire.pool { poolUsage[pool, default: 0] += 1 }
             }
         }
         // In fire order; a fire whose pool is full (or whose cluster-wide slot is not granted yet)
@@ -432,9 +450,9 @@ public struct DispatchMachine: Sendable {
                 }
                 poolUsage[pool, default: 0] += 1
             }
-            entry.stage = .running
             entry.waitingFor = nil
             work[next.id] = entry
+            setStage(next.id, .running)
             running += 1
             out.append(.waitingFor(next.id, nil))
             out.append(.start(entry.request))
@@ -531,7 +549,7 @@ public struct DispatchMachine: Sendable {
 
     /// Moves retries whose backoff has passed to the back of the slot queue.
     mutating func promoteDueRetries(uptime: Duration) {
-        let due = ids(where: { if case .retrying(let until) = $0.stage { until <= uptime } else { false } })
+        let due = ids(in: .retrying).filter { if case .retrying(let until) = work[$0]?.stage { until <= uptime } else { false } }
         for id in due { moveToBack(id, stage: .waiting, waitingFor: "a free slot") }
     }
 
@@ -564,7 +582,7 @@ public struct DispatchMachine: Sendable {
     /// `shutdown_grace` is over: every running run gets its kill sequence.
     public mutating func stopAll() -> [DispatchAction] {
         log(.warning, "shutdown_grace over, tearing down running runs", ["running": "\(runningCount)"])
-        for id in ids(where: { $0.stage == .running && !$0.stopping }) {
+        for id in ids(in: .running) where work[id]?.stopping == false {
             stop(id)
         }
         return take()
@@ -600,17 +618,12 @@ public struct DispatchMachine: Sendable {
 
     /// How many runs are running now.
     public var runningCount: Int {
-        work.values.count { $0.stage == .running }
+        byStage[.running]?.count ?? 0
     }
 
     /// How many fires wait (for a slot, behind a run, or in a retry's backoff).
     public var waitingCount: Int {
-        work.values.count { entry in
-            switch entry.stage {
-            case .waiting, .queued, .retrying: true
-            case .running, .claiming: false
-            }
-        }
+        (byStage[.waiting]?.count ?? 0) + (byStage[.queued]?.count ?? 0) + (byStage[.retrying]?.count ?? 0)
     }
 
     /// Whether hooks of ended runs wait for their runs' sweeps.
@@ -618,7 +631,29 @@ public struct DispatchMachine: Sendable {
 
     /// How many fires wait for a slot.
     public var waitingForSlotCount: Int {
-        work.values.count { $0.stage == .waiting }
+        byStage[.waiting]?.count ?? 0
+    }
+
+    /// The entries in one stage, in fire order.
+    func ids(in kind: Stage.Kind) -> [RunID] {
+        (byStage[kind] ?? []).compactMap { work[$0] }.sorted { $0.order < $1.order }.map(\.id)
+    }
+
+    /// Moves an entry to another stage (the one way a stage changes).
+    mutating func setStage(_ id: RunID, _ stage: Stage) {
+        guard let old = work[id]?.stage else { return }
+        byStage[old.kind]?.remove(id)
+        work[id]?.stage = stage
+        byStage[stage.kind, default: []].insert(id)
+    }
+
+    /// Whether the indexes agree with the entries (for tests).
+    public var indexesAreConsistent: Bool {
+        for kind in Stage.Kind.allCases where Set(work.values.filter { $0.stage.kind == kind }.map(\.id)) != (byStage[kind] ?? []) {
+            return false
+        }
+        let jobs = Dictionary(grouping: work.values, by: \.job).mapValues { Set($0.map(\.id)) }
+        return jobs == byJob.mapValues(Set.init)
     }
 
     /// Adds a fire in `stage` (at the back of fire order).
@@ -626,6 +661,7 @@ public struct DispatchMachine: Sendable {
         nextOrder += 1
         work[fire.record.id] = Work(fire: fire, stage: stage, order: nextOrder, waitingFor: waitingFor)
         byJob[fire.jobName, default: []].append(fire.record.id)
+        byStage[stage.kind, default: []].insert(fire.record.id)
         if stage == .waiting { slotQueue.append((fire.record.id, nextOrder)) }
     }
 
@@ -633,6 +669,7 @@ public struct DispatchMachine: Sendable {
     @discardableResult
     mutating func remove(_ id: RunID) -> Work? {
         guard let entry = work.removeValue(forKey: id) else { return nil }
+        byStage[entry.stage.kind]?.remove(id)
         byJob[entry.job]?.removeAll { $0 == id }
         if byJob[entry.job]?.isEmpty == true { byJob.removeValue(forKey: entry.job) }
         return entry
@@ -647,10 +684,10 @@ public struct DispatchMachine: Sendable {
     mutating func moveToBack(_ id: RunID, stage: Stage, waitingFor: String) {
         guard var entry = work[id] else { return }
         nextOrder += 1
-        entry.stage = stage
         entry.order = nextOrder
         entry.waitingFor = waitingFor
         work[id] = entry
+        setStage(id, stage)
         if stage == .waiting { slotQueue.append((id, nextOrder)) }
         out.append(.waitingFor(id, waitingFor))
     }

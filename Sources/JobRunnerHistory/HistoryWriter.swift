@@ -130,7 +130,7 @@ public final class HistoryWriter: RunJournal, Service {
         }
         guard !batch.isEmpty || prune != nil else { return }
         do {
-            try await history.write(batch)
+            try await history.write(Self.coalesced(batch))
             let recovered = state.withLock { state -> (String?, Int) in
                 let previous = state.failure
                 state.failure = nil
@@ -168,6 +168,20 @@ public final class HistoryWriter: RunJournal, Service {
             }
             // Nobody waits on a failing disk.
             releaseAllWaiters()
+        }
+    }
+
+    /// The batch without what a later event of it writes anyway: a run's `started` is dropped
+    /// when its `finished` (which carries its start) is in the same batch.
+    static func coalesced(_ batch: [JournalEvent]) -> [JournalEvent] {
+        var finished: Set<RunID> = []
+        for event in batch {
+            if case .finished(let record) = event, record.startedAt != nil { finished.insert(record.id) }
+        }
+        guard !finished.isEmpty else { return batch }
+        return batch.filter { event in
+            if case .started(let id, _, _) = event { return !finished.contains(id) }
+            return true
         }
     }
 

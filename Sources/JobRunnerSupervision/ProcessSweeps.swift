@@ -3,13 +3,17 @@ import JobRunnerConfig
 import JobRunnerCore
 import NIOPosix
 
-/// Runs process sweeps (see ``ProcessSweeper``) on the blocking pool, one at a time, batching
-/// the runs that end while a sweep is under way into the next one: with thousands of runs a
-/// second, /proc is read a few times a second, not thousands.
+/// Runs process sweeps (see ``ProcessSweeper``) on the blocking pool, one at a time, at most
+/// one every ``spacing``, batching the runs that end meanwhile into the next one: with thousands
+/// of runs a second, /proc is read fifty times a second, not thousands.
 actor ProcessSweeps {
+    /// The least time from one sweep's start to the next's.
+    static let spacing: Duration = .milliseconds(20)
+
     private let pool: NIOThreadPool
     private let reaper: ChildReaper
     private var sweeping = false
+    private var lastSweep: ContinuousClock.Instant?
     private var queued: [(run: String, continuation: CheckedContinuation<[Int32], Never>)] = []
 
     init(pool: NIOThreadPool, reaper: ChildReaper) {
@@ -27,6 +31,12 @@ actor ProcessSweeps {
         var batch: [(run: String, continuation: CheckedContinuation<[Int32], Never>?)] = [(run, nil)]
         var mine: [Int32] = []
         while !batch.isEmpty {
+            if let lastSweep, ContinuousClock.now - lastSweep < Self.spacing {
+                try? await Task.sleep(until: lastSweep + Self.spacing)
+                batch += queued.map { ($0.run, $0.continuation) }
+                queued = []
+            }
+            lastSweep = .now
             let runs = Set(batch.map(\.run))
             let leaders = reaper.watchedPIDs
             let killed = (try? await pool.runIfActive { ProcessSweeper.sweep(endedRuns: runs, leaders: leaders) }) ?? []

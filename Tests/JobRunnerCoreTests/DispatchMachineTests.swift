@@ -44,6 +44,7 @@ struct Drive {
     mutating func tick() -> [DispatchAction] {
         let new = machine.tick(now: now, uptime: uptime)
         actions += new
+        #expect(machine.indexesAreConsistent, "the machine's indexes disagree with its entries")
         return new
     }
 
@@ -51,6 +52,7 @@ struct Drive {
     mutating func send(_ event: DispatchEvent) -> [DispatchAction] {
         let new = machine.handle(event, now: now, uptime: uptime)
         actions += new
+        #expect(machine.indexesAreConsistent, "the machine's indexes disagree with its entries")
         return new
     }
 
@@ -64,6 +66,7 @@ struct Drive {
 
     mutating func record(_ new: [DispatchAction]) -> [DispatchAction] {
         actions += new
+        #expect(machine.indexesAreConsistent, "the machine's indexes disagree with its entries")
         return new
     }
 

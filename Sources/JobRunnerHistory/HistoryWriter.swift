@@ -176,7 +176,7 @@ public final class HistoryWriter: RunJournal, Service {
     static func coalesced(_ batch: [JournalEvent]) -> [JournalEvent] {
         var finished: Set<RunID> = []
         for event in batch {
-            if case .finished(let record) = event, record.startedAt != nil { finished.insert(record.id) }
+            if case .finished(let record) = event, record.startedAt != nil, record.pid != nil { finished.insert(record.id) }
         }
         guard !finished.isEmpty else { return batch }
         return batch.filter { event in

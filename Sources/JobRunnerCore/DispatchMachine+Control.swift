@@ -29,7 +29,7 @@ extension DispatchMachine {
                 return (.stopping(entry.record), take())
             case .claiming:
                 return (.notFound, take())
-            case .waiting, .queued, .retrying:
+            case .armed, .waiting, .queued, .retrying:
                 let record = settle(id, outcome: .cancelled, now: now)
                 startWaiting(now: now)
                 return (record.map { .dropped($0) } ?? .notFound, take())

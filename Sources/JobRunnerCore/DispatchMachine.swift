@@ -37,6 +37,9 @@ public struct DispatchMachine: Sendable {
     public enum Stage: Sendable, Equatable {
         /// Waiting for the cluster to say whether this node runs it (nothing recorded yet).
         case claiming
+        /// Recorded ahead of its time (``armLead``), so its start does not wait for the disk;
+        /// due at this uptime.
+        case armed(until: Duration)
         /// Waiting for a slot under `max_concurrent_runs`, its pool, or a cluster-wide slot.
         case waiting
         /// Waiting behind a running run of its own job (`overlap: queue`/`replace`, catch-up).
@@ -50,6 +53,7 @@ public struct DispatchMachine: Sendable {
         var kind: Kind {
             switch self {
             case .claiming: .claiming
+            case .armed: .armed
             case .waiting: .waiting
             case .queued: .queued
             case .retrying: .retrying
@@ -58,7 +62,7 @@ public struct DispatchMachine: Sendable {
         }
 
         enum Kind: Sendable, Hashable, CaseIterable {
-            case claiming, waiting, queued, retrying, running
+            case claiming, armed, waiting, queued, retrying, running
         }
     }
 
@@ -121,6 +125,10 @@ public struct DispatchMachine: Sendable {
             return record
         }
     }
+
+    /// How long before its time a fire is recorded (single daemon: a cluster claims first), so
+    /// its record is on disk — fsynced — by the instant it is due, and its start waits for nothing.
+    public static let armLead: Duration = .milliseconds(50)
 
     // MARK: State
 
@@ -222,6 +230,7 @@ public struct DispatchMachine: Sendable {
         guard phase == .running else { return take() }
         fireDue(now: now, uptime: uptime)
         sendClaims()
+        promoteArmed(now: now, uptime: uptime)
         promoteDueRetries(uptime: uptime)
         startWaiting(now: now)
         return take()
@@ -231,15 +240,26 @@ public struct DispatchMachine: Sendable {
     /// wall clock; nil when nothing is due ever.
     public mutating func nextDeadline(now: Timestamp, uptime: Duration) -> Timestamp? {
         if !dueKnown { computeEarliest() }
-        var earliest = earliestWall?.at
+        // A fire is armed `armLead` before its time; once that moment has passed (the job could
+        // not be armed), the time itself.
+        let lead = clustered ? .zero : Self.armLead
+        func armAt(_ due: Timestamp) -> Timestamp { due.advanced(by: .zero - lead) > now ? due.advanced(by: .zero - lead) : due }
+        var earliest = earliestWall.map { armAt($0.at) }
         if let due = earliestUptime?.at {
-            let instant = now.advanced(by: due - uptime)
+            let instant = armAt(now.advanced(by: due - uptime))
             if earliest == nil || instant < earliest! { earliest = instant }
         }
-        for id in byStage[.retrying] ?? [] {
-            guard case .retrying(let until) = work[id]?.stage else { continue }
-            let instant = now.advanced(by: until - uptime)
-            if earliest == nil || instant < earliest! { earliest = instant }
+        for kind in [Stage.Kind.retrying, .armed] {
+            for id in byStage[kind] ?? [] {
+                guard let stage = work[id]?.stage else { continue }
+                let until: Duration
+                switch stage {
+                case .retrying(let at), .armed(let at): until = at
+                default: continue
+                }
+                let instant = now.advanced(by: until - uptime)
+                if earliest == nil || instant < earliest! { earliest = instant }
+            }
         }
         return earliest
     }
@@ -248,7 +268,9 @@ public struct DispatchMachine: Sendable {
     /// clock jumped, the machine slept), they are coalesced into one run for the latest, and the
     /// missed ones are logged (or, with `catch_up: all`, queued).
     mutating func fireDue(now: Timestamp, uptime: Duration) {
-        if dueKnown, earliestWall.map({ $0.at > now }) ?? true, earliestUptime.map({ $0.at > uptime }) ?? true {
+        let lead = clustered ? .zero : Self.armLead
+        let armBy = now.advanced(by: lead)
+        if dueKnown, earliestWall.map({ $0.at > armBy }) ?? true, earliestUptime.map({ $0.at > uptime + lead }) ?? true {
             return
         }
         defer { computeEarliest() }
@@ -256,6 +278,19 @@ public struct DispatchMachine: Sendable {
             guard var entry = jobs[name], let due = entry.due else { continue }
             let job = entry.definition
             switch due {
+            case .wall(let occurrence, let delay) where occurrence.advanced(by: delay) > now && occurrence.advanced(by: delay) <= armBy:
+                guard mayArm(job), let trigger = job.trigger else { continue }
+                let dueTime = occurrence.advanced(by: delay)
+                let next = trigger.nextOccurrence(after: occurrence, in: job.timeZone, aligned: clustered)
+                entry.due = next.map { .wall(occurrence: $0, delay: nextDelay(for: job, occurrence: $0)) }
+                jobs[name] = entry
+                arm(job, scheduledTime: occurrence, occurrence: occurrence, dueTime: dueTime, until: uptime + now.duration(to: dueTime), now: now)
+            case .uptime(let occurrence, let delay) where occurrence + delay > uptime && occurrence + delay <= uptime + lead:
+                guard mayArm(job), case .interval(let interval) = job.trigger else { continue }
+                entry.due = .uptime(occurrence: occurrence + interval, delay: nextDelay(for: job, occurrence: nil))
+                jobs[name] = entry
+                arm(job, scheduledTime: now.advanced(by: occurrence - uptime), occurrence: nil,
+                    dueTime: now.advanced(by: occurrence + delay - uptime), until: occurrence + delay, now: now)
             case .wall(let first, let delay) where first.advanced(by: delay) <= now:
                 guard let trigger = job.trigger else { continue }
                 var occurrence = first
@@ -399,6 +434,62 @@ public struct DispatchMachine: Sendable {
             stopRunning(ofJob: job.name)
             log(.notice, "replacing the running run", ["job": "\(job.name)", "run_id": "\(id)", "superseded": "\(superseded)"])
             return enter(.queued, waitingFor: "the replaced run to stop")
+        }
+    }
+
+    /// Whether a job's next fire may be recorded ahead of its time: only when, as things
+    /// stand, it would simply wait for a slot (not skipped, queued or replacing), on a single
+    /// daemon.
+    func mayArm(_ job: JobDefinition) -> Bool {
+        !clustered && phase == .running && !paused.contains(job.name) && activeInstances(of: job.name) < job.overlap.maxInstances
+    }
+
+    /// Records a fire ahead of its time (see ``armLead``).
+    mutating func arm(_ job: JobDefinition, scheduledTime: Timestamp, occurrence: Timestamp?, dueTime: Timestamp, until: Duration,
+                      now: Timestamp) {
+        let id = ids.next(at: now)
+        var record = RunRecord(id: id, job: job.name, trigger: .schedule, scheduledTime: scheduledTime, queuedAt: now)
+        record.waitingFor = "its time"
+        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime)
+        insert(Fire(request: request, record: record, occurrence: occurrence), stage: .armed(until: until), waitingFor: "its time")
+        out.append(.journal(.fired(record, occurrence: occurrence)))
+    }
+
+    /// Armed fires whose time has come take their place in the slot queue — or, if meanwhile
+    /// the job was paused or another of its runs started, what its overlap policy says.
+    mutating func promoteArmed(now: Timestamp, uptime: Duration) {
+        let due = ids(in: .armed).filter { if case .armed(let until) = work[$0]?.stage { until <= uptime } else { false } }
+        for id in due {
+            guard let entry = work[id] else { continue }
+            let job = entry.request.job
+            if paused.contains(job.name) {
+                settle(id, outcome: .skipped(reason: "paused"), now: now)
+                log(.notice, "fire skipped: paused", ["job": "\(job.name)", "run_id": "\(id)"])
+                continue
+            }
+            // May it run beside what the job has now?
+            if activeInstances(of: job.name) < job.overlap.maxInstances {
+                moveToBack(id, stage: .waiting, waitingFor: "a free slot")
+                continue
+            }
+            switch job.overlap {
+            case .skip:
+                settle(id, outcome: .skipped(reason: "previous run still running"), now: now)
+            case .allow(let maxInstances):
+                settle(id, outcome: .skipped(reason: "max_instances (\(maxInstances)) reached"), now: now)
+            case .queue(let max):
+                if queued(of: job.name).count < max {
+                    moveToBack(id, stage: .queued, waitingFor: "the previous run")
+                } else {
+                    settle(id, outcome: .skipped(reason: "queue full (max_queue \(max))"), now: now)
+                }
+            case .replace:
+                for other in entries(ofJob: job.name) where other.id != id && other.stage != .running && other.stage != .claiming {
+                    settle(other.id, outcome: .cancelled, reason: "replaced by a newer fire", now: now)
+                }
+                stopRunning(ofJob: job.name)
+                moveToBack(id, stage: .queued, waitingFor: "the replaced run to stop")
+            }
         }
     }
 
@@ -599,9 +690,10 @@ public struct DispatchMachine: Sendable {
     /// overlap limit.
     func activeInstances(of job: String) -> Int {
         entries(ofJob: job).count { entry in
+            // An armed fire counts from its time (when it is promoted), not before.
             switch entry.stage {
             case .waiting, .running, .retrying: return true
-            case .queued, .claiming: return false
+            case .armed, .queued, .claiming: return false
             }
         }
     }
@@ -623,7 +715,7 @@ public struct DispatchMachine: Sendable {
 
     /// How many fires wait (for a slot, behind a run, or in a retry's backoff).
     public var waitingCount: Int {
-        (byStage[.waiting]?.count ?? 0) + (byStage[.queued]?.count ?? 0) + (byStage[.retrying]?.count ?? 0)
+        (byStage[.armed]?.count ?? 0) + (byStage[.waiting]?.count ?? 0) + (byStage[.queued]?.count ?? 0) + (byStage[.retrying]?.count ?? 0)
     }
 
     /// Whether hooks of ended runs wait for their runs' sweeps.

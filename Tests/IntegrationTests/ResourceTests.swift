@@ -28,18 +28,25 @@ import Testing
     }
 
     /// The daemon's descriptor count once it is idle (no run alive, no request in flight).
-    static func idleDescriptors(_ daemon: DaemonHarness) async throws -> Int {
+    static func idleDescriptors(_ daemon: DaemonHarness) async throws -> [Int32: String] {
         let client = ControlClient(socketPath: daemon.socketPath)
         try await poll("the daemon idle", within: .seconds(30), every: .milliseconds(100)) {
             try await client.get("/v1/status", as: StatusResponse.self).running == 0
         }
         // Our status connection closes after its answer; let the daemon see it close.
-        var counts: [Int] = []
-        try await poll("a steady descriptor count", within: .seconds(10), every: .milliseconds(100)) {
-            counts.append(daemon.descriptorCount ?? -1)
-            return counts.count >= 3 && Set(counts.suffix(3)).count == 1
+        var seen: [[Int32: String]] = []
+        try await poll("a steady descriptor table", within: .seconds(10), every: .milliseconds(100)) {
+            seen.append(ProcessTable.descriptors(of: daemon.pid) ?? [:])
+            return seen.count >= 5 && Set(seen.suffix(5)).count == 1
         }
-        return counts.last!
+        return seen.last!
+    }
+
+    /// What differs between two descriptor tables, for a failure message.
+    static func difference(_ before: [Int32: String], _ after: [Int32: String]) -> String {
+        let gone = before.filter { after[$0.key] != $0.value }.sorted { $0.key < $1.key }.map { "-\($0.key) \($0.value)" }
+        let new = after.filter { before[$0.key] != $0.value }.sorted { $0.key < $1.key }.map { "+\($0.key) \($0.value)" }
+        return (gone + new).joined(separator: ", ")
     }
 
     @Test func descriptorsAndMemoryStayFlatOverTenThousandRuns() async throws {
@@ -64,7 +71,9 @@ import Testing
         #expect(outcomes == ["succeeded": 9_000], "\(outcomes)")
         let descriptorsAfter = try await Self.idleDescriptors(daemon)
         let memoryAfter = try #require(daemon.residentBytes)
-        #expect(descriptorsAfter == descriptorsBefore, "descriptors \(descriptorsBefore) → \(descriptorsAfter) over 9,000 runs")
+        // Not more (a leak); fewer happens when something passing was open at the first count.
+        #expect(descriptorsAfter.count <= descriptorsBefore.count,
+                "descriptors \(descriptorsBefore.count) → \(descriptorsAfter.count) over 9,000 runs: \(Self.difference(descriptorsBefore, descriptorsAfter))")
         let growth = memoryAfter - memoryBefore
         #expect(growth < 16 << 20, "resident memory \(memoryBefore >> 20) → \(memoryAfter >> 20) MiB over 9,000 runs")
     }
@@ -92,7 +101,8 @@ import Testing
             #expect(outcomes == ["spawn_failed": 1_000], "\(job): \(outcomes)")
         }
         let after = try await Self.idleDescriptors(daemon)
-        #expect(after == before, "descriptors \(before) → \(after) after 4,000 failed starts")
+        #expect(after.count <= before.count,
+                "descriptors \(before.count) → \(after.count) after 4,000 failed starts: \(Self.difference(before, after))")
     }
 
     @Test func stalledFollowersCostABoundedAmountOfMemory() async throws {

@@ -127,7 +127,32 @@ struct Drive {
         let fired = drive.actions.firstIndex { if case .journal(.fired(_, let occurrence)) = $0 { occurrence != nil } else { false } }
         let start = drive.actions.firstIndex { if case .start = $0 { true } else { false } }
         #expect(fired != nil && start != nil && fired! < start!)
-        #expect(drive.machine.nextDeadline(now: drive.now, uptime: drive.uptime) == Timestamp(rfc3339: "2026-01-01T10:32:00Z"))
+        // The next is armed 50 ms before its time.
+        #expect(drive.machine.nextDeadline(now: drive.now, uptime: drive.uptime) == Timestamp(rfc3339: "2026-01-01T10:31:59.95Z"))
+    }
+
+    @Test func aFireIsRecordedAheadOfItsTimeAndStartsAtIt() throws {
+        var drive = Drive([try Self.minutely("tick")])
+        let armed = drive.advance(to: "2026-01-01T10:30:59.960Z")
+        // Recorded (so it is on disk by its time), not started.
+        #expect(Drive.fired(armed).map(\.scheduledTime) == [Timestamp(rfc3339: "2026-01-01T10:31:00Z")])
+        #expect(Drive.starts(armed).isEmpty)
+        #expect(drive.machine.nextDeadline(now: drive.now, uptime: drive.uptime) == Timestamp(rfc3339: "2026-01-01T10:31:00Z"))
+        let due = drive.advance(to: "2026-01-01T10:31:00Z")
+        #expect(Drive.fired(due).isEmpty, "recorded once")
+        #expect(Drive.starts(due).map(\.scheduledTime) == [Timestamp(rfc3339: "2026-01-01T10:31:00Z")])
+    }
+
+    @Test func anArmedFireFollowsThePauseAndOverlapOfItsTime() throws {
+        var drive = Drive([try Self.minutely("paused"), try Self.minutely("busy")])
+        drive.advance(to: "2026-01-01T10:30:59.960Z")
+        // Between its recording and its time: a pause, and a manual run of the other job.
+        _ = drive.record(drive.machine.setPaused(job: "paused", true).1)
+        let manual = drive.record(drive.machine.runNow(job: "busy", now: drive.now).1)
+        #expect(Drive.starts(manual).map(\.job.name) == ["busy"])
+        let due = drive.advance(to: "2026-01-01T10:31:00Z")
+        #expect(Set(Drive.ended(due).map { "\($0.job): \($0.outcome?.detail ?? "")" }) == ["paused: paused", "busy: previous run still running"])
+        #expect(Drive.starts(due).isEmpty)
     }
 
     @Test func skipRecordsTheOverlappingFire() throws {

@@ -218,28 +218,28 @@ public struct ConfigLoader: Sendable {
         var lease = ClusterSettings.defaultLease
         var valid = true
         for entry in entries {
-            let what = "daemon.cluster.\(entry.key)"
+            func what() -> String { "daemon.cluster.\(entry.key)" }
             switch entry.key {
             case "database":
-                guard let text = reader.nonEmptyString(entry.value, what: what) else { valid = false; continue }
+                guard let text = reader.nonEmptyString(entry.value, what: what()) else { valid = false; continue }
                 switch PostgresURL.parse(text) {
                 case .success(let url): database = url
                 case .failure(let error):
-                    reader.fail(.invalidValue, at: entry.value, "\(what): \(error.message)")
+                    reader.fail(.invalidValue, at: entry.value, "\(what()): \(error.message)")
                     valid = false
                 }
             case "node_name":
-                guard let name = reader.nonEmptyString(entry.value, what: what) else { valid = false; continue }
+                guard let name = reader.nonEmptyString(entry.value, what: what()) else { valid = false; continue }
                 guard Self.isValidJobName(name), name.utf8.count <= 64 else {
-                    reader.fail(.invalidName, at: entry.value, "\(what): '\(name)' may only contain letters, digits, '_', '.' and '-' (at most 64)")
+                    reader.fail(.invalidName, at: entry.value, "\(what()): '\(name)' may only contain letters, digits, '_', '.' and '-' (at most 64)")
                     valid = false
                     continue
                 }
                 nodeName = name
             case "lease":
-                guard let value = duration(entry.value, what: what, allowZero: false, reader: &reader) else { valid = false; continue }
+                guard let value = duration(entry.value, what: what(), allowZero: false, reader: &reader) else { valid = false; continue }
                 guard value >= .seconds(2) else {
-                    reader.fail(.invalidValue, at: entry.value, "\(what): at least 2s (nodes heartbeat four times per lease)")
+                    reader.fail(.invalidValue, at: entry.value, "\(what()): at least 2s (nodes heartbeat four times per lease)")
                     valid = false
                     continue
                 }
@@ -262,92 +262,92 @@ public struct ConfigLoader: Sendable {
         var settings = DaemonSettings(timeZone: .utc)
         var zoneGiven = false
         for pair in pairs {
-            let what = "daemon.\(pair.key)"
+            func what() -> String { "daemon.\(pair.key)" }
             switch pair.key {
             case "time_zone":
-                if let name = reader.nonEmptyString(pair.value, what: what) {
+                if let name = reader.nonEmptyString(pair.value, what: what()) {
                     do {
                         settings.timeZone = try zones.zone(named: name)
                         zoneGiven = true
                     } catch {
-                        reader.fail(.unknownTimeZone, at: pair.value, "\(what): \(error.message)")
+                        reader.fail(.unknownTimeZone, at: pair.value, "\(what()): \(error.message)")
                     }
                 }
             case "max_concurrent_runs":
-                if let value = reader.integer(pair.value, what: what, range: 1...100_000) { settings.maxConcurrentRuns = value }
+                if let value = reader.integer(pair.value, what: what(), range: 1...100_000) { settings.maxConcurrentRuns = value }
             case "blocking_threads":
-                if let value = reader.integer(pair.value, what: what, range: 1...256) { settings.blockingThreads = value }
+                if let value = reader.integer(pair.value, what: what(), range: 1...256) { settings.blockingThreads = value }
             case "shutdown_grace":
-                if let value = duration(pair.value, what: what, allowZero: true, reader: &reader) { settings.shutdownGrace = value }
+                if let value = duration(pair.value, what: what(), allowZero: true, reader: &reader) { settings.shutdownGrace = value }
             case "pools":
-                guard !NodeReader.isNull(pair.value), let pools = reader.mapping(pair.value, what: what) else { continue }
+                guard !NodeReader.isNull(pair.value), let pools = reader.mapping(pair.value, what: what()) else { continue }
                 for pool in pools {
                     if !Self.isValidJobName(pool.key) {
-                        reader.fail(.invalidName, at: pool.keyNode, "\(what): pool name '\(pool.key)' may only contain letters, digits, '_', '.' and '-'")
+                        reader.fail(.invalidName, at: pool.keyNode, "\(what()): pool name '\(pool.key)' may only contain letters, digits, '_', '.' and '-'")
                     }
                     // `db: 2`, or `db: {size: 2, cluster_wide: true}` (the limit holds across a cluster).
-                    if case .mapping = pool.value, let entries = reader.mapping(pool.value, what: "\(what).\(pool.key)") {
-                        reader.checkKeys(entries, known: ["size", "cluster_wide"], context: "in '\(what).\(pool.key)'")
+                    if case .mapping = pool.value, let entries = reader.mapping(pool.value, what: "\(what()).\(pool.key)") {
+                        reader.checkKeys(entries, known: ["size", "cluster_wide"], context: "in '\(what()).\(pool.key)'")
                         let keyed = Dictionary(entries.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
                         guard let sizeEntry = keyed["size"] else {
-                            reader.fail(.missingKey, at: pool.value, "\(what).\(pool.key): missing 'size'")
+                            reader.fail(.missingKey, at: pool.value, "\(what()).\(pool.key): missing 'size'")
                             continue
                         }
-                        if let size = reader.integer(sizeEntry.value, what: "\(what).\(pool.key).size", range: 1...100_000) {
+                        if let size = reader.integer(sizeEntry.value, what: "\(what()).\(pool.key).size", range: 1...100_000) {
                             settings.pools[pool.key] = size
                         }
-                        if let flag = keyed["cluster_wide"], let wide = reader.bool(flag.value, what: "\(what).\(pool.key).cluster_wide"), wide {
+                        if let flag = keyed["cluster_wide"], let wide = reader.bool(flag.value, what: "\(what()).\(pool.key).cluster_wide"), wide {
                             settings.clusterWidePools.insert(pool.key)
                         }
-                    } else if let size = reader.integer(pool.value, what: "\(what).\(pool.key)", range: 1...100_000) {
+                    } else if let size = reader.integer(pool.value, what: "\(what()).\(pool.key)", range: 1...100_000) {
                         settings.pools[pool.key] = size
                     }
                 }
             case "control":
-                guard !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: what) else { continue }
+                guard !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: what()) else { continue }
                 reader.checkKeys(entries, known: Self.controlKeys, context: "in 'daemon.control'")
                 for entry in entries {
-                    let what = "daemon.control.\(entry.key)"
+                    func what() -> String { "daemon.control.\(entry.key)" }
                     switch entry.key {
                     case "group":
-                        guard let name = reader.nonEmptyString(entry.value, what: what),
-                            !reader.rejectsOutOfRangeID(name, at: entry.value, what: what)
+                        guard let name = reader.nonEmptyString(entry.value, what: what()),
+                            !reader.rejectsOutOfRangeID(name, at: entry.value, what: what())
                         else { continue }
                         if let gid = UserDatabase.group(name) {
                             settings.control.group = name
                             settings.control.groupID = gid
                         } else {
-                            reader.fail(.invalidValue, at: entry.value, "\(what): no such group '\(name)'")
+                            reader.fail(.invalidValue, at: entry.value, "\(what()): no such group '\(name)'")
                         }
                     case "allowed_uids":
                         guard case .sequence(let items) = entry.value else {
-                            reader.fail(.wrongType, at: entry.value, "\(what): expected a list of uids or user names")
+                            reader.fail(.wrongType, at: entry.value, "\(what()): expected a list of uids or user names")
                             continue
                         }
                         for item in items {
-                            guard let text = reader.nonEmptyString(item, what: what),
-                                !reader.rejectsOutOfRangeID(text, at: item, what: what)
+                            guard let text = reader.nonEmptyString(item, what: what()),
+                                !reader.rejectsOutOfRangeID(text, at: item, what: what())
                             else { continue }
                             if let user = UserDatabase.user(text) {
                                 settings.control.allowedUIDs.append(user.uid)
                             } else if let uid = UInt32(text) {
                                 settings.control.allowedUIDs.append(uid)
                             } else {
-                                reader.fail(.invalidValue, at: item, "\(what): no such user '\(text)'")
+                                reader.fail(.invalidValue, at: item, "\(what()): no such user '\(text)'")
                             }
                         }
                     case "allowed_groups":
-                        guard let names = reader.stringList(entry.value, what: what) else { continue }
-                        for name in names where !reader.rejectsOutOfRangeID(name, at: entry.value, what: what) {
+                        guard let names = reader.stringList(entry.value, what: what()) else { continue }
+                        for name in names where !reader.rejectsOutOfRangeID(name, at: entry.value, what: what()) {
                             if let gid = UserDatabase.group(name) {
                                 settings.control.allowedGroups.append(name)
                                 settings.control.allowedGIDs.append(gid)
                             } else {
-                                reader.fail(.invalidValue, at: entry.value, "\(what): no such group '\(name)'")
+                                reader.fail(.invalidValue, at: entry.value, "\(what()): no such group '\(name)'")
                             }
                         }
                     case "max_connections":
-                        if let value = reader.integer(entry.value, what: what, range: 1...100_000) { settings.control.maxConnections = value }
+                        if let value = reader.integer(entry.value, what: what(), range: 1...100_000) { settings.control.maxConnections = value }
                     default:
                         break
                     }
@@ -356,7 +356,7 @@ public struct ConfigLoader: Sendable {
                 guard !NodeReader.isNull(pair.value) else { continue }
                 settings.cluster = readCluster(pair.value, reader: &reader)
             case "metrics":
-                guard !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: what) else { continue }
+                guard !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: what()) else { continue }
                 reader.checkKeys(entries, known: Self.metricsKeys, context: "in 'daemon.metrics'")
                 for entry in entries where entry.key == "listen" {
                     guard let text = reader.nonEmptyString(entry.value, what: "daemon.metrics.listen") else { continue }
@@ -369,7 +369,7 @@ public struct ConfigLoader: Sendable {
                     }
                 }
             case "history":
-                guard !NodeReader.isNull(pair.value), let history = reader.mapping(pair.value, what: what) else { continue }
+                guard !NodeReader.isNull(pair.value), let history = reader.mapping(pair.value, what: what()) else { continue }
                 reader.checkKeys(history, known: Self.historyKeys, context: "in 'daemon.history'")
                 for entry in history {
                     switch entry.key {
@@ -565,27 +565,27 @@ public struct ConfigLoader: Sendable {
             var policy = RetryPolicy(attempts: 1)
             var sawAttempts = false
             for entry in entries {
-                let what = "\(context): retry.\(entry.key)"
+                func what() -> String { "\(context): retry.\(entry.key)" }
                 switch entry.key {
                 case "attempts":
-                    if let value = reader.integer(entry.value, what: what, range: 1...100) {
+                    if let value = reader.integer(entry.value, what: what(), range: 1...100) {
                         policy.attempts = value
                         sawAttempts = true
                     }
                 case "backoff":
-                    if let value = duration(entry.value, what: what, allowZero: true, reader: &reader) { policy.backoff = value }
+                    if let value = duration(entry.value, what: what(), allowZero: true, reader: &reader) { policy.backoff = value }
                 case "max_backoff":
-                    if let value = duration(entry.value, what: what, allowZero: true, reader: &reader) { policy.maxBackoff = value }
+                    if let value = duration(entry.value, what: what(), allowZero: true, reader: &reader) { policy.maxBackoff = value }
                 case "jitter":
-                    if let value = reader.bool(entry.value, what: what) { policy.jitter = value }
+                    if let value = reader.bool(entry.value, what: what()) { policy.jitter = value }
                 case "on":
-                    if let names = reader.stringList(entry.value, what: what) {
+                    if let names = reader.stringList(entry.value, what: what()) {
                         var conditions = Set<RetryCondition>()
                         for name in names {
                             if let condition = RetryCondition(rawValue: name) {
                                 conditions.insert(condition)
                             } else {
-                                reader.fail(.invalidValue, at: entry.value, "\(what): '\(name)' is not one of failure, timeout, signal")
+                                reader.fail(.invalidValue, at: entry.value, "\(what()): '\(name)' is not one of failure, timeout, signal")
                             }
                         }
                         policy.on = conditions
@@ -616,20 +616,20 @@ public struct ConfigLoader: Sendable {
         if let pair = keyed["limits"], !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: "\(context): limits") {
             reader.checkKeys(entries, known: Self.limitKeys, context: "in \(context): limits")
             for entry in entries {
-                let what = "\(context): limits.\(entry.key)"
+                func what() -> String { "\(context): limits.\(entry.key)" }
                 var value: UInt64?
                 if case .scalar(let scalar) = entry.value, ["infinity", "unlimited"].contains(scalar.string) {
                     value = UInt64.max
                 } else if entry.key == "cpu" {
                     if case .scalar(let scalar) = entry.value, let seconds = UInt64(scalar.string) {
                         value = seconds
-                    } else if let limit = duration(entry.value, what: what, allowZero: true, reader: &reader) {
+                    } else if let limit = duration(entry.value, what: what(), allowZero: true, reader: &reader) {
                         value = UInt64(max(0, limit.wholeMicroseconds / 1_000_000))
                     }
                 } else if entry.key == "nofile" || entry.key == "nproc" {
-                    value = reader.integer(entry.value, what: what, range: 0...Int(Int32.max)).map { UInt64($0) }
+                    value = reader.integer(entry.value, what: what(), range: 0...Int(Int32.max)).map { UInt64($0) }
                 } else {
-                    value = size(entry.value, what: what, reader: &reader)
+                    value = size(entry.value, what: what(), reader: &reader)
                 }
                 guard let value else { continue }
                 switch entry.key {
@@ -676,17 +676,17 @@ public struct ConfigLoader: Sendable {
     }
 
     /// A hook: an argv list, or a string for /bin/sh -c; null means none.
-    private func hookCommand(_ node: Node, what: String, reader: inout NodeReader) -> JobCommand? {
+    private func hookCommand(_ node: Node, what: @autoclosure () -> String, reader: inout NodeReader) -> JobCommand? {
         if NodeReader.isNull(node) { return nil }
         if case .sequence = node {
-            guard let argv = reader.stringList(node, what: what) else { return nil }
+            guard let argv = reader.stringList(node, what: what()) else { return nil }
             guard let first = argv.first, !first.isEmpty else {
-                reader.fail(.invalidValue, at: node, "\(what): must name a program to run")
+                reader.fail(.invalidValue, at: node, "\(what()): must name a program to run")
                 return nil
             }
             return .argv(argv)
         }
-        return reader.nonEmptyString(node, what: what).map { .shell($0) }
+        return reader.nonEmptyString(node, what: what()).map { .shell($0) }
     }
 
     /// `user`, `group`, `supplementary_groups`: resolved to ids now, so a typo is a positioned
@@ -737,12 +737,12 @@ public struct ConfigLoader: Sendable {
         job.identity = resolved
     }
 
-    private func size(_ node: Node, what: String, reader: inout NodeReader) -> UInt64? {
-        guard let text = reader.string(node, what: what) else { return nil }
+    private func size(_ node: Node, what: @autoclosure () -> String, reader: inout NodeReader) -> UInt64? {
+        guard let text = reader.string(node, what: what()) else { return nil }
         do {
             return try SizeText.parse(text)
         } catch {
-            reader.fail(.invalidValue, at: node, "\(what): \(error.message)")
+            reader.fail(.invalidValue, at: node, "\(what()): \(error.message)")
             return nil
         }
     }
@@ -750,7 +750,14 @@ public struct ConfigLoader: Sendable {
     private func cronTrigger(_ node: Node, context: String, reader: inout NodeReader) -> JobTrigger? {
         guard let text = reader.nonEmptyString(node, what: "\(context): schedule") else { return nil }
         do {
-            switch try CronSchedule(parsing: text) {
+            let schedule: CronSchedule
+            if let known = reader.parsedSchedules[text] {
+                schedule = known
+            } else {
+                schedule = try CronSchedule(parsing: text)
+                reader.parsedSchedules[text] = schedule
+            }
+            switch schedule {
             case .expression(let expression): return .cron(expression)
             case .reboot: return .reboot
             case .every(let interval): return .interval(interval)
@@ -788,17 +795,17 @@ public struct ConfigLoader: Sendable {
         return events.count == items.count ? .calendar(events) : nil
     }
 
-    private func duration(_ node: Node, what: String, allowZero: Bool, reader: inout NodeReader) -> Duration? {
-        guard let text = reader.string(node, what: what) else { return nil }
+    private func duration(_ node: Node, what: @autoclosure () -> String, allowZero: Bool, reader: inout NodeReader) -> Duration? {
+        guard let text = reader.string(node, what: what()) else { return nil }
         do {
             let value = try DurationText.parse(text)
             if !allowZero && value <= .zero {
-                reader.fail(.invalidDuration, at: node, "\(what): must be longer than 0s")
+                reader.fail(.invalidDuration, at: node, "\(what()): must be longer than 0s")
                 return nil
             }
             return value
         } catch {
-            reader.fail(.invalidDuration, at: node, "\(what): \(error.message)")
+            reader.fail(.invalidDuration, at: node, "\(what()): \(error.message)")
             return nil
         }
     }

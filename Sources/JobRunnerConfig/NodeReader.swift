@@ -1,3 +1,4 @@
+import JobRunnerSchedule
 import Yams
 
 /// Reads typed values out of a composed YAML tree and collects every problem with its position,
@@ -11,6 +12,8 @@ struct NodeReader {
     private(set) var errors: [ConfigError] = []
     /// The text of every file read, in order (for the configuration's fingerprint).
     private(set) var sources: [String] = []
+    /// Schedules already parsed in this load, by text: files of many jobs repeat a few.
+    var parsedSchedules: [String: CronSchedule] = [:]
 
     mutating func noteSource(_ text: String) {
         sources.append(text)
@@ -60,15 +63,15 @@ struct NodeReader {
     // MARK: - Structures
 
     /// The key/value pairs of a mapping whose keys are strings; reports a wrong type.
-    mutating func mapping(_ node: Node, what: String) -> [(key: String, keyNode: Node, value: Node)]? {
+    mutating func mapping(_ node: Node, what: @autoclosure () -> String) -> [(key: String, keyNode: Node, value: Node)]? {
         guard case .mapping(let mapping) = node else {
-            fail(.wrongType, at: node, "\(what): expected a mapping, found \(Self.describe(node))")
+            fail(.wrongType, at: node, "\(what()): expected a mapping, found \(Self.describe(node))")
             return nil
         }
         var pairs: [(key: String, keyNode: Node, value: Node)] = []
         for (keyNode, value) in mapping {
             guard case .scalar(let scalar) = keyNode else {
-                fail(.wrongType, at: keyNode, "\(what): keys must be plain names, found \(Self.describe(keyNode))")
+                fail(.wrongType, at: keyNode, "\(what()): keys must be plain names, found \(Self.describe(keyNode))")
                 continue
             }
             pairs.append((scalar.string, keyNode, value))
@@ -91,48 +94,48 @@ struct NodeReader {
 
     // MARK: - Scalars
 
-    mutating func string(_ node: Node, what: String) -> String? {
+    mutating func string(_ node: Node, what: @autoclosure () -> String) -> String? {
         guard case .scalar(let scalar) = node, !Self.isNull(node) else {
-            fail(.wrongType, at: node, "\(what): expected a string, found \(Self.describe(node))")
+            fail(.wrongType, at: node, "\(what()): expected a string, found \(Self.describe(node))")
             return nil
         }
         // No argument, path or environment variable can carry a NUL to the kernel.
         guard !scalar.string.utf8.contains(0) else {
-            fail(.invalidValue, at: node, "\(what): contains a NUL character (\\0)")
+            fail(.invalidValue, at: node, "\(what()): contains a NUL character (\\0)")
             return nil
         }
         return scalar.string
     }
 
-    mutating func nonEmptyString(_ node: Node, what: String) -> String? {
-        guard let text = string(node, what: what) else { return nil }
+    mutating func nonEmptyString(_ node: Node, what: @autoclosure () -> String) -> String? {
+        guard let text = string(node, what: what()) else { return nil }
         guard !text.isEmpty else {
-            fail(.invalidValue, at: node, "\(what): must not be empty")
+            fail(.invalidValue, at: node, "\(what()): must not be empty")
             return nil
         }
         return text
     }
 
-    mutating func bool(_ node: Node, what: String) -> Bool? {
+    mutating func bool(_ node: Node, what: @autoclosure () -> String) -> Bool? {
         guard case .scalar(let scalar) = node, let value = Bool.construct(from: scalar) else {
-            fail(.wrongType, at: node, "\(what): expected true or false, found \(Self.describe(node))")
+            fail(.wrongType, at: node, "\(what()): expected true or false, found \(Self.describe(node))")
             return nil
         }
         return value
     }
 
-    mutating func integer(_ node: Node, what: String, range: ClosedRange<Int>) -> Int? {
+    mutating func integer(_ node: Node, what: @autoclosure () -> String, range: ClosedRange<Int>) -> Int? {
         guard case .scalar(let scalar) = node, let value = Int.construct(from: scalar) else {
             if case .scalar(let scalar) = node, Self.isWholeNumberLiteral(scalar.string) {
                 // A whole number too large for 64 bits: not a type error, a range error.
-                fail(.invalidValue, at: node, "\(what): \(Self.describe(node)) is out of range \(range.lowerBound)–\(range.upperBound)")
+                fail(.invalidValue, at: node, "\(what()): \(Self.describe(node)) is out of range \(range.lowerBound)–\(range.upperBound)")
             } else {
-                fail(.wrongType, at: node, "\(what): expected a whole number, found \(Self.describe(node))")
+                fail(.wrongType, at: node, "\(what()): expected a whole number, found \(Self.describe(node))")
             }
             return nil
         }
         guard range.contains(value) else {
-            fail(.invalidValue, at: node, "\(what): \(value) is out of range \(range.lowerBound)–\(range.upperBound)")
+            fail(.invalidValue, at: node, "\(what()): \(value) is out of range \(range.lowerBound)–\(range.upperBound)")
             return nil
         }
         return value
@@ -143,10 +146,10 @@ struct NodeReader {
     static let idRange: ClosedRange<UInt32> = 0...4_294_967_294
 
     /// Reports a user or group written as a number outside ``idRange``; true when it did.
-    mutating func rejectsOutOfRangeID(_ text: String, at node: Node, what: String) -> Bool {
+    mutating func rejectsOutOfRangeID(_ text: String, at node: Node, what: @autoclosure () -> String) -> Bool {
         guard Self.isWholeNumberLiteral(text) else { return false }
         if let value = UInt32(text), Self.idRange.contains(value) { return false }
-        fail(.invalidValue, at: node, "\(what): \(text) is out of range \(Self.idRange.lowerBound)–\(Self.idRange.upperBound)")
+        fail(.invalidValue, at: node, "\(what()): \(text) is out of range \(Self.idRange.lowerBound)–\(Self.idRange.upperBound)")
         return true
     }
 
@@ -157,15 +160,15 @@ struct NodeReader {
         return !digits.isEmpty && digits.allSatisfy { ($0.isASCII && $0.isNumber) || $0 == "_" } && digits.contains { $0 != "_" }
     }
 
-    mutating func stringList(_ node: Node, what: String) -> [String]? {
+    mutating func stringList(_ node: Node, what: @autoclosure () -> String) -> [String]? {
         guard case .sequence(let sequence) = node else {
-            fail(.wrongType, at: node, "\(what): expected a list of strings, found \(Self.describe(node))")
+            fail(.wrongType, at: node, "\(what()): expected a list of strings, found \(Self.describe(node))")
             return nil
         }
         var result: [String] = []
         var ok = true
         for (index, element) in sequence.enumerated() {
-            if let text = string(element, what: "\(what)[\(index)]") {
+            if let text = string(element, what: "\(what())[\(index)]") {
                 result.append(text)
             } else {
                 ok = false
@@ -174,15 +177,15 @@ struct NodeReader {
         return ok ? result : nil
     }
 
-    mutating func stringMap(_ node: Node, what: String) -> [String: String]? {
-        guard let pairs = mapping(node, what: what) else { return nil }
+    mutating func stringMap(_ node: Node, what: @autoclosure () -> String) -> [String: String]? {
+        guard let pairs = mapping(node, what: what()) else { return nil }
         var result: [String: String] = [:]
         var ok = true
         for pair in pairs {
             if Self.isNull(pair.value) {
-                fail(.wrongType, at: pair.value, "\(what): '\(pair.key)' has no value (write \(pair.key): \"\" for an empty one)")
+                fail(.wrongType, at: pair.value, "\(what()): '\(pair.key)' has no value (write \(pair.key): \"\" for an empty one)")
                 ok = false
-            } else if let text = string(pair.value, what: "\(what).\(pair.key)") {
+            } else if let text = string(pair.value, what: "\(what()).\(pair.key)") {
                 result[pair.key] = text
             } else {
                 ok = false

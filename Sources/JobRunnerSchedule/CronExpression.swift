@@ -27,31 +27,29 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a 5- or 6-field expression (not a macro; see ``CronSchedule``).
     public init(parsing text: String) throws(CronError) {
-        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
         guard fields.count == 5 || fields.count == 6 else {
             throw CronError(field: nil, message: "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, found \(fields.count)")
         }
         self.text = fields.joined(separator: " ")
         self.hasSeconds = fields.count == 6
         let offset = hasSeconds ? 0 : 1
-        func kind(_ index: Int) -> CronField { CronField(rawValue: index + offset)! }
-        func number(_ index: Int) -> Int { index + 1 }
-
-        var parsed: [CronField: FieldValue] = [:]
+        // Indexed by CronField's raw value; seconds default to :00.
+        var parsed = [FieldValue](repeating: FieldValue(bits: 1, special: []), count: 6)
         for (index, field) in fields.enumerated() {
-            parsed[kind(index)] = try FieldValue(parsing: field, as: kind(index), position: number(index))
+            let kind = CronField(rawValue: index + offset)!
+            parsed[kind.rawValue] = try FieldValue(parsing: field, as: kind, position: index + 1)
         }
-        let second = hasSeconds ? parsed[.second]! : FieldValue(bits: 1, special: [])
-        self.seconds = second.bits
-        self.minutes = parsed[.minute]!.bits
-        self.hours = UInt32(truncatingIfNeeded: parsed[.hour]!.bits)
-        self.months = UInt16(truncatingIfNeeded: parsed[.month]!.bits)
+        self.seconds = parsed[CronField.second.rawValue].bits
+        self.minutes = parsed[CronField.minute.rawValue].bits
+        self.hours = UInt32(truncatingIfNeeded: parsed[CronField.hour.rawValue].bits)
+        self.months = UInt16(truncatingIfNeeded: parsed[CronField.month.rawValue].bits)
 
         let domText = fields[fields.count - 3]
         let dowText = fields[fields.count - 1]
-        let dom = parsed[.dayOfMonth]!
-        let dow = parsed[.dayOfWeek]!
-        let starts: (String) -> Bool = { $0.hasPrefix("*") || $0.hasPrefix("?") }
+        let dom = parsed[CronField.dayOfMonth.rawValue]
+        let dow = parsed[CronField.dayOfWeek.rawValue]
+        let starts: (Substring) -> Bool = { $0.hasPrefix("*") || $0.hasPrefix("?") }
         self.days = DayRule(
             daysOfMonth: UInt32(truncatingIfNeeded: dom.bits),
             daySpecials: dom.special,
@@ -70,12 +68,13 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
     private func checkSatisfiable(domPosition: Int) throws(CronError) {
         guard days.requireBoth || days.weekdays == 0 && days.weekdaySpecials.isEmpty else { return }
         guard days.daySpecials.isEmpty else { return }
-        let allowedMonths = (1...12).filter { months & (1 << UInt16($0)) != 0 }
-        let lengths: [Int] = allowedMonths.map { daysIn(month: $0, year: 2024) }
-        let longest: Int = lengths.max() ?? 31
         let dayBits = days.daysOfMonth
         var earliest = 1
         while earliest < 31 && dayBits & (1 << UInt32(earliest)) == 0 { earliest += 1 }
+        // Every month has 29 days (in a leap year): only later days need the months' lengths.
+        guard earliest > 29 else { return }
+        let allowedMonths = (1...12).filter { months & (1 << UInt16($0)) != 0 }
+        let longest = allowedMonths.map { daysIn(month: $0, year: 2024) }.max() ?? 31
         if earliest > longest {
             let monthNames = allowedMonths.map { CronField.monthNames[$0 - 1] }
             throw CronError(
@@ -147,21 +146,30 @@ struct FieldValue {
         self.special = special
     }
 
-    init(parsing text: String, as field: CronField, position: Int) throws(CronError) {
+    init(parsing text: Substring, as field: CronField, position: Int) throws(CronError) {
         bits = 0
         special = []
-        let prefix = "field \(position) (\(field.name))"
-        guard !text.isEmpty else { throw CronError(field: position, message: "\(prefix): empty") }
-        for term in text.uppercased().split(separator: ",", omittingEmptySubsequences: false) {
-            try parseTerm(String(term), field: field, position: position, prefix: prefix)
+        guard !text.isEmpty else { throw CronError(field: position, message: "field \(position) (\(field.name)): empty") }
+        // Digits and operators need no case folding (and no copy): most fields are only those.
+        let folded = text.utf8.contains(where: { $0 >= 0x61 && $0 <= 0x7A }) ? Substring(text.uppercased()) : text
+        for term in folded.split(separator: ",", omittingEmptySubsequences: false) {
+            try parseTerm(term, field: field, position: position)
         }
         if field == .dayOfWeek, bits & (1 << 7) != 0 {
             bits = (bits | 1) & ~(1 << 7)
         }
     }
 
-    private mutating func parseTerm(_ term: String, field: CronField, position: Int, prefix: String) throws(CronError) {
-        func fail(_ message: String) -> CronError { CronError(field: position, message: "\(prefix): \(message)") }
+    private mutating func parseTerm(_ term: Substring, field: CronField, position: Int) throws(CronError) {
+        func fail(_ message: String) -> CronError { CronError(field: position, message: "field \(position) (\(field.name)): \(message)") }
+        // The common case: a plain number.
+        if let number = Self.plainNumber(term) {
+            guard field.range.contains(number) else {
+                throw fail("\(term) is out of range \(field.range.lowerBound)–\(field.range.upperBound)")
+            }
+            bits |= 1 << UInt64(number)
+            return
+        }
         guard !term.isEmpty else { throw fail("empty list item") }
 
         // Day extensions first: they do not combine with ranges or steps.
@@ -169,7 +177,7 @@ struct FieldValue {
             if term == "L" { special.insert(.lastDay); return }
             if term == "LW" { special.insert(.lastWeekday); return }
             if term.hasSuffix("W") {
-                let day = try value(String(term.dropLast()), field: field, fail: fail)
+                let day = try value(term.dropLast(), field: field, fail: fail)
                 special.insert(.nearestWeekday(day))
                 return
             }
@@ -177,13 +185,13 @@ struct FieldValue {
         if field == .dayOfWeek {
             if term.hasSuffix("L") {
                 guard term.count > 1 else { throw fail("'L' needs a weekday before it (e.g. 5L for the last Friday)") }
-                let weekday = try value(String(term.dropLast()), field: field, fail: fail) % 7
+                let weekday = try value(term.dropLast(), field: field, fail: fail) % 7
                 special.insert(.lastOfWeekday(weekday))
                 return
             }
             if let hash = term.firstIndex(of: "#") {
-                let weekday = try value(String(term[..<hash]), field: field, fail: fail) % 7
-                let nthText = String(term[term.index(after: hash)...])
+                let weekday = try value(term[..<hash], field: field, fail: fail) % 7
+                let nthText = term[term.index(after: hash)...]
                 guard let nth = Int(nthText), (1...5).contains(nth) else {
                     throw fail("'\(nthText)' after '#' must be 1–5")
                 }
@@ -192,11 +200,11 @@ struct FieldValue {
             }
         }
 
-        var rangePart = Substring(term)
+        var rangePart = term
         var step = 1
         if let slash = term.firstIndex(of: "/") {
             rangePart = term[..<slash]
-            let stepText = String(term[term.index(after: slash)...])
+            let stepText = term[term.index(after: slash)...]
             guard let parsedStep = Int(stepText), parsedStep > 0 else {
                 throw fail("step '\(stepText)' must be a positive number")
             }
@@ -211,13 +219,13 @@ struct FieldValue {
             low = field.range.lowerBound
             high = field.range.upperBound
         } else if let dash = rangePart.firstIndex(of: "-"), dash != rangePart.startIndex {
-            low = try value(String(rangePart[..<dash]), field: field, fail: fail)
-            high = try value(String(rangePart[rangePart.index(after: dash)...]), field: field, fail: fail)
+            low = try value(rangePart[..<dash], field: field, fail: fail)
+            high = try value(rangePart[rangePart.index(after: dash)...], field: field, fail: fail)
             guard low <= high else {
                 throw fail("range \(rangePart) runs backwards")
             }
         } else {
-            low = try value(String(rangePart), field: field, fail: fail)
+            low = try value(rangePart, field: field, fail: fail)
             // `a/n` means every n-th value from a to the end of the field's range.
             high = term.contains("/") ? field.range.upperBound : low
         }
@@ -228,9 +236,21 @@ struct FieldValue {
         }
     }
 
-    private func value(_ text: String, field: CronField, fail: (String) -> CronError) throws(CronError) -> Int {
-        if field == .month, let index = CronField.monthNames.firstIndex(of: text) { return index + 1 }
-        if field == .dayOfWeek, let index = CronField.weekdayNames.firstIndex(of: text) { return index }
+    /// A term of one to four ASCII digits, as a number.
+    static func plainNumber(_ term: Substring) -> Int? {
+        var value = 0
+        var count = 0
+        for byte in term.utf8 {
+            guard byte >= 0x30 && byte <= 0x39, count < 4 else { return nil }
+            value = value * 10 + Int(byte - 0x30)
+            count += 1
+        }
+        return count > 0 ? value : nil
+    }
+
+    private func value(_ text: Substring, field: CronField, fail: (String) -> CronError) throws(CronError) -> Int {
+        if field == .month, let index = CronField.monthNames.firstIndex(where: { $0 == text }) { return index + 1 }
+        if field == .dayOfWeek, let index = CronField.weekdayNames.firstIndex(where: { $0 == text }) { return index }
         guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
             let hint: String
             switch field {

@@ -129,12 +129,24 @@ class Daemon:
                 pass
         return values
 
+    def thread_names(self):
+        """{tid: name} of every thread alive now."""
+        names = {}
+        for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{task}/comm") as f:
+                    names[int(task)] = f.read().strip()
+            except FileNotFoundError:
+                pass
+        return names
+
     def count_per_thread(self, key, seconds, every=0.1):
         """How much `key` (a per-thread counter such as voluntary_ctxt_switches) grew over
         `seconds`, summed per thread id, sampled every `every` seconds so that threads that
         start or end meanwhile are counted too. Returns (total, threads seen, threads that came
-        or went). A counter that went down is an impossible reading."""
+        or went, {thread name: growth}). A counter that went down is an impossible reading."""
         first = self.thread_status(key)
+        names = self.thread_names()
         last = dict(first)
         born = set()
         deadline = time.monotonic() + seconds
@@ -144,12 +156,25 @@ class Daemon:
             for tid, value in now.items():
                 if tid not in first and tid not in born:
                     born.add(tid)
+                    names.update(self.thread_names())
                 if value < last.get(tid, 0):
                     raise MeasurementError(f"thread {tid}: {key} went from {last[tid]} to {value}")
                 last[tid] = value
         gone = set(first) - set(self.thread_status(key))
-        total = sum(value - first.get(tid, 0) for tid, value in last.items())
-        return total, len(last), len(born) + len(gone)
+        by_name = {}
+        for tid, value in last.items():
+            name = names.get(tid, "?")
+            by_name[name] = by_name.get(name, 0) + value - first.get(tid, 0)
+        total = sum(by_name.values())
+        return total, len(last), len(born) + len(gone), by_name
+
+    def status_kib(self, key):
+        """A kB figure of /proc/PID/status, e.g. RssAnon."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        raise MeasurementError(f"no {key} in /proc/{self.proc.pid}/status")
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:

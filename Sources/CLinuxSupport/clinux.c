@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -374,4 +375,8 @@ int jr_file_type(const char *path) {
 
 int jr_is_socket_type(int type) {
     return type >= 0 && S_ISSOCK((mode_t)type);
+}
+
+void jr_release_free_memory(void) {
+    (void)malloc_trim(0);
 }

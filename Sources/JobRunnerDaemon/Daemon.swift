@@ -1,3 +1,4 @@
+import CLinuxSupport
 import JobRunnerSupervision
 import JobRunnerHistory
 import JobRunnerAPI
@@ -81,7 +82,8 @@ public enum Daemon {
         let configuration: Configuration
         do {
             var loaded = try await NIOThreadPool.singleton.runIfActive { () throws -> Configuration in
-                try loader.load(path: options.configPath)
+                defer { jr_release_free_memory() }
+                return try loader.load(path: options.configPath)
             }
             if let nodeName = options.nodeName { loaded.daemon.cluster?.nodeName = nodeName }
             configuration = loaded

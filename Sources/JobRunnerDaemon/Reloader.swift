@@ -1,3 +1,4 @@
+import CLinuxSupport
 import JobRunnerSupervision
 import JobRunnerHistory
 import JobRunnerAPI
@@ -99,6 +100,9 @@ actor Reloader {
         let result = await reload()
         await status.reloadFinished(result)
         notifier.ready(status: await status.line())
+        // The parse's garbage stays in its thread's arena unless handed back: ten reloads of
+        // 10,000 jobs held 3.5× the memory of the first load.
+        try? await pool.runIfActive { jr_release_free_memory() }
         return result
     }
 

@@ -121,4 +121,8 @@ int64_t jr_boottime_microseconds(void);
 /// CLOCK_REALTIME in microseconds since the epoch.
 int64_t jr_realtime_microseconds(void);
 
+/// Returns the allocator's free memory to the kernel, in every arena (glibc's malloc_trim(0)):
+/// a configuration parsed on a pool thread leaves its arena at the parse's peak otherwise.
+void jr_release_free_memory(void);
+
 #endif

@@ -37,7 +37,7 @@ PYTHON ?= python3
 # Reference implementations the schedule maths is checked against (PyPI).
 ORACLE_PACKAGES := cronsim croniter
 
-.PHONY: all deps test-deps apt-install oracle-deps build release run test test-oracle test-systemd test-clock bench bench-smoke torture torture-smoke install uninstall clean
+.PHONY: all deps test-deps apt-install oracle-deps build release run test test-oracle test-systemd test-clock bench bench-smoke torture torture-smoke fuzz fuzz-build fuzz-smoke install uninstall clean
 
 all: build
 
@@ -85,6 +85,7 @@ test: test-deps oracle-deps
 	$(MAKE) --no-print-directory test-clock
 	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory torture-smoke
+	$(MAKE) --no-print-directory fuzz-smoke
 
 # Thousands of random schedules compared with cronsim, croniter and systemd-analyze.
 test-oracle: oracle-deps
@@ -121,6 +122,24 @@ torture: release
 # The same, reduced (part of make test).
 torture-smoke: build
 	$(PYTHON) Benchmarks/torture.py --bin $$($(SWIFT) build --show-bin-path) --smoke
+
+# libFuzzer targets for every parser of outside input (Tests/Fuzz/fuzz.py), built with the
+# address sanitizer and coverage into a build directory of their own. FUZZ_SECONDS per target;
+# FUZZ_ARGS="--only config,cron" picks targets. Fails on any crash, leak report or timeout.
+FUZZ_SECONDS ?= 60
+FUZZ_SCRATCH := .build-fuzz
+FUZZ_RUNTIME = $$(ls $$(dirname $$(realpath $$(command -v swiftc)))/../lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a | head -1)
+fuzz-build: deps
+	$(SWIFT) build --product jobrunner-fuzz --scratch-path $(FUZZ_SCRATCH) \
+		-Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table \
+		-Xlinker $(FUZZ_RUNTIME) -Xlinker --undefined=LLVMFuzzerRunDriver -Xlinker -lstdc++ 2>&1 | grep -v "Cannot export local symbol"; exit $${PIPESTATUS[0]}
+
+fuzz: fuzz-build
+	$(PYTHON) Tests/Fuzz/fuzz.py --bin $$($(SWIFT) build --scratch-path $(FUZZ_SCRATCH) --show-bin-path)/jobrunner-fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
+# Every target for a few seconds (part of make test).
+fuzz-smoke: fuzz-build
+	$(PYTHON) Tests/Fuzz/fuzz.py --bin $$($(SWIFT) build --scratch-path $(FUZZ_SCRATCH) --show-bin-path)/jobrunner-fuzz --seconds 5 --work $(FUZZ_SCRATCH)/smoke
 
 install: $(if $(filter debug,$(CONFIGURATION)),build,release)
 	@bin=$$($(SWIFT) build -c $(CONFIGURATION) $(if $(filter release,$(CONFIGURATION)),--static-swift-stdlib) --show-bin-path); set -e; \
@@ -170,4 +189,4 @@ uninstall:
 	echo "uninstalled; $(SYSCONFDIR)/jobrunner and /var/lib/jobrunner are kept"
 
 clean:
-	rm -rf .build $(STATE_DIR)
+	rm -rf .build $(FUZZ_SCRATCH) $(STATE_DIR)

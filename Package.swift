@@ -175,6 +175,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(name: "CFuzzDriver"),
+        .target(
+            name: "JobRunnerFuzzing",
+            dependencies: ["JobRunnerConfig", "JobRunnerCore", "JobRunnerSchedule"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "jobrunner-fuzz",
+            dependencies: ["CFuzzDriver", "JobRunnerFuzzing"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "jobrunnerctl",
             dependencies: [
@@ -220,6 +231,7 @@ let package = Package(
             dependencies: ["Systemd", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["JobRunnerFuzzing"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["JobRunnerAPI", "JobRunnerSchedule", "TestSupport"],

@@ -812,7 +812,8 @@ public struct ConfigLoader: Sendable {
 
     // MARK: - Helpers
 
-    static func isValidJobName(_ name: String) -> Bool {
+    /// Names of jobs, pools and nodes: `[A-Za-z0-9_.-]`, 1 to 200 bytes.
+    public static func isValidJobName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 200 && name.utf8.allSatisfy { byte in
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
                 || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")

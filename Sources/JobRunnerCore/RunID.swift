@@ -10,6 +10,14 @@ public struct RunID: Hashable, Sendable, Comparable, CustomStringConvertible, Co
         self.rawValue = rawValue
     }
 
+    /// An id read from outside (the API, the database, another node): 26 characters of the
+    /// alphabet ids are made of, or nothing — so an id can name no path but its own.
+    public init?(validating text: some StringProtocol) {
+        let bytes = text.utf8
+        guard bytes.count == 26, bytes.allSatisfy({ RunIDGenerator.alphabetSet.contains($0) }) else { return nil }
+        rawValue = String(text)
+    }
+
     public var description: String { rawValue }
 
     public static func < (lhs: RunID, rhs: RunID) -> Bool { lhs.rawValue < rhs.rawValue }
@@ -27,6 +35,7 @@ public struct RunID: Hashable, Sendable, Comparable, CustomStringConvertible, Co
 /// Makes run ids; monotonic within one millisecond so ids made in a burst still sort in order.
 public final class RunIDGenerator: Sendable {
     private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
+    static let alphabetSet = Set(alphabet)
     private let state = Mutex<(millisecond: Int64, random: (UInt64, UInt16))>((0, (0, 0)))
 
     public init() {}

@@ -18,8 +18,9 @@ extension CalendarEvent {
     ]
 
     static let weekdayNames = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    /// 9999-12-31T23:59:59Z: calendar events name no later instant.
-    static let latestEpochSecond: Int64 = 253_402_300_799
+    /// 2199-12-31T23:59:59Z, the end of the years a calendar event may name (as systemd's), so
+    /// an `@` timestamp's normal form is itself a calendar event.
+    static let latestEpochSecond: Int64 = 7_258_118_399
     static let weekdayLongNames = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
     /// Parses a calendar event; a trailing zone name is looked up in `zones`.
@@ -32,12 +33,12 @@ extension CalendarEvent {
         if tokens.count == 1, tokens[0].hasPrefix("@") {
             guard let seconds = Int64(tokens[0].dropFirst()), seconds >= 0 else {
                 if tokens[0].dropFirst().allSatisfy(\.isASCIIDigitCharacter), tokens[0].count > 1 {
-                    throw CalendarError(message: "'\(tokens[0])' is out of range (at most @\(Self.latestEpochSecond), the end of year 9999)")
+                    throw CalendarError(message: "'\(tokens[0])' is out of range (at most @\(Self.latestEpochSecond), the end of year 2199)")
                 }
                 throw CalendarError(message: "'\(tokens[0])' is not a timestamp (expected @ followed by seconds since the epoch)")
             }
             guard seconds <= Self.latestEpochSecond else {
-                throw CalendarError(message: "'\(tokens[0])' is out of range (at most @\(Self.latestEpochSecond), the end of year 9999)")
+                throw CalendarError(message: "'\(tokens[0])' is out of range (at most @\(Self.latestEpochSecond), the end of year 2199)")
             }
             self.init(text: text, instant: Timestamp(seconds: seconds))
             return

@@ -110,7 +110,7 @@ import Testing
             ("jobs:\n  a:\n    command: [\"/bin/true\"]\n    timeout: 9223372036854.9s\n",
              "n.yaml:4:14: job 'a': timeout: '9223372036854.9s' is out of range (at most 36500d)"),
             ("jobs:\n  a:\n    command: [\"/bin/true\"]\n    on_calendar: \"@99999999999999\"\n",
-             "n.yaml:4:18: job 'a': on_calendar '@99999999999999': '@99999999999999' is out of range (at most @253402300799, the end of year 9999)"),
+             "n.yaml:4:18: job 'a': on_calendar '@99999999999999': '@99999999999999' is out of range (at most @7258118399, the end of year 2199)"),
             ("jobs:\n  a:\n    command: [\"/bin/true\"]\n    group: 4294967295\n",
              "n.yaml:4:12: job 'a': group: 4294967295 is out of range 0–4294967294"),
             ("jobs:\n  a:\n    command: [\"/bin/true\"]\n    user: -1\n", "n.yaml:4:11: job 'a': user: -1 is out of range 0–4294967294"),

@@ -28,7 +28,8 @@ ARGS = None
 
 # MARK: - Helpers
 
-from harness import Daemon as _Daemon, MeasurementError, UnixHTTP, api, metric, percentile, processes_carrying, wait_until  # noqa: E402
+from harness import (PG, Daemon as _Daemon, MeasurementError, UnixHTTP, api, metric, percentile, processes_carrying, psql,  # noqa: E402
+                     start_postgres, stop_postgres, wait_until)
 
 
 def Daemon(config, extra=()):
@@ -371,38 +372,6 @@ def figure_reload():
 
 
 # MARK: - Cluster
-
-def psql(url, sql):
-    out = subprocess.run([PG["bin"] + "/psql", "-h", PG["dir"], "-U", "jobrunner", "-d", "jobrunner", "-At", "-F", "\t", "-c", sql],
-                         check=True, capture_output=True, text=True, **PG["run"]).stdout
-    return [line.split("\t") for line in out.splitlines() if line]
-
-
-PG = {}
-
-
-def start_postgres():
-    versions = sorted(int(v) for v in os.listdir("/usr/lib/postgresql") if v.isdigit())
-    PG["bin"] = f"/usr/lib/postgresql/{versions[-1]}/bin"
-    PG["dir"] = tempfile.mkdtemp(prefix="jobrunner-bench-pg-")
-    PG["run"] = {}
-    if os.getuid() == 0:
-        shutil.chown(PG["dir"], "nobody")
-        PG["run"] = {"user": "nobody"}
-    os.chmod(PG["dir"], 0o700)
-    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, **PG["run"])
-    run(PG["bin"] + "/initdb", "-D", PG["dir"] + "/data", "-U", "jobrunner", "--auth=trust", "-E", "UTF8", "--no-sync")
-    run(PG["bin"] + "/pg_ctl", "-D", PG["dir"] + "/data", "-l", PG["dir"] + "/log", "-w", "-o",
-        f"-k {PG['dir']} -c listen_addresses='' -c fsync=off -c max_connections=200", "start")
-    run(PG["bin"] + "/psql", "-h", PG["dir"], "-U", "jobrunner", "-d", "postgres", "-c", "CREATE DATABASE jobrunner")
-    return "postgresql://jobrunner@" + PG["dir"].replace("/", "%2F") + "/jobrunner"
-
-
-def stop_postgres():
-    if PG:
-        subprocess.run([PG["bin"] + "/pg_ctl", "-D", PG["dir"] + "/data", "-m", "immediate", "stop"], capture_output=True, **PG["run"])
-        shutil.rmtree(PG["dir"], ignore_errors=True)
-
 
 def figure_cluster():
     if not os.path.isdir("/usr/lib/postgresql"):

@@ -325,3 +325,37 @@ class Ledger:
             if row[1] in jobs and row[3] == "succeeded" and row[0] not in ids:
                 problems.append(f"row {row} says it succeeded but its job wrote no line")
         return problems
+
+
+# MARK: - A private PostgreSQL server (unix socket only, fsync off), for the cluster figures and cases
+
+def psql(url, sql):
+    out = subprocess.run([PG["bin"] + "/psql", "-h", PG["dir"], "-U", "jobrunner", "-d", "jobrunner", "-At", "-F", "\t", "-c", sql],
+                         check=True, capture_output=True, text=True, **PG["run"]).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+PG = {}
+
+
+def start_postgres():
+    versions = sorted(int(v) for v in os.listdir("/usr/lib/postgresql") if v.isdigit())
+    PG["bin"] = f"/usr/lib/postgresql/{versions[-1]}/bin"
+    PG["dir"] = tempfile.mkdtemp(prefix="jobrunner-bench-pg-")
+    PG["run"] = {}
+    if os.getuid() == 0:
+        shutil.chown(PG["dir"], "nobody")
+        PG["run"] = {"user": "nobody"}
+    os.chmod(PG["dir"], 0o700)
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, **PG["run"])
+    run(PG["bin"] + "/initdb", "-D", PG["dir"] + "/data", "-U", "jobrunner", "--auth=trust", "-E", "UTF8", "--no-sync")
+    run(PG["bin"] + "/pg_ctl", "-D", PG["dir"] + "/data", "-l", PG["dir"] + "/log", "-w", "-o",
+        f"-k {PG['dir']} -c listen_addresses='' -c fsync=off -c max_connections=200", "start")
+    run(PG["bin"] + "/psql", "-h", PG["dir"], "-U", "jobrunner", "-d", "postgres", "-c", "CREATE DATABASE jobrunner")
+    return "postgresql://jobrunner@" + PG["dir"].replace("/", "%2F") + "/jobrunner"
+
+
+def stop_postgres():
+    if PG:
+        subprocess.run([PG["bin"] + "/pg_ctl", "-D", PG["dir"] + "/data", "-m", "immediate", "stop"], capture_output=True, **PG["run"])
+        shutil.rmtree(PG["dir"], ignore_errors=True)

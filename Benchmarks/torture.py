@@ -22,7 +22,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon as _Daemon, Ledger, UnixHTTP, api, kill_carrying, percentile, processes_carrying, wait_until  # noqa: E402
+from harness import (Daemon as _Daemon, Ledger, UnixHTTP, api, kill_carrying, percentile, processes_carrying, psql,  # noqa: E402
+                     start_postgres, stop_postgres, wait_until)
 
 ARGS = None
 CASES = []  # (group, case, passed, detail)
@@ -643,6 +644,97 @@ jobs:
         kill_carrying("JR_TORTURE", marker)
 
 
+# MARK: - Cluster
+
+def torture_cluster():
+    """Three nodes on one PostgreSQL, jobs due every second appending to one shared ledger; at
+    random instants one node is killed (-9, with the processes it started, as a machine dies)
+    and restarted after 0-5 s, or frozen (SIGSTOP) past its lease and resumed; a CPU hog on one
+    core throughout. Counted in the ledger: every occurrence exactly once, except those the
+    history marks interrupted (at most once); none missing otherwise."""
+    group = "cluster"
+    if not os.path.isdir("/usr/lib/postgresql"):
+        case(group, "PostgreSQL installed", False, "make test installs it")
+        return
+    cycles = 3 if ARGS.smoke else 20
+    lease = 4
+    names = ["n1", "n2", "n3"]
+    jobs = [f"job{i}" for i in range(1, 11)]
+    url = start_postgres()
+    directory = tempfile.mkdtemp(prefix="jobrunner-torture-cluster-")
+    ledger = Ledger(os.path.join(directory, "ledger"))
+    config = f"""daemon:
+  shutdown_grace: 2s
+  cluster: {{ database: "{url}", lease: {lease}s }}
+jobs:
+""" + "".join(f'  {job}: {{ shell: "{ledger.append}", every: 1s, overlap: allow }}\n' for job in jobs)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    nodes = {}
+    try:
+        for name in names:
+            os.makedirs(os.path.join(directory, name))
+            nodes[name] = _Daemon(ARGS.bin, config, ["--node-name", name], directory=os.path.join(directory, name))
+        for node in nodes.values():
+            node.ready()
+        start = int(time.time()) + 2
+        rng = random.Random(ARGS.seed)
+        kills = freezes = 0
+        for _ in range(cycles):
+            time.sleep(rng.uniform(1.0, 3.0))
+            name = rng.choice(names)
+            victim = nodes[name]
+            if rng.random() < 0.5:
+                victim.proc.kill()
+                victim.proc.wait()
+                kill_carrying("JOBRUNNER_NODE", {name})
+                time.sleep(rng.uniform(0, 5))
+                nodes[name] = _Daemon(ARGS.bin, config, ["--node-name", name], directory=victim.dir)
+                nodes[name].ready()
+                kills += 1
+            else:
+                victim.proc.send_signal(signal.SIGSTOP)
+                time.sleep(lease + rng.uniform(1.0, 3.0))
+                victim.proc.send_signal(signal.SIGCONT)
+                freezes += 1
+        # Every node up and past a sweep, then the schedule runs on a while.
+        end = int(time.time()) + 2 * lease
+        wait_until(lambda: all(sum(1 for line in ledger.lines() if line["job"] == job and line["second"] > end + 1) > 0
+                               for job in jobs), 6 * lease + 30, "every job to run past the end of the window")
+        for node in nodes.values():
+            node.proc.send_signal(signal.SIGTERM)
+        for node in nodes.values():
+            node.proc.wait(timeout=30)
+        interrupted = {}
+        # Excused: interrupted runs that may have started (dispatched). One interrupted before
+        # dispatch must have run elsewhere.
+        for job, second in psql(url, """SELECT job, scheduled_at / 1000000 FROM jobrunner.runs
+                                        WHERE outcome = 'interrupted' AND (dispatched_at IS NOT NULL OR started_at IS NOT NULL)"""):
+            interrupted.setdefault(job, set()).add(int(second))
+        audit = ledger.audit(jobs, start, end, excused=interrupted)
+        excused = sum(1 for job in jobs for second in interrupted.get(job, ()) if start <= second <= end)
+        ran_excused = sum(1 for line in ledger.lines() if line["job"] in jobs and start <= line["second"] <= end
+                          and line["second"] in interrupted.get(line["job"], ()))
+        expected = len(jobs) * (end - start + 1)
+        detail = (f"{kills} kill -9 + restart, {freezes} SIGSTOP past the lease; {expected} occurrences, "
+                  f"{audit['counted']} lines; interrupted {excused} (of them ran {ran_excused}); "
+                  f"missing {audit['missing_count']}, doubled {audit['doubled_count']}")
+        print(f"cluster: {detail}")
+        case(group, "every occurrence exactly once, interrupted ones at most once", audit["missing_count"] == 0 and audit["doubled_count"] == 0,
+             f"{detail}; missing {dict(list(audit['missing'].items())[:3])}, doubled {dict(list(audit['doubled'].items())[:3])}")
+        LOST[0] += audit["missing_count"] + audit["doubled_count"]
+    finally:
+        hog.kill()
+        hog.wait()
+        for node in nodes.values():
+            if node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGCONT)
+                node.proc.kill()
+                node.proc.wait()
+        kill_carrying("JOBRUNNER_NODE", set(names))
+        stop_postgres()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 TORTURES = {
     "crash": torture_crash_cycles,
     "configs": torture_bad_configs,
@@ -650,6 +742,7 @@ TORTURES = {
     "jobs": torture_jobs,
     "state": torture_state,
     "trust": torture_trust,
+    "cluster": torture_cluster,
 }
 
 
@@ -659,6 +752,7 @@ def main():
     parser.add_argument("--bin", required=True)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", default="")
+    parser.add_argument("--seed", type=int, default=None, help="for the random instants of the cluster case")
     ARGS = parser.parse_args()
     for name in [n for n in ARGS.only.split(",") if n] or list(TORTURES):
         try:

@@ -29,31 +29,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         public var heartbeatAge: Double
     }
 
-    /// A request carried to another node.
-    enum Message: Equatable {
-        case cancel(node: String, run: String)
-        case run(node: String, job: String, id: String)
-        case pause(job: String, paused: Bool, from: String)
-
-        var payload: String {
-            switch self {
-            case .cancel(let node, let run): "cancel\t\(node)\t\(run)"
-            case .run(let node, let job, let id): "run\t\(node)\t\(job)\t\(id)"
-            case .pause(let job, let paused, let from): "pause\t\(job)\t\(paused ? 1 : 0)\t\(from)"
-            }
-        }
-
-        init?(payload: String) {
-            let parts = payload.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
-            switch (parts.first, parts.count) {
-            case ("cancel", 3): self = .cancel(node: parts[1], run: parts[2])
-            case ("run", 4): self = .run(node: parts[1], job: parts[2], id: parts[3])
-            case ("pause", 4): self = .pause(job: parts[1], paused: parts[2] == "1", from: parts[3])
-            default: return nil
-            }
-        }
-    }
-
     static let channel = "jobrunner"
 
     private struct State {
@@ -69,6 +44,14 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         var scheduler: Scheduler?
         /// The live nodes' names, refreshed with every heartbeat (for `prefers`).
         var liveNames: [String] = []
+        /// What this node's previous incarnation left unfinished, settled at the first
+        /// heartbeat (the scheduler runs by then).
+        var inherited: [OrphanedRun] = []
+        /// Commands read so far: the highest id, and the recent ids (ids may commit out of order).
+        var lastCommand: Int64 = 0
+        var seenCommands: Set<Int64> = []
+        var polling = false
+        var pollAgain = false
     }
 
     public let nodeName: String
@@ -191,6 +174,26 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             // Slots held by this node's previous incarnation are not held by anything alive.
             try await connection.query("DELETE FROM jobrunner.pool_slots WHERE node = \(nodeName)", logger: logger)
             try await connection.query("DELETE FROM jobrunner.pool_waiters WHERE node = \(nodeName)", logger: logger)
+            // What the previous incarnation left (a restart within its lease: no survivor ever
+            // declares it dead): its unfinished runs, and the occurrences it claimed without
+            // recording a run. Settled here, by the takeover's rules, at the first heartbeat.
+            var inherited: [OrphanedRun] = []
+            if incarnation > 1 {
+                // Read, not ended: the daemon's own recovery ends those runs next and kills what
+                // their processes left on this machine.
+                inherited = try await Self.unfinishedWork(runsOf: [nodeName], claimsOf: [nodeName], taker: nodeName, on: connection,
+                                                          end: nil, lease: lease, logger: logger)
+            }
+            var lastCommand: Int64 = 0
+            for try await value in try await connection.query("SELECT COALESCE(max(id), 0) FROM jobrunner.commands", logger: logger)
+                .decode(Int64.self)
+            {
+                lastCommand = value
+            }
+            state.withLock { state in
+                state.inherited += inherited
+                state.lastCommand = max(state.lastCommand, lastCommand)
+            }
             return (incarnation, start)
         }
         state.withLock { state in
@@ -328,39 +331,162 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         }
     }
 
+    // MARK: - Starting runs
+
+    /// How long before its lease ends by its own clock a node stops starting runs: a node
+    /// declared dead by a survivor (whose clock may run a little faster, and whose sweep comes
+    /// at its own time) has stopped starting before then.
+    var fencingMargin: Duration { lease / 4 }
+
+    /// Whether this node's lease is valid by its own monotonic clock.
+    var leaseHolds: Bool {
+        state.withLock { $0.member && ContinuousClock.now - $0.lastBeat < lease - fencingMargin }
+    }
+
+    public func dispatch(_ run: RunID) async -> DispatchVerdict {
+        // Near the end of the lease (heartbeats late): the start waits for the next heartbeat,
+        // for as long as the lease lasts; past it, this node stands down.
+        while !leaseHolds {
+            let (member, silent) = state.withLock { ($0.member, ContinuousClock.now - $0.lastBeat) }
+            if !member || silent >= lease {
+                let reason = member
+                    ? "this node's cluster lease ran out by its own clock (last heartbeat \(DurationText.format(silent)) ago, lease \(DurationText.format(lease)))"
+                    : "this node is not a live cluster member"
+                logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
+                if member { Task { await self.loseLease(reason) } }
+                return .refused(reason)
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let incarnation = self.incarnation
+        do {
+            var recorded = false
+            for try await _ in try await database.client.query("""
+                UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
+                WHERE id = \(run.rawValue) AND node = \(nodeName) AND ended_at IS NULL
+                  AND EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
+                RETURNING 1
+                """, logger: logger).decode(Int32.self)
+            {
+                recorded = true
+            }
+            // The lease may have run out while the statement was out.
+            guard recorded, leaseHolds else {
+                let reason = recorded ? "this node's cluster lease ran out" : "the cluster database does not hold this run for this node (its fire is not recorded, or this node was declared dead)"
+                logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
+                return .refused(reason)
+            }
+            return .allowed
+        } catch {
+            let reason = "the cluster database is unreachable: \(ClusterDatabase.describe(error))"
+            logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
+            return .refused(reason)
+        }
+    }
+
+    public func release(_ claims: [ClaimRequest]) async {
+        guard !claims.isEmpty else { return }
+        do {
+            try await database.client.query("""
+                UPDATE jobrunner.occurrences o SET node = '', claimed_at = now()
+                FROM unnest(\(claims.map(\.job))::text[], \(claims.map(\.occurrence.microseconds))::int8[]) AS t(job, occurrence)
+                WHERE o.job = t.job AND o.occurrence = t.occurrence AND o.node = \(nodeName)
+                """, logger: logger)
+            logger.notice("gave back occurrences this node will not run", metadata: ["occurrences": "\(claims.count)"])
+        } catch {
+            logger.warning("could not give back claimed occurrences; a survivor runs them once this node's lease ends",
+                           metadata: ["error": "\(ClusterDatabase.describe(error))"])
+        }
+    }
+
     // MARK: - Control across nodes
 
     /// Asks `node` to cancel a run it holds.
     public func requestCancel(run id: String, on node: String) async throws {
-        try await notify(.cancel(node: node, run: id))
+        guard let run = RunID(validating: id) else { throw ClusterError("'\(id)' is not a run id") }
+        try await send(.cancel(node: node, run: run))
     }
 
     /// Asks `node` to run a job now, with the run id given here (so the caller can follow it).
     public func requestRun(job: String, on node: String, id: RunID) async throws {
-        try await notify(.run(node: node, job: job, id: id.rawValue))
+        try await send(.run(node: node, job: job, run: id))
     }
 
     /// Tells every other node that a job was paused or resumed here.
     public func announcePause(job: String, paused: Bool) async {
         do {
-            try await notify(.pause(job: job, paused: paused, from: nodeName))
+            try await send(.pause(job: job, paused: paused, from: nodeName))
         } catch {
             logger.warning("could not tell the other nodes about a pause", metadata: ["error": "\(ClusterDatabase.describe(error))"])
         }
     }
 
-    func notify(_ message: Message) async throws {
-        try await database.client.query("SELECT pg_notify(\(Self.channel), \(message.payload))", logger: logger)
+    /// Writes a command row and wakes the listeners (the notification carries nothing).
+    func send(_ command: ClusterCommand) async throws {
+        try await database.client.withTransaction(logger: logger) { connection in
+            try await connection.query("INSERT INTO jobrunner.commands (fields, sender) VALUES (\(command.fields), \(nodeName))", logger: logger)
+            try await connection.query("SELECT pg_notify(\(Self.channel), '')", logger: logger)
+        }
     }
 
-    private func handle(_ message: Message) async {
+    /// Reads the commands written since the last read, in order, and carries out those meant
+    /// for this node. Rows that are not commands this daemon writes are logged and ignored.
+    func pollCommands() async {
+        let go = state.withLock { state -> Bool in
+            if state.polling { state.pollAgain = true; return false }
+            state.polling = true
+            return true
+        }
+        guard go else { return }
+        repeat {
+            state.withLock { $0.pollAgain = false }
+            let last = state.withLock { $0.lastCommand }
+            do {
+                // Ids are taken in order but may commit out of order: look back a little.
+                var commands: [(Int64, [String])] = []
+                for try await row in try await database.client.query("""
+                    SELECT id, fields FROM jobrunner.commands WHERE id > \(last - 64) ORDER BY id LIMIT 1000
+                    """, logger: logger).decode((Int64, [String]).self)
+                {
+                    commands.append(row)
+                }
+                for (id, fields) in commands {
+                    let fresh = state.withLock { state -> Bool in
+                        guard state.seenCommands.insert(id).inserted, id > state.lastCommand - 64 else { return false }
+                        state.lastCommand = max(state.lastCommand, id)
+                        if state.seenCommands.count > 4096 {
+                            let floor = state.lastCommand - 64
+                            state.seenCommands = state.seenCommands.filter { $0 > floor }
+                        }
+                        return true
+                    }
+                    guard fresh else { continue }
+                    if let command = ClusterCommand(fields: fields) {
+                        await handle(command)
+                    } else {
+                        logger.warning("ignored a cluster command this daemon would not write", metadata: [
+                            "id": "\(id)", "fields": "\(fields.prefix(6).map { String($0.prefix(80)) })",
+                        ])
+                    }
+                }
+            } catch {
+                logger.warning("cannot read cluster commands", metadata: ["error": "\(ClusterDatabase.describe(error))"])
+            }
+        } while state.withLock { state -> Bool in
+            if state.pollAgain { return true }
+            state.polling = false
+            return false
+        }
+    }
+
+    private func handle(_ command: ClusterCommand) async {
         guard let scheduler else { return }
-        switch message {
+        switch command {
         case .cancel(let node, let run) where node == nodeName:
-            let result = await scheduler.cancel(run: RunID(rawValue: run))
+            let result = await scheduler.cancel(run: run)
             logger.notice("cancel requested by another node", metadata: ["run_id": "\(run)", "result": "\(result)"])
         case .run(let node, let job, let id) where node == nodeName:
-            let record = await scheduler.runNow(job: job, id: RunID(rawValue: id))
+            let record = await scheduler.runNow(job: job, id: id)
             logger.notice("run requested by another node", metadata: ["job": "\(job)", "run_id": "\(record?.id.rawValue ?? "-")"])
         case .pause(let job, let paused, let from) where from != nodeName:
             await scheduler.applyRemotePause(job: job, paused)
@@ -439,6 +565,15 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 return
             }
             try? await refreshLiveNodes()
+            await pollCommands()
+            let inherited = state.withLock { state -> [OrphanedRun] in
+                defer { state.inherited = [] }
+                return state.inherited
+            }
+            if !inherited.isEmpty, let scheduler {
+                logger.warning("settling what this node's previous incarnation left unfinished", metadata: ["runs": "\(inherited.count)"])
+                _ = await scheduler.takeOver(inherited)
+            }
             let canSweep = state.withLock { state -> Bool in
                 state.lastBeat = .now
                 if state.connectedSince == nil { state.connectedSince = .now }
@@ -486,6 +621,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         do {
             let now = WallClock.now().microseconds
             let orphans = try await database.client.withTransaction(logger: logger) { connection -> [OrphanedRun] in
+                // One at a time with joins: a node restarting under its name settles its own work.
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtext('jobrunner.join'))", logger: logger)
                 var dead: [String] = []
                 for try await name in try await connection.query("""
                     UPDATE jobrunner.nodes SET state = 'dead'
@@ -495,39 +632,30 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 {
                     dead.append(name)
                 }
-                var orphans: [OrphanedRun] = []
-                let rows = try await connection.query("""
-                    UPDATE jobrunner.runs r SET ended_at = \(now), outcome = 'interrupted',
-                        detail = 'node ' || r.node || ' declared dead (silent for its lease)'
-                    WHERE r.ended_at IS NULL AND r.node <> \(nodeName)
-                      AND r.node IN (SELECT name FROM jobrunner.nodes WHERE state <> 'alive')
-                    RETURNING r.id, r.job, r.node, r.trigger, r.scheduled_at, r.attempt, r.fire_id, r.started_at IS NOT NULL
-                    """, logger: logger)
-                for try await row in rows.decode((String, String, String, String, Int64, Int64, String, Bool).self) {
-                    orphans.append(OrphanedRun(id: RunID(rawValue: row.0), job: row.1, node: row.2,
-                                               trigger: RunTrigger(rawValue: row.3) ?? .schedule,
-                                               scheduledTime: Timestamp(microseconds: row.4), attempt: Int(row.5),
-                                               fireID: RunID(rawValue: row.6), started: row.7))
+                var gone: [String] = []
+                for try await name in try await connection.query("""
+                    SELECT name FROM jobrunner.nodes WHERE state <> 'alive' AND name <> \(nodeName)
+                    """, logger: logger).decode(String.self)
+                {
+                    gone.append(name)
                 }
+                var orphans = try await Self.unfinishedWork(runsOf: gone, claimsOf: dead, taker: nodeName, on: connection,
+                                                            end: (now, "declared dead (silent for its lease)"), lease: lease, logger: logger)
                 try await connection.query("""
                     DELETE FROM jobrunner.pool_slots WHERE node IN (SELECT name FROM jobrunner.nodes WHERE state <> 'alive')
                     """, logger: logger)
                 try await connection.query("""
                     DELETE FROM jobrunner.pool_waiters WHERE node IN (SELECT name FROM jobrunner.nodes WHERE state <> 'alive')
                     """, logger: logger)
-                guard !dead.isEmpty else { return orphans }
-                // Occurrences a dead node claimed but died before recording a run for: they move here.
-                let claims = try await connection.query("""
-                    UPDATE jobrunner.occurrences o SET node = \(nodeName)
-                    WHERE o.node = ANY(\(dead)::text[]) AND o.claimed_at > now() - make_interval(secs => \(lease.secondsValue * 3))
-                      AND NOT EXISTS (SELECT 1 FROM jobrunner.runs r WHERE r.job = o.job AND r.scheduled_at = o.occurrence)
-                    RETURNING o.job, o.occurrence
+                // Occurrences a draining node gave back: the first node to see them runs them.
+                let released = try await connection.query("""
+                    UPDATE jobrunner.occurrences SET node = \(nodeName), claimed_at = now() WHERE node = ''
+                    RETURNING job, occurrence
                     """, logger: logger)
-                for try await (job, occurrence) in claims.decode((String, Int64).self) {
-                    let id = RunID(rawValue: "claim-\(job)-\(occurrence)")
-                    orphans.append(OrphanedRun(id: id, job: job, node: dead.joined(separator: ","), trigger: .schedule,
-                                               scheduledTime: Timestamp(microseconds: occurrence), attempt: 1, fireID: id, started: false))
+                for try await (job, occurrence) in released.decode((String, Int64).self) {
+                    orphans.append(Self.unrecordedClaim(job: job, occurrence: occurrence, node: "a draining node"))
                 }
+                try await connection.query("DELETE FROM jobrunner.commands WHERE created_at < now() - interval '1 hour'", logger: logger)
                 return orphans
             }
             guard !orphans.isEmpty else { return }
@@ -541,6 +669,56 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         }
     }
 
+    /// The unfinished runs of `runsOf` (ended as `interrupted` when `end` is given), and the
+    /// occurrences `claimsOf` claimed in the last three leases without recording a run (moved
+    /// to `taker`). A run whose process may have started (started, or dispatched) is retried
+    /// per its job's policy by the taker; one that never was runs there, as does a claim.
+    static func unfinishedWork(runsOf: [String], claimsOf: [String], taker: String, on connection: PostgresConnection,
+                               end: (at: Int64, reason: String)?, lease: Duration, logger: Logger) async throws -> [OrphanedRun] {
+        var orphans: [OrphanedRun] = []
+        if !runsOf.isEmpty {
+            let rows: PostgresRowSequence
+            if let end {
+                rows = try await connection.query("""
+                    UPDATE jobrunner.runs r SET ended_at = \(end.at), outcome = 'interrupted', detail = 'node ' || r.node || ' ' || \(end.reason)
+                    WHERE r.ended_at IS NULL AND r.node = ANY(\(runsOf)::text[])
+                    RETURNING r.id, r.job, r.node, r.trigger, r.scheduled_at, r.attempt, r.fire_id,
+                              r.started_at IS NOT NULL OR r.dispatched_at IS NOT NULL
+                    """, logger: logger)
+            } else {
+                rows = try await connection.query("""
+                    SELECT r.id, r.job, r.node, r.trigger, r.scheduled_at, r.attempt, r.fire_id,
+                           r.started_at IS NOT NULL OR r.dispatched_at IS NOT NULL
+                    FROM jobrunner.runs r WHERE r.ended_at IS NULL AND r.node = ANY(\(runsOf)::text[])
+                    """, logger: logger)
+            }
+            for try await row in rows.decode((String, String, String, String, Int64, Int64, String, Bool).self) {
+                orphans.append(OrphanedRun(id: RunID(rawValue: row.0), job: row.1, node: row.2,
+                                           trigger: RunTrigger(rawValue: row.3) ?? .schedule,
+                                           scheduledTime: Timestamp(microseconds: row.4), attempt: Int(row.5),
+                                           fireID: RunID(rawValue: row.6), started: row.7))
+            }
+        }
+        guard !claimsOf.isEmpty else { return orphans }
+        let claims = try await connection.query("""
+            UPDATE jobrunner.occurrences o SET node = \(taker)
+            WHERE o.node = ANY(\(claimsOf)::text[]) AND o.claimed_at > now() - make_interval(secs => \(lease.secondsValue * 3))
+              AND NOT EXISTS (SELECT 1 FROM jobrunner.runs r WHERE r.job = o.job AND r.scheduled_at = o.occurrence)
+            RETURNING o.job, o.occurrence
+            """, logger: logger)
+        for try await (job, occurrence) in claims.decode((String, Int64).self) {
+            orphans.append(unrecordedClaim(job: job, occurrence: occurrence, node: claimsOf.joined(separator: ",")))
+        }
+        return orphans
+    }
+
+    /// A claimed occurrence no run was recorded for: it never started anywhere.
+    static func unrecordedClaim(job: String, occurrence: Int64, node: String) -> OrphanedRun {
+        let id = RunID(rawValue: "claim-\(job)-\(occurrence)")
+        return OrphanedRun(id: id, job: job, node: node, trigger: .schedule, scheduledTime: Timestamp(microseconds: occurrence),
+                           attempt: 1, fireID: id, started: false)
+    }
+
     /// Receives control messages; reconnects when the connection drops.
     private func listen() async {
         var failures = 0
@@ -549,8 +727,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 try await database.client.withConnection { connection in
                     try await connection.listen(on: Self.channel) { notifications in
                         failures = 0
-                        for try await notification in notifications {
-                            if let message = Message(payload: notification.payload) { await self.handle(message) }
+                        await self.pollCommands()
+                        for try await _ in notifications {
+                            await self.pollCommands()
                         }
                     }
                 }

@@ -9,7 +9,7 @@ import ServiceLifecycle
 /// schema it migrates at start, and short messages for its errors.
 public final class ClusterDatabase: Service {
     /// The newest schema this build understands; a newer one in the database stops the daemon.
-    public static let schemaVersion = 2
+    public static let schemaVersion = 3
     /// Everything lives in this schema of the database.
     static let schema = "jobrunner"
 
@@ -143,6 +143,18 @@ public final class ClusterDatabase: Service {
             CREATE TABLE jobrunner.pool_waiters (
                 run_id text PRIMARY KEY, pool text NOT NULL, node text NOT NULL, since bigint NOT NULL)
             """,
+        ],
+        [
+            // Set right before a run's process starts: a survivor taking the run over knows it
+            // may have started (interrupted, retried as its job says) rather than run it again.
+            "ALTER TABLE jobrunner.runs ADD COLUMN dispatched_at bigint",
+            // Commands between nodes (run, cancel, pause): rows only the daemon's role may write.
+            // NOTIFY only wakes the receivers, its payload is never read.
+            """
+            CREATE TABLE jobrunner.commands (
+                id bigserial PRIMARY KEY, fields text[] NOT NULL, sender text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())
+            """,
+            "REVOKE ALL ON jobrunner.commands FROM PUBLIC",
         ],
     ]
 

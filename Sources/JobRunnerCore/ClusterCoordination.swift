@@ -27,6 +27,21 @@ public protocol ClusterCoordination: Sendable {
     func acquireSlot(pool: String, size: Int, run: RunID, since: Timestamp) async -> Bool
     /// Gives a run's slot back (or stops its waiting for one).
     func releaseSlot(pool: String, run: RunID) async
+    /// Called right before a run's process starts (its fire already recorded): records in the
+    /// database that the run may have started — a survivor taking over marks it `interrupted`
+    /// rather than run it again — and only while this node's lease is valid by its own clock
+    /// (the last heartbeat plus the lease, less a margin) and its row says it is alive.
+    /// Refused: the run must not start (the node stands down).
+    func dispatch(_ run: RunID) async -> DispatchVerdict
+    /// Gives back occurrences this node claimed but will not run (it is draining): another
+    /// node claims and runs them.
+    func release(_ claims: [ClaimRequest]) async
+}
+
+/// Whether a run may start on this node.
+public enum DispatchVerdict: Sendable, Equatable {
+    case allowed
+    case refused(String)
 }
 
 /// One occurrence to claim.

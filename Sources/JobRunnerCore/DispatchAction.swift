@@ -19,6 +19,9 @@ public enum DispatchAction: Sendable {
     /// Ask for one slot of a cluster-wide pool; the answer comes back to
     /// ``DispatchMachine/slotAnswered(run:granted:)``.
     case acquireSlot(pool: String, size: Int, run: RunID, since: Timestamp)
+    /// Give occurrences this node claimed but will not run back to the cluster (a draining
+    /// node), so another node claims and runs them.
+    case releaseClaims([ClaimRequest])
     /// Give a cluster-wide pool slot back (or stop waiting for one).
     case releaseSlot(pool: String, run: RunID)
     /// Run a job's `on_failure`/`on_success` hook for a fire's final result.
@@ -36,6 +39,7 @@ extension DispatchAction: CustomStringConvertible {
         case .stop(let id): "stop(\(id))"
         case .claim(let requests): "claim(\(requests.map { "\($0.job)@\($0.occurrence)" }))"
         case .acquireSlot(let pool, _, let run, _): "acquireSlot(\(pool), \(run))"
+        case .releaseClaims(let claims): "releaseClaims(\(claims.map { "\($0.job)@\($0.occurrence)" }))"
         case .releaseSlot(let pool, let run): "releaseSlot(\(pool), \(run))"
         case .runHook(_, let kind, let request, _): "runHook(\(kind), \(request.id))"
         case .log(let level, let message, _): "log(\(level), \(message))"

@@ -20,11 +20,20 @@ extension DispatchMachine {
     mutating func claimed(_ requests: [ClaimRequest], _ results: [ClaimResult], now: Timestamp) {
         let answers = Dictionary(zip(requests, results), uniquingKeysWith: { first, _ in first })
         let claiming = ids(in: .claiming).compactMap { work[$0] }.filter(\.claimSent)
+        var released: [ClaimRequest] = []
+        defer { if !released.isEmpty { out.append(.releaseClaims(released)) } }
+        // Claims won after the fire was dropped (a drain): given back, so another node runs them.
+        for (request, result) in answers where !claiming.contains(where: { $0.fire.claim == request }) {
+            if case .won = result { released.append(request) }
+        }
         for entry in claiming {
             guard let claim = entry.fire.claim, let result = answers[claim] else { continue }
             remove(entry.id)
             // The job may have been removed or changed by a reload while the claim was out.
-            guard phase == .running, let current = jobs[entry.request.job.name]?.definition else { continue }
+            guard phase == .running, let current = jobs[entry.request.job.name]?.definition else {
+                if case .won = result { released.append(claim) }
+                continue
+            }
             switch result {
             case .won(let busyOn):
                 fire(current, scheduledTime: entry.request.scheduledTime, trigger: entry.fire.record.trigger, occurrence: entry.fire.occurrence,
@@ -60,9 +69,14 @@ extension DispatchMachine {
     /// recorded as `interrupted`, so nothing this node held runs twice.
     public mutating func standDown(reason: String, now: Timestamp) -> [DispatchAction] {
         var dropped = 0
+        var released: [ClaimRequest] = []
         for id in ids(where: { $0.stage != .running }) {
+            if let claim = work[id].flatMap(releasableClaim) { released.append(claim) }
             if settle(id, outcome: .interrupted, reason: reason, now: now) != nil { dropped += 1 }
         }
+        // Occurrences claimed here and never dispatched go back to the cluster: a survivor that
+        // has not swept this node yet would otherwise find them ended and run them nowhere.
+        if !released.isEmpty { out.append(.releaseClaims(released)) }
         var stopped = 0
         for id in ids(in: .running) {
             work[id]?.statusText = reason
@@ -77,7 +91,13 @@ extension DispatchMachine {
     /// runs here; a run that had started is retried here if its job's retry policy has
     /// attempts left. Returns how many this node now holds.
     public mutating func takeOver(_ orphans: [OrphanedRun], now: Timestamp, uptime: Duration) -> (Int, [DispatchAction]) {
-        guard phase == .running else { return (0, take()) }
+        guard phase == .running else {
+            // A draining node runs nothing more: what it was handed that never started goes
+            // back to the cluster for another node.
+            let released = orphans.filter { !$0.started && $0.attempt == 1 }.map { ClaimRequest(job: $0.job, occurrence: $0.scheduledTime) }
+            if !released.isEmpty { out.append(.releaseClaims(released)) }
+            return (0, take())
+        }
         var taken = 0
         for orphan in orphans {
             guard let job = jobs[orphan.job]?.definition else {

@@ -208,7 +208,10 @@ public struct DispatchMachine: Sendable {
         phase = .running
         for owed in startup {
             guard let job = jobs[owed.job]?.definition else { continue }
-            dispatch(job, scheduledTime: owed.occurrence ?? now, trigger: owed.trigger, occurrence: owed.occurrence,
+            // In a cluster a startup fire is claimed and recorded under the cluster's start, so a
+            // survivor taking over a dead node's claims finds its run under the same key.
+            let scheduled = owed.occurrence ?? (owed.trigger == .startup && clustered ? clusterStart ?? now : now)
+            dispatch(job, scheduledTime: scheduled, trigger: owed.trigger, occurrence: owed.occurrence,
                      queueBehind: owed.trigger == .catchUp, now: now)
         }
         startup = []
@@ -659,9 +662,14 @@ public struct DispatchMachine: Sendable {
     /// on until ``stopAll()``.
     public mutating func drain(now: Timestamp) -> [DispatchAction] {
         phase = .draining
+        var released: [ClaimRequest] = []
         for id in ids(where: { $0.stage != .running }) {
+            if let claim = work[id].flatMap(releasableClaim) { released.append(claim) }
             settle(id, outcome: .cancelled, now: now)
         }
+        // Occurrences this node claimed but will not run go back to the cluster, so another
+        // node runs them now.
+        if !released.isEmpty { out.append(.releaseClaims(released)) }
         if runningCount > 0 {
             log(.notice, "stopping: waiting for running runs", [
                 "running": "\(runningCount)", "shutdown_grace": "\(DurationText.format(settings.shutdownGrace))",
@@ -677,6 +685,22 @@ public struct DispatchMachine: Sendable {
             stop(id)
         }
         return take()
+    }
+
+    /// The occurrence a won, never started fire holds in the cluster (nil for a single daemon,
+    /// a claim still in flight, a retry or a run on request).
+    func releasableClaim(_ entry: Work) -> ClaimRequest? {
+        guard clustered, entry.fire.request.attempt == 1 else { return nil }
+        switch entry.stage.kind {
+        case .armed, .waiting, .queued: break
+        case .claiming, .retrying, .running: return nil
+        }
+        switch entry.fire.record.trigger {
+        case .schedule, .catchUp, .startup:
+            return ClaimRequest(job: entry.fire.jobName, occurrence: entry.fire.occurrence ?? entry.fire.request.scheduledTime)
+        case .manual:
+            return nil
+        }
     }
 
     /// Draining is over: nothing runs.

@@ -199,7 +199,7 @@ public actor Scheduler: Service {
             live[id]?.handle.cancel()
         case .log(let level, let message, let metadata):
             logger.log(level: level, "\(message)", metadata: metadata)
-        case .start, .claim, .acquireSlot, .releaseSlot, .runHook:
+        case .start, .claim, .acquireSlot, .releaseSlot, .releaseClaims, .runHook:
             return false
         }
         return true
@@ -224,6 +224,9 @@ public actor Scheduler: Service {
         case .releaseSlot(let pool, let run):
             guard let cluster else { return }
             group.addTask { await cluster.releaseSlot(pool: pool, run: run) }
+        case .releaseClaims(let claims):
+            guard let cluster else { return }
+            group.addTask { await cluster.release(claims) }
         case .runHook(let command, let kind, let request, let result):
             let executor = self.executor
             let output = registry.record(request.id)?.output?.text ?? ""
@@ -273,16 +276,31 @@ public actor Scheduler: Service {
     }
 
     /// Starts a run as a child task: its fire is on disk before its process exists (a crash
-    /// cannot run it twice), then the executor runs it to its end.
+    /// cannot run it twice), then the executor runs it to its end. In a cluster the database
+    /// also records that the run may have started, and only while this node's lease holds, so
+    /// a survivor taking over this node's work never starts it a second time.
     private func start(_ request: RunRequest, group: inout DiscardingTaskGroup) {
         guard let kept = live[request.id] else { return }
         live[request.id]?.request = request
         let executor = self.executor
         let journal = self.journal
         let inbox = self.inbox
+        let cluster = self.cluster
+        let clock = self.clock
         let fired = kept.fired
         group.addTask {
             await journal?.flush(through: fired)
+            if let cluster, case .refused = await cluster.dispatch(request.id) {
+                // Not started, and not retried here: a first attempt's occurrence goes back to the
+                // cluster (unless a survivor took it already), for a node whose lease holds.
+                if request.attempt == 1 {
+                    await cluster.release([ClaimRequest(job: request.job.name, occurrence: request.scheduledTime)])
+                }
+                let now = clock.now()
+                inbox.post(.ended(request.id, RunResult(outcome: .interrupted, startedAt: now, endedAt: now, pid: nil, exitStatus: nil)))
+                inbox.post(.swept(request.id))
+                return
+            }
             let result = await executor.run(request, handle: kept.handle, output: kept.tail) { pid, at in
                 inbox.post(.started(request.id, pid: pid, at: at))
             }

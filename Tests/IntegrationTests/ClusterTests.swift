@@ -177,6 +177,95 @@ import Testing
         }
     }
 
+    /// systemd's `Restart=on-failure` brings a killed node back well within its lease: no
+    /// survivor ever declares the old incarnation dead, so the node settles its own work.
+    @Test func aNodeRestartedWithinItsLeaseLosesNothing() async throws {
+        try await withPostgresServer { server in
+            let ledger = Ledger(path: server.directory + "/ledger")
+            let names = (1...6).map { "job\($0)" }
+            let jobs = names.map { Self.tick($0, ledger, extra: ", overlap: allow") }.joined(separator: "\n")
+            let config = Self.config(server, jobs: jobs, lease: 15)
+            var nodes = try await Self.startNodes(["a", "b"], config: config)
+            do {
+                let from = Self.nowMicros() / 1_000_000 + 2
+                try await poll("b runs ticks", within: .seconds(20), every: .milliseconds(100)) {
+                    ledger.lines().filter { $0.node == "b" && $0.scheduledSecond >= from }.count >= 6
+                }
+                // Just after a second's occurrences came due: claims and fires in flight.
+                let micros = Self.nowMicros() % 1_000_000
+                try await Task.sleep(for: .microseconds(1_000_000 - micros + 3_000))
+                let victim = nodes["b"]!
+                victim.signal(SIGKILL)
+                _ = try await victim.waitForExit()
+                for process in ProcessTable.carrying("JOBRUNNER_NODE", "b") { kill(process.pid, SIGKILL) }
+                victim.cleanUp(keepDirectory: true)
+                // RestartSec=2s.
+                try await Task.sleep(for: .seconds(2))
+                let again = try DaemonHarness(config: config, in: victim.directory, arguments: ["--node-name", "b"], logLevel: "info")
+                nodes["b"] = again
+                try await again.waitUntilReady()
+                let to = Self.nowMicros() / 1_000_000 + 6
+                try await poll("ticks after the restart", within: .seconds(30), every: .milliseconds(250)) {
+                    ledger.lines().filter { $0.scheduledSecond > to }.count >= names.count
+                }
+                await Self.stopAll(nodes)
+                // Excused: runs that may have started when b died. One interrupted before its
+                // process was dispatched must have run again.
+                let interrupted = try await server.query("""
+                    SELECT job, scheduled_at / 1000000 FROM jobrunner.runs
+                    WHERE outcome = 'interrupted' AND (dispatched_at IS NOT NULL OR started_at IS NOT NULL)
+                    """)
+                var excused: [String: Set<Int64>] = [:]
+                for row in interrupted { excused[row[0], default: []].insert(Int64(row[1]) ?? 0) }
+                try await Self.expectEverySecondOnce(ledger, server, jobs: names, from: from, to: to, excused: excused)
+            } catch {
+                await Self.stopAll(nodes)
+                throw error
+            }
+        }
+    }
+
+    /// Any role that may connect may NOTIFY any channel: the payload carries no authority, and a
+    /// command row the daemon would not write is ignored.
+    @Test func commandsCannotBeForged() async throws {
+        try await withPostgresServer { server in
+            let ledger = Ledger(path: server.directory + "/ledger")
+            let jobs = "  probe: { shell: \"\(ledger.append)\" }"
+            try await Self.withNodes(["a", "b"], config: Self.config(server, jobs: jobs)) { nodes in
+                _ = try await server.query("CREATE ROLE intruder LOGIN")
+                let id = "01kb3n7f4xk0q9v8w6r5t2y1zc"
+                for payload in ["run\ta\tprobe\t\(id)", "run\ta\tprobe\t../../../etc", "pause\tprobe\t1\tx", "cancel\ta\t\(id)"] {
+                    _ = try await server.query("SELECT pg_notify('jobrunner', E'\(payload.replacingOccurrences(of: "\t", with: "\\t"))')", as: "intruder")
+                }
+                // The intruder cannot write a command.
+                await #expect(throws: (any Error).self) {
+                    _ = try await server.query("INSERT INTO jobrunner.commands (fields, sender) VALUES (ARRAY['run','a','probe','\(id)'], 'x')",
+                                               as: "intruder")
+                }
+                // A row the daemon would not write (a path for a run id) is refused when read.
+                _ = try await server.query("""
+                    INSERT INTO jobrunner.commands (fields, sender) VALUES (ARRAY['run','a','probe','../../../etc'], 'x');
+                    SELECT pg_notify('jobrunner', '')
+                    """)
+                try await nodes["a"]!.waitForLog("ignored a cluster command")
+                // A real request, through b, is carried out: everything sent before it was read.
+                let asked = try await ControlClient(socketPath: nodes["b"]!.socketPath)
+                    .request(.post, "/v1/jobs/probe/run?node=a").decode(RunInfo.self)
+                try await poll("the real request's line") { ledger.lines().contains { $0.runID == asked.id } }
+                let runs = try await server.query("SELECT id FROM jobrunner.runs WHERE job = 'probe'")
+                #expect(runs.map { $0[0] } == [asked.id], "only the real request ran: \(runs)")
+                let paused = try await server.query("SELECT paused FROM jobrunner.jobs WHERE name = 'probe'")
+                #expect(paused.allSatisfy { $0[0] == "f" }, "\(paused)")
+                for node in nodes.values {
+                    let runtime = node.directory.file("run")
+                    let entries = (try? FileManager.default.contentsOfDirectory(atPath: runtime + "/runs")) ?? []
+                    #expect(!entries.contains { $0.contains("..") || $0 == "etc" }, "\(entries)")
+                    #expect(!FileManager.default.fileExists(atPath: node.directory.path + "/etc"))
+                }
+            }
+        }
+    }
+
     @Test func frozenNodeStandsDownWithoutDuplicates() async throws {
         try await withPostgresServer { server in
             let ledger = Ledger(path: server.directory + "/ledger")
@@ -365,7 +454,7 @@ import Testing
 
             let check = try await ChildProcess.run(productsDirectory + "/jobrunnerd", ["--check-cluster", "--config", first.configPath])
             #expect(check.status == 0, "\(check.output)")
-            #expect(check.output.contains("schema:   version 2"))
+            #expect(check.output.contains("schema:   version 3"))
             #expect(check.output.contains("left"), "the stopped node is listed: \(check.output)")
             _ = try await server.query("INSERT INTO jobrunner.schema_info (version) VALUES (99)")
             let newer = try DaemonHarness(config: config)

@@ -131,4 +131,25 @@ public final class FakeCluster: ClusterCoordination {
     public func releaseSlot(pool: String, run: RunID) async {
         state.withLock { $0.released.append(run) }
     }
+
+    /// What `dispatch` answers from now on (allowed by default), and the runs it was asked for.
+    public func answerDispatch(_ verdict: DispatchVerdict) {
+        dispatchState.withLock { $0.verdict = verdict }
+    }
+
+    public var dispatched: [RunID] { dispatchState.withLock { $0.asked } }
+    public var releasedClaims: [ClaimRequest] { dispatchState.withLock { $0.releasedClaims } }
+
+    private let dispatchState = Mutex<(verdict: DispatchVerdict, asked: [RunID], releasedClaims: [ClaimRequest])>((.allowed, [], []))
+
+    public func dispatch(_ run: RunID) async -> DispatchVerdict {
+        dispatchState.withLock { state in
+            state.asked.append(run)
+            return state.verdict
+        }
+    }
+
+    public func release(_ claims: [ClaimRequest]) async {
+        dispatchState.withLock { $0.releasedClaims += claims }
+    }
 }

@@ -60,9 +60,9 @@ public final class PostgresServer: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// Runs `sql` with psql; every row, columns split on tabs.
-    public func query(_ sql: String) async throws -> [[String]] {
-        let result = try await run("\(binaries)/psql", ["-h", directory, "-U", user, "-d", database, "-v", "ON_ERROR_STOP=1",
+    /// Runs `sql` with psql (as the daemon's role, or `role`); every row, columns split on tabs.
+    public func query(_ sql: String, as role: String? = nil) async throws -> [[String]] {
+        let result = try await run("\(binaries)/psql", ["-h", directory, "-U", role ?? user, "-d", database, "-v", "ON_ERROR_STOP=1",
                                                       "-At", "-F", "\t", "-c", sql])
         try Self.check(result, "psql \(sql)")
         return result.output.split(separator: "\n", omittingEmptySubsequences: true).map {

@@ -12,6 +12,7 @@ import ctypes
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import sqlite3
@@ -265,7 +266,6 @@ def torture_bad_configs():
              f"{body['config']['last_reload'] if body else status}")
     finally:
         daemon.stop()
-        import shutil
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -501,7 +501,6 @@ def torture_state():
     finally:
         daemon.stop()
         libc.umount2(state.encode(), 2)
-        import shutil
         shutil.rmtree(parent, ignore_errors=True)
 
 
@@ -660,14 +659,26 @@ def torture_cluster():
     lease = 4
     names = ["n1", "n2", "n3"]
     jobs = [f"job{i}" for i in range(1, 11)]
+    # job1-job6 print and exit; job7-job10 go on for 0.3 s after their line, so some are cut
+    # by a kill; job9 and job10 are retried (an interrupted run may run again, once per attempt).
+    retried = {"job9", "job10"}
+
+    def definition(job):
+        number = int(job[3:])
+        shell = ledger.append + ("; sleep 0.3" if number >= 7 else "")
+        retry = ", retry: { attempts: 2, backoff: 0s }" if job in retried else ""
+        return f'  {job}: {{ shell: "{shell}", every: 1s, overlap: allow, max_instances: 10{retry} }}\n'
+
     url = start_postgres()
     directory = tempfile.mkdtemp(prefix="jobrunner-torture-cluster-")
     ledger = Ledger(os.path.join(directory, "ledger"))
     config = f"""daemon:
   shutdown_grace: 2s
+  # Every run stays in the history for the count (the default keeps 100 per job).
+  history: {{ keep_per_job: 1000000 }}
   cluster: {{ database: "{url}", lease: {lease}s }}
 jobs:
-""" + "".join(f'  {job}: {{ shell: "{ledger.append}", every: 1s, overlap: allow }}\n' for job in jobs)
+""" + "".join(definition(job) for job in jobs)
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.sched_setaffinity(0, {0}))
     nodes = {}
     try:
@@ -677,7 +688,8 @@ jobs:
         for node in nodes.values():
             node.ready()
         start = int(time.time()) + 2
-        rng = random.Random(ARGS.seed)
+        seed = ARGS.seed if ARGS.seed is not None else random.randrange(1 << 31)
+        rng = random.Random(seed)
         kills = freezes = 0
         for _ in range(cycles):
             time.sleep(rng.uniform(1.0, 3.0))
@@ -710,17 +722,42 @@ jobs:
         for job, second in psql(url, """SELECT job, scheduled_at / 1000000 FROM jobrunner.runs
                                         WHERE outcome = 'interrupted' AND (dispatched_at IS NOT NULL OR started_at IS NOT NULL)"""):
             interrupted.setdefault(job, set()).add(int(second))
-        audit = ledger.audit(jobs, start, end, excused=interrupted)
+        once = [job for job in jobs if job not in retried]
+        audit = ledger.audit(once, start, end, excused=interrupted)
+        # Retried jobs: every occurrence present, at most once per attempt (distinct run ids, at
+        # most two lines), more than once only where the history says one was interrupted.
+        retries = ledger.audit(sorted(retried), start, end, excused=interrupted)
+        per_occurrence = {}
+        for line in ledger.lines():
+            if line["job"] in retried and start <= line["second"] <= end:
+                per_occurrence.setdefault((line["job"], line["second"]), []).append(line["run_id"])
+        over = {key: ids for key, ids in per_occurrence.items()
+                if len(ids) > 2 or len(set(ids)) != len(ids) or (len(ids) == 2 and key[1] not in interrupted.get(key[0], ()))}
+        audit["missing_count"] += retries["missing_count"]
+        audit["missing"].update(retries["missing"])
+        audit["counted"] += retries["counted"]
+        audit["doubled_count"] += len(over)
+        audit["doubled"].update({f"{job}@{second}": ids for (job, second), ids in over.items()})
+        twice = sum(1 for ids in per_occurrence.values() if len(ids) == 2)
         excused = sum(1 for job in jobs for second in interrupted.get(job, ()) if start <= second <= end)
-        ran_excused = sum(1 for line in ledger.lines() if line["job"] in jobs and start <= line["second"] <= end
-                          and line["second"] in interrupted.get(line["job"], ()))
+        ran_excused = len({(line["job"], line["second"]) for line in ledger.lines() if line["job"] in jobs
+                           and start <= line["second"] <= end and line["second"] in interrupted.get(line["job"], ())})
         expected = len(jobs) * (end - start + 1)
-        detail = (f"{kills} kill -9 + restart, {freezes} SIGSTOP past the lease; {expected} occurrences, "
-                  f"{audit['counted']} lines; interrupted {excused} (of them ran {ran_excused}); "
+        detail = (f"seed {seed}: {kills} kill -9 + restart, {freezes} SIGSTOP past the lease; {expected} occurrences, "
+                  f"{audit['counted']} lines; interrupted {excused} (of them ran {ran_excused}; retried and ran twice {twice}); "
                   f"missing {audit['missing_count']}, doubled {audit['doubled_count']}")
         print(f"cluster: {detail}")
+        history = []
+        suspects = [key.partition("@")[::2] for key in audit["doubled"] if isinstance(key, str) and "@" in key]
+        suspects += [(job, second) for job, seconds in audit["missing"].items() for second in seconds]
+        for job, second in suspects[:4]:
+            history += psql(url, f"""SELECT id, node, attempt, outcome, detail, dispatched_at IS NOT NULL, started_at IS NOT NULL
+                                   FROM jobrunner.runs WHERE job = '{job}' AND scheduled_at / 1000000 = {int(second)} ORDER BY id""")
+            history += [["claim"] + row for row in psql(url, f"""SELECT node, claimed_at FROM jobrunner.occurrences
+                                   WHERE job = '{job}' AND occurrence / 1000000 = {int(second)}""")]
         case(group, "every occurrence exactly once, interrupted ones at most once", audit["missing_count"] == 0 and audit["doubled_count"] == 0,
-             f"{detail}; missing {dict(list(audit['missing'].items())[:3])}, doubled {dict(list(audit['doubled'].items())[:3])}")
+             f"{detail}; missing {dict(list(audit['missing'].items())[:3])}, doubled {dict(list(audit['doubled'].items())[:3])}; "
+             f"their history: {history}")
         LOST[0] += audit["missing_count"] + audit["doubled_count"]
     finally:
         hog.kill()

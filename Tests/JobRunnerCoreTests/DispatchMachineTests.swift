@@ -15,12 +15,13 @@ struct Drive {
 
     init(_ jobs: [JobDefinition], at start: String = "2026-01-01T10:30:00Z", maxConcurrentRuns: Int = 64, pools: [String: Int] = [:],
          shutdownGrace: Duration = .seconds(30), memories: [String: JobMemory] = [:], node: String? = nil,
-         clusterWidePools: Set<String> = []) {
+         clusterWidePools: Set<String> = [], clusterStart: String? = nil) {
         now = Timestamp(rfc3339: start)!
         var daemon = DaemonSettings(timeZone: .utc, maxConcurrentRuns: maxConcurrentRuns, shutdownGrace: shutdownGrace, pools: pools)
         daemon.clusterWidePools = clusterWidePools
         machine = DispatchMachine(configuration: Configuration(path: "t.yaml", daemon: daemon, jobs: jobs), now: now, uptime: uptime,
-                                  memories: memories, node: node, clusterStart: node == nil ? nil : now)
+                                  memories: memories, node: node,
+                                  clusterStart: node == nil ? nil : clusterStart.flatMap { Timestamp(rfc3339: $0) } ?? now)
         actions = machine.take()
         actions += machine.start(now: now, uptime: uptime)
     }
@@ -409,6 +410,58 @@ struct Drive {
         #expect(Drive.stops(actions) == [first.id])
         #expect(Drive.ended(actions).map(\.outcome) == [.interrupted])
         #expect(Drive.ended(actions).first?.statusText == "cluster lease lost")
+    }
+
+    static func released(_ actions: [DispatchAction]) -> [ClaimRequest] {
+        actions.flatMap { action -> [ClaimRequest] in
+            if case .releaseClaims(let claims) = action { return claims }
+            return []
+        }
+    }
+
+    @Test func aClusterStartupFireIsRecordedUnderTheKeyItIsClaimedWith() throws {
+        var job = try Self.minutely("boot")
+        job.runOnStart = true
+        // This node joins a cluster that started an hour ago.
+        var drive = Drive([job], node: "n1", clusterStart: "2026-01-01T09:30:00Z")
+        drive.advance(by: .milliseconds(5))
+        let batch = try #require(Drive.claims(drive.actions).first)
+        let won = drive.send(.claimed(batch, [.won(busyOn: nil)]))
+        let record = try #require(Drive.fired(won).first)
+        #expect(record.trigger == .startup)
+        #expect(batch.first?.occurrence == Timestamp(rfc3339: "2026-01-01T09:30:00Z"))
+        #expect(batch.first?.occurrence == record.scheduledTime, "claimed under \(batch), recorded at \(record.scheduledTime)")
+    }
+
+    @Test func aDrainingNodeGivesBackWhatItClaimedAndWillNotRun() throws {
+        // One run at a time: the second occurrence won waits for a slot.
+        var drive = Drive([try Self.minutely("a"), try Self.minutely("b"), try Self.minutely("c")], maxConcurrentRuns: 1, node: "n1")
+        let batch = try #require(Drive.claims(drive.advance(to: "2026-01-01T10:31:00Z")).first)
+        let answered = drive.send(.claimed(Array(batch.prefix(2)), [.won(busyOn: nil), .won(busyOn: nil)]))
+        #expect(Drive.starts(answered).count == 1)
+        let drained = drive.record(drive.machine.drain(now: drive.now))
+        let waiting = batch[1]
+        #expect(Self.released(drained) == [waiting], "the fire waiting for a slot goes back: \(drained)")
+        // c's claim is answered after the drain began: won, and given back at once.
+        let late = drive.send(.claimed([batch[2]], [.won(busyOn: nil)]))
+        #expect(Drive.starts(late).isEmpty)
+        #expect(Self.released(late) == [batch[2]])
+        // Handed a dead node's unstarted fire while draining: back too.
+        let orphan = OrphanedRun(id: RunID(rawValue: "o1"), job: "a", node: "dead", trigger: .schedule, scheduledTime: drive.now,
+                                 attempt: 1, fireID: RunID(rawValue: "o1"), started: false)
+        let (taken, handed) = drive.machine.takeOver([orphan], now: drive.now, uptime: drive.uptime)
+        #expect(taken == 0 && Self.released(handed) == [ClaimRequest(job: "a", occurrence: drive.now)])
+    }
+
+    @Test func standingDownGivesBackClaimsNeverDispatched() throws {
+        var drive = Drive([try Self.minutely("a"), try Self.minutely("b")], maxConcurrentRuns: 1, node: "n1")
+        let batch = try #require(Drive.claims(drive.advance(to: "2026-01-01T10:31:00Z")).first)
+        let answered = drive.send(.claimed(batch, [.won(busyOn: nil), .won(busyOn: nil)]))
+        let started = try #require(Drive.starts(answered).first)
+        let actions = drive.record(drive.machine.standDown(reason: "cluster lease lost", now: drive.now))
+        #expect(Drive.stops(actions) == [started.id])
+        // The running one stays this node's (interrupted when it ends); the waiting one goes back.
+        #expect(Self.released(actions).map(\.job) == batch.map(\.job).filter { $0 != started.job.name })
     }
 
     @Test func takingOverRunsUnstartedFiresAndRetriesStartedOnes() throws {

@@ -95,6 +95,21 @@ import Testing
             if case .fired(let record, _) = event { record.job == "mine" } else { true }
         })
     }
+
+    @Test func aRunRefusedByTheClusterIsNotStartedAndItsClaimGoesBack() async throws {
+        let cluster = FakeCluster()
+        cluster.answerDispatch(.refused("this node's cluster lease ran out"))
+        let rig = Rig([try job("mine", shell: "true", schedule: "* * * * *")], cluster: cluster)
+        rig.clock.advance(to: Timestamp(rfc3339: "2026-01-01T10:31:00Z")!)
+        try await poll("the fire") { !rig.journal.fired.isEmpty }
+        let id = rig.journal.fired[0]
+        let record = await rig.registry.waitForEnd(id)
+        #expect(record?.outcome == .interrupted)
+        #expect(cluster.dispatched == [id])
+        #expect(cluster.releasedClaims == [ClaimRequest(job: "mine", occurrence: Timestamp(rfc3339: "2026-01-01T10:31:00Z")!)])
+        await rig.stop()
+        #expect(rig.executor.started.all.isEmpty, "a refused run never reaches the executor")
+    }
 }
 
 /// Run ids collected from several tasks.

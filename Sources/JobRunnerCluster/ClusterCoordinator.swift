@@ -125,6 +125,10 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     /// another machine or process.
     public func join() async throws {
         let (incarnation, start) = try await database.client.withTransaction(logger: logger) { connection -> (Int64, Int64) in
+            // A node frozen inside this transaction would hold the lock from every other joining
+            // node: the server ends such a session after half a lease.
+            let idle = "\(max(1000, lease.wholeMicroseconds / 2000))ms"
+            try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL idle_in_transaction_session_timeout = '\(idle)'"), logger: logger)
             try await connection.query("SELECT pg_advisory_xact_lock(hashtext('jobrunner.join'))", logger: logger)
             let holders = try await connection.query("""
                 SELECT machine_id, pid, extract(epoch FROM now() - heartbeat_at)::float8 FROM jobrunner.nodes
@@ -358,29 +362,72 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        let incarnation = self.incarnation
-        do {
-            var recorded = false
-            for try await _ in try await database.client.query("""
-                UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
-                WHERE id = \(run.rawValue) AND node = \(nodeName) AND ended_at IS NULL
-                  AND EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
-                RETURNING 1
-                """, logger: logger).decode(Int32.self)
-            {
-                recorded = true
-            }
+        let reason: String
+        switch await recordDispatch(run) {
+        case .recorded:
             // The lease may have run out while the statement was out.
-            guard recorded, leaseHolds else {
-                let reason = recorded ? "this node's cluster lease ran out" : "the cluster database does not hold this run for this node (its fire is not recorded, or this node was declared dead)"
-                logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
-                return .refused(reason)
+            guard !leaseHolds else { return .allowed }
+            reason = "this node's cluster lease ran out"
+        case .notHeld:
+            reason = "the cluster database does not hold this run for this node (its fire is not recorded, or this node was declared dead)"
+        case .failed(let error):
+            reason = "the cluster database is unreachable: \(error)"
+        }
+        logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
+        return .refused(reason)
+    }
+
+    enum DispatchRecord: Sendable {
+        case recorded, notHeld, failed(String)
+    }
+
+    private struct DispatchBatch: ~Copyable {
+        var waiting: [(RunID, CheckedContinuation<DispatchRecord, Never>)] = []
+        var inFlight = false
+    }
+
+    private let dispatchBatch = Mutex(DispatchBatch())
+
+    /// Marks a run dispatched. Starts asked for while a statement is out go together in the
+    /// next one (group commit): a burst costs a few round trips, not one per run.
+    private func recordDispatch(_ run: RunID) async -> DispatchRecord {
+        await withCheckedContinuation { continuation in
+            let lead = dispatchBatch.withLock { batch -> Bool in
+                batch.waiting.append((run, continuation))
+                guard !batch.inFlight else { return false }
+                batch.inFlight = true
+                return true
             }
-            return .allowed
-        } catch {
-            let reason = "the cluster database is unreachable: \(ClusterDatabase.describe(error))"
-            logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
-            return .refused(reason)
+            if lead { Task { await self.flushDispatches() } }
+        }
+    }
+
+    private func flushDispatches() async {
+        while true {
+            let batch = dispatchBatch.withLock { batch -> [(RunID, CheckedContinuation<DispatchRecord, Never>)] in
+                let taken = batch.waiting
+                batch.waiting = []
+                if taken.isEmpty { batch.inFlight = false }
+                return taken
+            }
+            guard !batch.isEmpty else { return }
+            let incarnation = self.incarnation
+            do {
+                var recorded = Set<String>()
+                for try await id in try await database.client.query("""
+                    UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
+                    WHERE id = ANY(\(batch.map(\.0.rawValue))::text[]) AND node = \(nodeName) AND ended_at IS NULL
+                      AND EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
+                    RETURNING id
+                    """, logger: logger).decode(String.self)
+                {
+                    recorded.insert(id)
+                }
+                for (run, continuation) in batch { continuation.resume(returning: recorded.contains(run.rawValue) ? .recorded : .notHeld) }
+            } catch {
+                let reason = ClusterDatabase.describe(error)
+                for (_, continuation) in batch { continuation.resume(returning: .failed(reason)) }
+            }
         }
     }
 
@@ -621,8 +668,10 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         do {
             let now = WallClock.now().microseconds
             let orphans = try await database.client.withTransaction(logger: logger) { connection -> [OrphanedRun] in
-                // One at a time with joins: a node restarting under its name settles its own work.
-                try await connection.query("SELECT pg_advisory_xact_lock(hashtext('jobrunner.join'))", logger: logger)
+                // No lock shared with other nodes here (a node frozen inside a transaction would
+                // hold it): a restart's join and this sweep meet on the node's row, whose lock
+                // orders them — a node that rejoined is no longer silent, one declared dead first
+                // finds its work taken.
                 var dead: [String] = []
                 for try await name in try await connection.query("""
                     UPDATE jobrunner.nodes SET state = 'dead'

@@ -49,12 +49,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         var inherited: [OrphanedRun] = []
         /// Commands read so far: the highest id, and the recent ids (ids may commit out of order).
         var lastCommand: Int64 = 0
-        /// Commands up to this id were written before this incarnation joined: never carried out.
-        var commandFloor: Int64 = 0
         var seenCommands: Set<Int64> = []
         var polling = false
         var pollAgain = false
-        var sweeping = false
     }
 
     public let nodeName: String
@@ -200,7 +197,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             state.withLock { state in
                 state.inherited += inherited
                 state.lastCommand = max(state.lastCommand, lastCommand)
-                state.commandFloor = max(state.commandFloor, lastCommand)
             }
             return (incarnation, start)
         }
@@ -366,24 +362,16 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        var reason: String
-        while true {
-            switch await recordDispatch(run) {
-            case .recorded:
-                // The lease may have run out while the statement was out.
-                guard !leaseHolds else { return .allowed }
-                reason = "this node's cluster lease ran out"
-            case .notHeld:
-                reason = "the cluster database does not hold this run for this node (its fire is not recorded, its occurrence is claimed by another node, or this node was declared dead)"
-            case .failed(let error):
-                // The statement is idempotent: asked again while the lease holds.
-                reason = "the cluster database is unreachable: \(error)"
-                if leaseHolds {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    continue
-                }
-            }
-            break
+        let reason: String
+        switch await recordDispatch(run) {
+        case .recorded:
+            // The lease may have run out while the statement was out.
+            guard !leaseHolds else { return .allowed }
+            reason = "this node's cluster lease ran out"
+        case .notHeld:
+            reason = "the cluster database does not hold this run for this node (its fire is not recorded, or this node was declared dead)"
+        case .failed(let error):
+            reason = "the cluster database is unreachable: \(error)"
         }
         logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
         return .refused(reason)
@@ -396,10 +384,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     private struct DispatchBatch: ~Copyable {
         var waiting: [(RunID, CheckedContinuation<DispatchRecord, Never>)] = []
         var inFlight = false
-        /// When the statement out was sent: one that has not come back within half a lease
-        /// (a connection the server dropped while this node was frozen) no longer holds the
-        /// others back.
-        var since = ContinuousClock.now
     }
 
     private let dispatchBatch = Mutex(DispatchBatch())
@@ -410,9 +394,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         await withCheckedContinuation { continuation in
             let lead = dispatchBatch.withLock { batch -> Bool in
                 batch.waiting.append((run, continuation))
-                guard !batch.inFlight || ContinuousClock.now - batch.since > lease / 2 else { return false }
+                guard !batch.inFlight else { return false }
                 batch.inFlight = true
-                batch.since = .now
                 return true
             }
             if lead { Task { await self.flushDispatches() } }
@@ -424,7 +407,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             let batch = dispatchBatch.withLock { batch -> [(RunID, CheckedContinuation<DispatchRecord, Never>)] in
                 let taken = batch.waiting
                 batch.waiting = []
-                if taken.isEmpty { batch.inFlight = false } else { batch.since = .now }
+                if taken.isEmpty { batch.inFlight = false }
                 return taken
             }
             guard !batch.isEmpty else { return }
@@ -435,10 +418,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
                     WHERE id = ANY(\(batch.map(\.0.rawValue))::text[]) AND node = \(nodeName) AND ended_at IS NULL
                       AND EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
-                      -- A first attempt of a claimed occurrence starts only where its claim is.
-                      AND (trigger = 'manual' OR attempt > 1 OR EXISTS (
-                          SELECT 1 FROM jobrunner.occurrences o WHERE o.job = runs.job AND o.occurrence = runs.scheduled_at
-                            AND o.node = \(nodeName)))
                     RETURNING id
                     """, logger: logger).decode(String.self)
                 {
@@ -520,7 +499,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 }
                 for (id, fields) in commands {
                     let fresh = state.withLock { state -> Bool in
-                        guard id > state.commandFloor, state.seenCommands.insert(id).inserted, id > state.lastCommand - 64 else { return false }
+                        guard state.seenCommands.insert(id).inserted, id > state.lastCommand - 64 else { return false }
                         state.lastCommand = max(state.lastCommand, id)
                         if state.seenCommands.count > 4096 {
                             let floor = state.lastCommand - 64
@@ -616,8 +595,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             return
         }
         let running = await scheduler?.liveRunCount ?? 0
-        // The lease runs from when the heartbeat was sent, not from when its answer came back.
-        let sent = ContinuousClock.now
         do {
             let renewed = try await database.within(lease / 2, "heartbeat") { [database, nodeName, logger] in
                 var found = false
@@ -634,7 +611,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 await loseLease("another node declared this node dead (it was silent for longer than its lease)")
                 return
             }
-            state.withLock { $0.lastBeat = max($0.lastBeat, sent) }
             try? await refreshLiveNodes()
             await pollCommands()
             let inherited = state.withLock { state -> [OrphanedRun] in
@@ -645,12 +621,12 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 logger.warning("settling what this node's previous incarnation left unfinished", metadata: ["runs": "\(inherited.count)"])
                 _ = await scheduler.takeOver(inherited)
             }
-            let engineRunning = await scheduler?.isRunning ?? false
-            let canSweep = engineRunning && state.withLock { state -> Bool in
+            let canSweep = state.withLock { state -> Bool in
+                state.lastBeat = .now
                 if state.connectedSince == nil { state.connectedSince = .now }
                 return ContinuousClock.now - state.connectedSince! >= lease
             }
-            if canSweep { startSweep() }
+            if canSweep { await sweep() }
         } catch {
             let (silentFor, wasConnected) = state.withLock { state -> (Duration, Bool) in
                 defer { state.connectedSince = nil }
@@ -668,12 +644,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     /// Stops everything this node holds (others take it over) and rejoins as a new incarnation.
     private func loseLease(_ reason: String) async {
         let wasMember = state.withLock { state -> Bool in
-            defer {
-                state.member = false
-                // A survivor settles what was inherited and not yet settled, once it declares
-                // this incarnation dead.
-                state.inherited = []
-            }
+            defer { state.member = false }
             return state.member
         }
         if wasMember {
@@ -688,22 +659,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             try await database.within(lease, "rejoining the cluster") { try await self.join() }
         } catch {
             logger.error("cannot rejoin the cluster yet", metadata: ["error": "\(ClusterDatabase.describe(error))"])
-        }
-    }
-
-    /// Runs a sweep beside the heartbeats, one at a time: a sweep waiting on the database (a
-    /// frozen node's locks, a connection the server dropped) never holds back this node's own
-    /// heartbeat, and so its lease.
-    private func startSweep() {
-        let start = state.withLock { state -> Bool in
-            guard !state.sweeping else { return false }
-            state.sweeping = true
-            return true
-        }
-        guard start else { return }
-        Task {
-            await self.sweep()
-            self.state.withLock { $0.sweeping = false }
         }
     }
 
@@ -791,26 +746,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                                            trigger: RunTrigger(rawValue: row.3) ?? .schedule,
                                            scheduledTime: Timestamp(microseconds: row.4), attempt: Int(row.5),
                                            fireID: RunID(rawValue: row.6), started: row.7))
-            }
-            // A first attempt that never started runs again only where its claim moves to (or
-            // stays with) the taker: a claim given back or moved meanwhile belongs to another node.
-            let refire = orphans.filter { !$0.started && $0.attempt == 1 && $0.trigger != .manual }
-            if !refire.isEmpty {
-                var moved = Set<String>()
-                for try await (job, occurrence) in try await connection.query("""
-                    UPDATE jobrunner.occurrences o SET node = \(taker)
-                    FROM unnest(\(refire.map(\.job))::text[], \(refire.map(\.scheduledTime.microseconds))::int8[], \(refire.map(\.node))::text[])
-                        AS t(job, occurrence, node)
-                    WHERE o.job = t.job AND o.occurrence = t.occurrence AND o.node = t.node
-                    RETURNING o.job, o.occurrence
-                    """, logger: logger).decode((String, Int64).self)
-                {
-                    moved.insert("\(job)|\(occurrence)")
-                }
-                orphans.removeAll { orphan in
-                    !orphan.started && orphan.attempt == 1 && orphan.trigger != .manual
-                        && !moved.contains("\(orphan.job)|\(orphan.scheduledTime.microseconds)")
-                }
             }
         }
         guard !claimsOf.isEmpty else { return orphans }

@@ -1,6 +1,5 @@
 import JobRunnerHistory
 import JobRunnerConfig
-import JobRunnerSchedule
 import Logging
 import NIOCore
 import PostgresNIO
@@ -18,10 +17,7 @@ public final class ClusterDatabase: Service {
     public let url: PostgresURL
     let logger: Logger
 
-    /// `idleInTransaction`: how long the server keeps a session of this daemon that stopped
-    /// inside a transaction (a node frozen by SIGSTOP or a stalled VM holds its row locks until
-    /// then, and every other node waits on them).
-    public init(url: PostgresURL, idleInTransaction: Duration = .seconds(5), logger: Logger) {
+    public init(url: PostgresURL, logger: Logger) {
         self.url = url
         self.logger = logger
         var configuration: PostgresClient.Configuration
@@ -40,12 +36,6 @@ public final class ClusterDatabase: Service {
         configuration.options.maximumConnections = 8
         configuration.options.minimumConnections = 1
         configuration.options.keepAliveBehavior = .init(frequency: .seconds(10))
-        configuration.options.additionalStartupParameters = [
-            ("idle_in_transaction_session_timeout", "\(max(500, idleInTransaction.wholeMicroseconds / 1000))"),
-            // Functions resolve in the system catalog only: another role's objects in `public`
-            // cannot stand in for the ones the daemon calls.
-            ("search_path", "pg_catalog"),
-        ]
         var background = logger
         background.logLevel = .critical
         client = PostgresClient(configuration: configuration, backgroundLogger: background)

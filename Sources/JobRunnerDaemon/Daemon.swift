@@ -136,9 +136,7 @@ public enum Daemon {
             return DaemonExitCode.failure
         }
         // The cluster's connection pool runs beside the daemon as a child task, for its whole life.
-        let database = configuration.daemon.cluster.map {
-            ClusterDatabase(url: $0.database, idleInTransaction: $0.idleInTransactionLimit, logger: logger)
-        }
+        let database = configuration.daemon.cluster.map { ClusterDatabase(url: $0.database, logger: logger) }
         return await ClusterDatabase.serving(database) {
             await serve(options, configuration: configuration, database: database, listener: listener, activated: activated,
                         machineID: machineID, notifier: notifier, clock: clock, startedAt: startedAt, startedUptime: startedUptime,

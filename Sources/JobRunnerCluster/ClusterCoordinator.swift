@@ -357,7 +357,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     ? "this node's cluster lease ran out by its own clock (last heartbeat \(DurationText.format(silent)) ago, lease \(DurationText.format(lease)))"
                     : "this node is not a live cluster member"
                 logger.warning("run not started", metadata: ["run_id": "\(run)", "reason": "\(reason)"])
-                if member { Task { await self.loseLease(reason) } }
+                if member { await loseLease(reason) }
                 return .refused(reason)
             }
             try? await Task.sleep(for: .milliseconds(20))
@@ -382,52 +382,69 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     }
 
     private struct DispatchBatch: ~Copyable {
-        var waiting: [(RunID, CheckedContinuation<DispatchRecord, Never>)] = []
+        /// Runs waiting for the statement after the one out; the first is resumed with nil to
+        /// send it (the leader), the others get their answer.
+        var waiting: [(RunID, CheckedContinuation<DispatchRecord?, Never>)] = []
         var inFlight = false
     }
 
     private let dispatchBatch = Mutex(DispatchBatch())
 
     /// Marks a run dispatched. Starts asked for while a statement is out go together in the
-    /// next one (group commit): a burst costs a few round trips, not one per run.
+    /// next one (group commit): a burst costs a few round trips, not one per run. The caller
+    /// that finds no statement out sends one itself, for itself and whoever waits; when it
+    /// returns, the next waiter (if any) sends the next.
     private func recordDispatch(_ run: RunID) async -> DispatchRecord {
-        await withCheckedContinuation { continuation in
-            let lead = dispatchBatch.withLock { batch -> Bool in
+        let answer: DispatchRecord? = await withCheckedContinuation { continuation in
+            let follow = dispatchBatch.withLock { batch -> Bool in
+                guard batch.inFlight else {
+                    batch.inFlight = true
+                    return false
+                }
                 batch.waiting.append((run, continuation))
-                guard !batch.inFlight else { return false }
-                batch.inFlight = true
                 return true
             }
-            if lead { Task { await self.flushDispatches() } }
+            if !follow { continuation.resume(returning: nil) }
         }
+        if let answer { return answer }
+        // Leading: this run and everyone waiting now.
+        let others = dispatchBatch.withLock { batch -> [(RunID, CheckedContinuation<DispatchRecord?, Never>)] in
+            defer { batch.waiting = [] }
+            return batch.waiting
+        }
+        let results = await markDispatched([run] + others.map(\.0))
+        for (other, continuation) in others { continuation.resume(returning: results(other)) }
+        // Hand the next statement to the first run that came meanwhile.
+        let next = dispatchBatch.withLock { batch -> CheckedContinuation<DispatchRecord?, Never>? in
+            guard !batch.waiting.isEmpty else {
+                batch.inFlight = false
+                return nil
+            }
+            return batch.waiting.removeFirst().1
+        }
+        next?.resume(returning: nil)
+        return results(run)
     }
 
-    private func flushDispatches() async {
-        while true {
-            let batch = dispatchBatch.withLock { batch -> [(RunID, CheckedContinuation<DispatchRecord, Never>)] in
-                let taken = batch.waiting
-                batch.waiting = []
-                if taken.isEmpty { batch.inFlight = false }
-                return taken
+    /// One statement marking `runs` dispatched; the answer for each.
+    private func markDispatched(_ runs: [RunID]) async -> @Sendable (RunID) -> DispatchRecord {
+        let incarnation = self.incarnation
+        do {
+            var recorded = Set<String>()
+            for try await id in try await database.client.query("""
+                UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
+                WHERE id = ANY(\(runs.map(\.rawValue))::text[]) AND node = \(nodeName) AND ended_at IS NULL
+                  AND EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
+                RETURNING id
+                """, logger: logger).decode(String.self)
+            {
+                recorded.insert(id)
             }
-            guard !batch.isEmpty else { return }
-            let incarnation = self.incarnation
-            do {
-                var recorded = Set<String>()
-                for try await id in try await database.client.query("""
-                    UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
-                    WHERE id = ANY(\(batch.map(\.0.rawValue))::text[]) AND node = \(nodeName) AND ended_at IS NULL
-                      AND EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
-                    RETURNING id
-                    """, logger: logger).decode(String.self)
-                {
-                    recorded.insert(id)
-                }
-                for (run, continuation) in batch { continuation.resume(returning: recorded.contains(run.rawValue) ? .recorded : .notHeld) }
-            } catch {
-                let reason = ClusterDatabase.describe(error)
-                for (_, continuation) in batch { continuation.resume(returning: .failed(reason)) }
-            }
+            let held = recorded
+            return { held.contains($0.rawValue) ? .recorded : .notHeld }
+        } catch {
+            let reason = ClusterDatabase.describe(error)
+            return { _ in .failed(reason) }
         }
     }
 

@@ -146,6 +146,26 @@ public enum ProcessTable {
         return result
     }
 
+    /// What a `socket:[inode]` descriptor is, from `/proc/net/unix` (type, state, name, and the
+    /// peer's inode when the kernel says), for a failure message; nil when it is not a unix socket.
+    public static func unixSocket(_ link: String) -> String? {
+        guard link.hasPrefix("socket:["), link.hasSuffix("]"),
+              let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8)
+        else { return nil }
+        let inode = link.dropFirst("socket:[".count).dropLast()
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 7, fields[6] == inode else { continue }
+            let type = ["0001": "stream", "0002": "dgram", "0005": "seqpacket"][String(fields[4])] ?? String(fields[4])
+            let state = ["01": "unconnected", "02": "connecting", "03": "connected", "04": "disconnecting"][String(fields[5])] ?? String(fields[5])
+            let flags = fields[3] == "00010000" ? " listening" : ""
+            let name = fields.count > 7 ? " " + fields[7...].joined(separator: " ") : ""
+            return "unix \(type) \(state)\(flags)\(name)"
+        }
+        return nil
+    }
+
     /// A process's resident memory (`VmRSS`) in bytes.
     public static func residentBytes(of pid: Int32) -> Int? {
         statusField("VmRSS", of: pid)

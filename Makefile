@@ -126,6 +126,7 @@ torture-smoke: build
 # libFuzzer targets for every parser of outside input (Tests/Fuzz/fuzz.py), built with the
 # address sanitizer and coverage into a build directory of their own. FUZZ_SECONDS per target;
 # FUZZ_ARGS="--only config,cron" picks targets. Fails on any crash, leak report or timeout.
+# Then the control API of a running daemon, over its socket (Tests/Fuzz/control_fuzz.py).
 FUZZ_SECONDS ?= 60
 FUZZ_SCRATCH := .build-fuzz
 FUZZ_RUNTIME = $$(ls $$(dirname $$(realpath $$(command -v swiftc)))/../lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a | head -1)
@@ -134,12 +135,14 @@ fuzz-build: deps
 		-Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table \
 		-Xlinker $(FUZZ_RUNTIME) -Xlinker --undefined=LLVMFuzzerRunDriver -Xlinker -lstdc++ 2>&1 | grep -v "Cannot export local symbol"; exit $${PIPESTATUS[0]}
 
-fuzz: fuzz-build
+fuzz: fuzz-build build
 	$(PYTHON) Tests/Fuzz/fuzz.py --bin $$($(SWIFT) build --scratch-path $(FUZZ_SCRATCH) --show-bin-path)/jobrunner-fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+	$(PYTHON) Tests/Fuzz/control_fuzz.py --daemon $$($(SWIFT) build --show-bin-path)/jobrunnerd --seconds $(FUZZ_SECONDS)
 
 # Every target for a few seconds (part of make test).
-fuzz-smoke: fuzz-build
+fuzz-smoke: fuzz-build build
 	$(PYTHON) Tests/Fuzz/fuzz.py --bin $$($(SWIFT) build --scratch-path $(FUZZ_SCRATCH) --show-bin-path)/jobrunner-fuzz --seconds 5 --work $(FUZZ_SCRATCH)/smoke
+	$(PYTHON) Tests/Fuzz/control_fuzz.py --daemon $$($(SWIFT) build --show-bin-path)/jobrunnerd --seconds 10
 
 install: $(if $(filter debug,$(CONFIGURATION)),build,release)
 	@bin=$$($(SWIFT) build -c $(CONFIGURATION) $(if $(filter release,$(CONFIGURATION)),--static-swift-stdlib) --show-bin-path); set -e; \

@@ -49,6 +49,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         var inherited: [OrphanedRun] = []
         /// Commands read so far: the highest id, and the recent ids (ids may commit out of order).
         var lastCommand: Int64 = 0
+        /// Commands up to this id were written before this incarnation joined: never carried out
+        /// (a restarted node would otherwise replay the last ones it read before).
+        var commandFloor: Int64 = 0
         var seenCommands: Set<Int64> = []
         var polling = false
         var pollAgain = false
@@ -196,6 +199,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             }
             state.withLock { state in
                 state.inherited += inherited
+                // At this process's first join: what was written before it started is not for it.
+                if state.lastCommand == 0 { state.commandFloor = lastCommand }
                 state.lastCommand = max(state.lastCommand, lastCommand)
             }
             return (incarnation, start)
@@ -369,7 +374,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             guard !leaseHolds else { return .allowed }
             reason = "this node's cluster lease ran out"
         case .notHeld:
-            reason = "the cluster database does not hold this run for this node (its fire is not recorded, or this node was declared dead)"
+            reason = "the cluster database does not hold this run for this node (its fire is not recorded, its occurrence is claimed by another node, or this node was declared dead)"
         case .failed(let error):
             reason = "the cluster database is unreachable: \(error)"
         }
@@ -435,6 +440,12 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
                 WHERE id = ANY(\(runs.map(\.rawValue))::text[]) AND node = \(nodeName) AND ended_at IS NULL
                   AND EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
+                  -- A first attempt of a claimed occurrence starts only where its claim is now
+                  -- (a survivor that took the claim over, or a node the claim was given back to,
+                  -- runs it instead).
+                  AND NOT EXISTS (SELECT 1 FROM jobrunner.occurrences o
+                                  WHERE o.job = runs.job AND o.occurrence = runs.scheduled_at AND o.node <> \(nodeName)
+                                    AND runs.attempt = 1 AND runs.trigger <> 'manual')
                 RETURNING id
                 """, logger: logger).decode(String.self)
             {
@@ -516,7 +527,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 }
                 for (id, fields) in commands {
                     let fresh = state.withLock { state -> Bool in
-                        guard state.seenCommands.insert(id).inserted, id > state.lastCommand - 64 else { return false }
+                        guard id > state.commandFloor, state.seenCommands.insert(id).inserted, id > state.lastCommand - 64 else { return false }
                         state.lastCommand = max(state.lastCommand, id)
                         if state.seenCommands.count > 4096 {
                             let floor = state.lastCommand - 64
@@ -638,12 +649,14 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 logger.warning("settling what this node's previous incarnation left unfinished", metadata: ["runs": "\(inherited.count)"])
                 _ = await scheduler.takeOver(inherited)
             }
+            // A draining node takes nothing over (what it would take, it would only give back).
+            let engineRunning = await scheduler?.isRunning ?? false
             let canSweep = state.withLock { state -> Bool in
                 state.lastBeat = .now
                 if state.connectedSince == nil { state.connectedSince = .now }
                 return ContinuousClock.now - state.connectedSince! >= lease
             }
-            if canSweep { await sweep() }
+            if canSweep && engineRunning { await sweep() }
         } catch {
             let (silentFor, wasConnected) = state.withLock { state -> (Duration, Bool) in
                 defer { state.connectedSince = nil }
@@ -763,6 +776,27 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                                            trigger: RunTrigger(rawValue: row.3) ?? .schedule,
                                            scheduledTime: Timestamp(microseconds: row.4), attempt: Int(row.5),
                                            fireID: RunID(rawValue: row.6), started: row.7))
+            }
+            // A first attempt that never started runs again only where its claim moves to (or
+            // stays with) the taker: a claim given back or taken meanwhile belongs to another
+            // node, which runs it.
+            let refire = orphans.filter { !$0.started && $0.attempt == 1 && $0.trigger != .manual }
+            if !refire.isEmpty {
+                var moved = Set<String>()
+                for try await (job, occurrence) in try await connection.query("""
+                    UPDATE jobrunner.occurrences o SET node = \(taker)
+                    FROM unnest(\(refire.map(\.job))::text[], \(refire.map(\.scheduledTime.microseconds))::int8[], \(refire.map(\.node))::text[])
+                        AS t(job, occurrence, node)
+                    WHERE o.job = t.job AND o.occurrence = t.occurrence AND o.node = t.node
+                    RETURNING o.job, o.occurrence
+                    """, logger: logger).decode((String, Int64).self)
+                {
+                    moved.insert("\(job)|\(occurrence)")
+                }
+                orphans.removeAll { orphan in
+                    !orphan.started && orphan.attempt == 1 && orphan.trigger != .manual
+                        && !moved.contains("\(orphan.job)|\(orphan.scheduledTime.microseconds)")
+                }
             }
         }
         guard !claimsOf.isEmpty else { return orphans }

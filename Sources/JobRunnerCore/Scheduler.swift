@@ -389,6 +389,10 @@ public actor Scheduler: Service {
         _ = setPaused(name, isPaused, remote: true)
     }
 
+    /// Whether the engine takes new work (not starting, draining or stopped): a cluster node
+    /// that drains takes nothing over.
+    public var isRunning: Bool { machine.phase == .running }
+
     /// Whether a job is paused.
     public func isPaused(_ name: String) -> Bool {
         machine.isPaused(name)

@@ -264,16 +264,22 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                         ON CONFLICT DO NOTHING RETURNING job, occurrence)
                     SELECT i.position, EXISTS (SELECT 1 FROM me), c.job IS NOT NULL, o.node,
                         (SELECT r.node FROM jobrunner.runs r JOIN jobrunner.nodes n ON n.name = r.node AND n.state = 'alive'
-                         WHERE r.job = i.job AND r.ended_at IS NULL AND r.started_at IS NOT NULL AND r.node <> \(nodeName) LIMIT 1)
+                         WHERE r.job = i.job AND r.ended_at IS NULL AND r.started_at IS NOT NULL AND r.node <> \(nodeName) LIMIT 1),
+                        COALESCE(o.node = \(nodeName) AND o.claimed_at >= (
+                            SELECT started_at FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation)), false)
                     FROM input i
                     LEFT JOIN claimed c ON c.job = i.job AND c.occurrence = i.occurrence
                     LEFT JOIN jobrunner.occurrences o ON o.job = i.job AND o.occurrence = i.occurrence
                     """, logger: logger)
                 var results = Array(repeating: ClaimResult.lost(to: "another node"), count: requests.count)
-                for try await (position, alive, won, holder, busy) in rows.decode((Int64, Bool, Bool, String?, String?).self) {
+                for try await (position, alive, won, holder, busy, madeHere) in rows.decode((Int64, Bool, Bool, String?, String?, Bool).self) {
                     let index = Int(position) - 1
                     guard results.indices.contains(index) else { continue }
-                    results[index] = won ? .won(busyOn: busy) : !alive ? .notMember : .lost(to: holder ?? "another node")
+                    // Asked again after an error, the claim may be the one the lost answer was
+                    // about: made by this incarnation (since it joined), it is this fire's. One an
+                    // earlier incarnation made is settled as inherited, not here.
+                    let ours = attempt > 0 && madeHere
+                    results[index] = won || ours ? .won(busyOn: busy) : !alive ? .notMember : .lost(to: holder ?? "another node")
                 }
                 return count(results, since: started)
             } catch {
@@ -698,6 +704,13 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         do {
             let now = WallClock.now().microseconds
             let orphans = try await database.client.withTransaction(logger: logger) { connection -> [OrphanedRun] in
+                // A node frozen inside a transaction of its own (SIGSTOP, a stalled VM) holds its
+                // row locks until it runs again: this sweep gives up on them after a quarter of
+                // the lease, and is tried again at the next beat, rather than holding back this
+                // node's heartbeats.
+                try await connection.query("""
+                    SELECT set_config('lock_timeout', \("\(max(100, (lease / 4).wholeMicroseconds / 1000))ms"), true)
+                    """, logger: logger)
                 // No lock shared with other nodes here (a node frozen inside a transaction would
                 // hold it): a restart's join and this sweep meet on the node's row, whose lock
                 // orders them — a node that rejoined is no longer silent, one declared dead first

@@ -36,6 +36,9 @@ public final class ClusterDatabase: Service {
         configuration.options.maximumConnections = 8
         configuration.options.minimumConnections = 1
         configuration.options.keepAliveBehavior = .init(frequency: .seconds(10))
+        // Functions resolve in the system catalog only: another role's objects in `public`
+        // cannot stand in for the ones the daemon calls.
+        configuration.options.additionalStartupParameters = [("search_path", "pg_catalog")]
         var background = logger
         background.logLevel = .critical
         client = PostgresClient(configuration: configuration, backgroundLogger: background)

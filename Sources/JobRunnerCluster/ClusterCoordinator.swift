@@ -109,13 +109,16 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
 
     /// Reads which nodes are alive (their heartbeat within their lease).
     private func refreshLiveNodes() async throws {
-        var names: [String] = []
-        for try await name in try await database.client.query("""
-            SELECT name FROM jobrunner.nodes
-            WHERE state = 'alive' AND heartbeat_at >= now() - make_interval(secs => lease_ms / 1000.0) ORDER BY name
-            """, logger: logger).decode(String.self)
-        {
-            names.append(name)
+        let names = try await database.within(lease / 2, "reading the live nodes") { [database, logger] in
+            var names: [String] = []
+            for try await name in try await database.client.query("""
+                SELECT name FROM jobrunner.nodes
+                WHERE state = 'alive' AND heartbeat_at >= now() - make_interval(secs => lease_ms / 1000.0) ORDER BY name
+                """, logger: logger).decode(String.self)
+            {
+                names.append(name)
+            }
+            return names
         }
         state.withLock { $0.liveNames = names }
         Gauge(label: "jobrunner_cluster_nodes").record(names.count)
@@ -127,7 +130,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     /// generation when no other node is alive. Refuses a node name held by a live node on
     /// another machine or process.
     public func join() async throws {
-        let (incarnation, start) = try await database.client.withTransaction(logger: logger) { connection -> (Int64, Int64) in
+        let (incarnation, start) = try await database.transaction(within: lease, "joining the cluster") { [self] connection -> (Int64, Int64) in
             // A node frozen inside this transaction would hold the lock from every other joining
             // node: the server ends such a session after half a lease.
             let idle = "\(max(1000, lease.wholeMicroseconds / 2000))ms"
@@ -253,6 +256,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 // One statement: insert every claim this node can make (only while its own row
                 // says it is alive), then report per request who holds it, and whether another
                 // live node is running the job right now (for overlap: skip).
+                let isRetry = attempt > 0
+                let results = try await database.within(lease / 2, "claiming occurrences") { [self] in
                 let rows = try await database.client.query("""
                     WITH me AS (
                         SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive'),
@@ -278,8 +283,10 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     // Asked again after an error, the claim may be the one the lost answer was
                     // about: made by this incarnation (since it joined), it is this fire's. One an
                     // earlier incarnation made is settled as inherited, not here.
-                    let ours = attempt > 0 && madeHere
+                    let ours = isRetry && madeHere
                     results[index] = won || ours ? .won(busyOn: busy) : !alive ? .notMember : .lost(to: holder ?? "another node")
+                }
+                return results
                 }
                 return count(results, since: started)
             } catch {
@@ -304,7 +311,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     public func acquireSlot(pool: String, size: Int, run: RunID, since: Timestamp) async -> Bool {
         let incarnation = self.incarnation
         do {
-            return try await database.client.withTransaction(logger: logger) { connection -> Bool in
+            return try await database.transaction(within: lease / 2, "asking for a pool slot") { [self] connection -> Bool in
                 try await connection.query("""
                     INSERT INTO jobrunner.pool_waiters (run_id, pool, node, since) VALUES (\(run.rawValue), \(pool), \(nodeName), \(since.microseconds))
                     ON CONFLICT (run_id) DO NOTHING
@@ -441,6 +448,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     private func markDispatched(_ runs: [RunID]) async -> @Sendable (RunID) -> DispatchRecord {
         let incarnation = self.incarnation
         do {
+            let held = try await database.within(lease / 2, "marking runs dispatched") { [self] in
             var recorded = Set<String>()
             for try await id in try await database.client.query("""
                 UPDATE jobrunner.runs SET dispatched_at = \(WallClock.now().microseconds)
@@ -457,7 +465,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             {
                 recorded.insert(id)
             }
-            let held = recorded
+            return recorded
+            }
             return { held.contains($0.rawValue) ? .recorded : .notHeld }
         } catch {
             let reason = ClusterDatabase.describe(error)
@@ -504,7 +513,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
 
     /// Writes a command row and wakes the listeners (the notification carries nothing).
     func send(_ command: ClusterCommand) async throws {
-        try await database.client.withTransaction(logger: logger) { connection in
+        try await database.transaction(within: lease / 2, "sending a command") { [self] connection in
             try await connection.query("INSERT INTO jobrunner.commands (fields, sender) VALUES (\(command.fields), \(nodeName))", logger: logger)
             try await connection.query("SELECT pg_notify(\(Self.channel), '')", logger: logger)
         }
@@ -524,12 +533,15 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             let last = state.withLock { $0.lastCommand }
             do {
                 // Ids are taken in order but may commit out of order: look back a little.
-                var commands: [(Int64, [String])] = []
-                for try await row in try await database.client.query("""
-                    SELECT id, fields FROM jobrunner.commands WHERE id > \(last - 64) ORDER BY id LIMIT 1000
-                    """, logger: logger).decode((Int64, [String]).self)
-                {
-                    commands.append(row)
+                let commands = try await database.within(lease / 2, "reading commands") { [database, logger] in
+                    var commands: [(Int64, [String])] = []
+                    for try await row in try await database.client.query("""
+                        SELECT id, fields FROM jobrunner.commands WHERE id > \(last - 64) ORDER BY id LIMIT 1000
+                        """, logger: logger).decode((Int64, [String]).self)
+                    {
+                        commands.append(row)
+                    }
+                    return commands
                 }
                 for (id, fields) in commands {
                     let fresh = state.withLock { state -> Bool in
@@ -703,7 +715,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     private func sweep() async {
         do {
             let now = WallClock.now().microseconds
-            let orphans = try await database.client.withTransaction(logger: logger) { connection -> [OrphanedRun] in
+            let orphans = try await database.transaction(within: lease / 2, "sweeping") { [self] connection -> [OrphanedRun] in
                 // A node frozen inside a transaction of its own (SIGSTOP, a stalled VM) holds its
                 // row locks until it runs again: this sweep gives up on them after a quarter of
                 // the lease, and is tried again at the next beat, rather than holding back this

@@ -1,9 +1,11 @@
 import JobRunnerHistory
 import JobRunnerConfig
+import JobRunnerSchedule
 import Logging
 import NIOCore
 import PostgresNIO
 import ServiceLifecycle
+import Synchronization
 
 /// The cluster's PostgreSQL: a connection pool (a `Service` to run in the daemon's group), the
 /// schema it migrates at start, and short messages for its errors.
@@ -17,7 +19,10 @@ public final class ClusterDatabase: Service {
     public let url: PostgresURL
     let logger: Logger
 
-    public init(url: PostgresURL, logger: Logger) {
+    /// `idleInTransaction`: how long the server keeps a session of this daemon that stopped
+    /// inside a transaction (a node frozen by SIGSTOP or a stalled VM holds its row locks until
+    /// then, and the others wait on them: the `jobs` rows every node's history writes touch).
+    public init(url: PostgresURL, idleInTransaction: Duration = .seconds(5), logger: Logger) {
         self.url = url
         self.logger = logger
         var configuration: PostgresClient.Configuration
@@ -38,7 +43,10 @@ public final class ClusterDatabase: Service {
         configuration.options.keepAliveBehavior = .init(frequency: .seconds(10))
         // Functions resolve in the system catalog only: another role's objects in `public`
         // cannot stand in for the ones the daemon calls.
-        configuration.options.additionalStartupParameters = [("search_path", "pg_catalog")]
+        configuration.options.additionalStartupParameters = [
+            ("idle_in_transaction_session_timeout", "\(max(500, idleInTransaction.wholeMicroseconds / 1000))"),
+            ("search_path", "pg_catalog"),
+        ]
         var background = logger
         background.logLevel = .critical
         client = PostgresClient(configuration: configuration, backgroundLogger: background)
@@ -60,17 +68,48 @@ public final class ClusterDatabase: Service {
         }
     }
 
-    /// Runs `body` and fails with `ClusterError.timedOut` after `limit` (a pool waiting for an
-    /// unreachable server would otherwise wait on).
+    /// Runs `body` and fails with a `ClusterError` after `limit`, whether or not `body` has
+    /// returned by then: a pool waiting for an unreachable server would otherwise wait on, and
+    /// postgres-nio (1.33) can leave a statement unanswered for good when the server ended its
+    /// session under it (seen when a node frozen inside a transaction was let go on, and when
+    /// an operator ends a session with pg_terminate_backend). `body` runs in a task of its own,
+    /// cancelled when given up on; what it holds it keeps until it returns, if ever.
     public func within<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
+        let url = self.url
+        return try await withCheckedThrowingContinuation { continuation in
+            let answer = FirstAnswer(continuation)
+            let timer = Task {
                 try await Task.sleep(for: limit)
-                throw ClusterError("\(what): no answer from \(self.url) within \(limit.components.seconds)s")
+                answer.resume(with: .failure(ClusterError("\(what): no answer from \(url) within \(DurationText.format(limit))")))
             }
-            defer { group.cancelAll() }
-            return try await group.next()!
+            Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                timer.cancel()
+                answer.resume(with: result)
+            }
+        }
+    }
+
+    /// A transaction given up on after `limit` (see ``within(_:_:_:)``); its connection is then
+    /// closed, so that the pool opens another and the server rolls the transaction back.
+    public func transaction<T: Sendable>(within limit: Duration, _ what: String,
+                                         _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        // The connection while the transaction is out (nil before and after).
+        let out = Shared<PostgresConnection?>(nil)
+        do {
+            return try await within(limit, what) { [client, logger] in
+                defer { out.set(nil) }
+                return try await client.withTransaction(logger: logger) { connection in
+                    out.set(connection)
+                    return try await body(connection)
+                }
+            }
+        } catch {
+            if let connection = out.value, !connection.isClosed {
+                connection.close().whenComplete { _ in }
+            }
+            throw error
         }
     }
 
@@ -184,6 +223,27 @@ public final class ClusterDatabase: Service {
 }
 
 /// A cluster failure with a message for the operator.
+/// A value shared between tasks.
+private final class Shared<Value: Sendable>: Sendable {
+    private let storage: Mutex<Value>
+    init(_ value: Value) { storage = Mutex(value) }
+    var value: Value { storage.withLock { $0 } }
+    func set(_ value: Value) { storage.withLock { $0 = value } }
+}
+
+/// A continuation resumed by whichever answer comes first; later ones are dropped.
+private final class FirstAnswer<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T, any Error>?>
+
+    init(_ continuation: CheckedContinuation<T, any Error>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(with result: Result<T, any Error>) {
+        continuation.withLock { $0.take() }?.resume(with: result)
+    }
+}
+
 public struct ClusterError: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }

@@ -13,9 +13,14 @@ public struct PostgresHistory: HistoryStore {
     public let node: String
     let logger: Logger
 
-    public init(database: ClusterDatabase, node: String, logger: Logger) {
+    /// How long one write may take before it is given up on (and tried again): the starts
+    /// waiting for their fire to be on record wait at most this.
+    let writeLimit: Duration
+
+    public init(database: ClusterDatabase, node: String, writeLimit: Duration = .seconds(15), logger: Logger) {
         self.database = database
         self.node = node
+        self.writeLimit = writeLimit
         self.logger = logger
     }
 
@@ -29,7 +34,7 @@ public struct PostgresHistory: HistoryStore {
 
     public func write(_ events: [JournalEvent]) async throws {
         guard !events.isEmpty else { return }
-        try await database.client.withTransaction(logger: logger) { connection in
+        try await database.transaction(within: writeLimit, "writing the history") { connection in
             for event in events {
                 try await apply(event, on: connection)
             }

@@ -14,6 +14,11 @@ public struct ClusterSettings: Sendable, Hashable {
         self.nodeName = nodeName
         self.lease = lease
     }
+
+    /// How long the database keeps a session of this node that stopped inside a transaction: a
+    /// quarter of the lease (at least a second), so a frozen node's row locks are gone before the
+    /// others' leases are at risk.
+    public var idleInTransactionLimit: Duration { max(.seconds(1), lease / 4) }
 }
 
 /// A PostgreSQL connection URL: `postgresql://user[:password]@host[:port]/database[?sslmode=…]`,

@@ -28,7 +28,7 @@ extension Daemon {
         }
         var logger = Logger(label: "jobrunnerd")
         logger.logLevel = .critical
-        let database = ClusterDatabase(url: settings.database, logger: logger)
+        let database = ClusterDatabase(url: settings.database, idleInTransaction: settings.idleInTransactionLimit, logger: logger)
         return await ClusterDatabase.serving(database) { await report(database, settings: settings, configuration: configuration) }
     }
 

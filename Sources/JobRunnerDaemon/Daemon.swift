@@ -136,7 +136,9 @@ public enum Daemon {
             return DaemonExitCode.failure
         }
         // The cluster's connection pool runs beside the daemon as a child task, for its whole life.
-        let database = configuration.daemon.cluster.map { ClusterDatabase(url: $0.database, logger: logger) }
+        let database = configuration.daemon.cluster.map {
+            ClusterDatabase(url: $0.database, idleInTransaction: $0.idleInTransactionLimit, logger: logger)
+        }
         return await ClusterDatabase.serving(database) {
             await serve(options, configuration: configuration, database: database, listener: listener, activated: activated,
                         machineID: machineID, notifier: notifier, clock: clock, startedAt: startedAt, startedUptime: startedUptime,
@@ -164,7 +166,7 @@ public enum Daemon {
                     try await coordinator.join()
                 }
                 cluster = (database, coordinator, settings)
-                history = PostgresHistory(database: database, node: settings.nodeName, logger: logger)
+                history = PostgresHistory(database: database, node: settings.nodeName, writeLimit: settings.lease, logger: logger)
             } else {
                 let path = options.stateDirectory + "/state.sqlite"
                 history = try await NIOThreadPool.singleton.runIfActive { try SQLiteHistory(path: path) }

@@ -349,6 +349,36 @@ import Testing
         }
     }
 
+    /// The server ends a session of the daemon while it is inside a transaction (an operator's
+    /// pg_terminate_backend, a failover): caught by freezing the node a moment, ending what it
+    /// left idle in a transaction, and letting it go on. The node must go on starting runs.
+    @Test func sessionsEndedInsideATransactionDoNotStallTheNode() async throws {
+        try await withPostgresServer { server in
+            let ledger = Ledger(path: server.directory + "/ledger")
+            let jobs = (1...10).map { Self.tick("job\($0)", ledger, extra: ", overlap: allow") }.joined(separator: "\n")
+            try await Self.withNodes(["a"], config: Self.config(server, jobs: jobs)) { nodes in
+                let node = nodes["a"]!
+                try await poll("the first runs") { ledger.lines().count >= 10 }
+                var ended = 0
+                for _ in 0..<200 where ended < 3 {
+                    node.signal(SIGSTOP)
+                    let rows = try await server.query("""
+                        SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                        WHERE state = 'idle in transaction' AND pid <> pg_backend_pid()
+                        """)
+                    node.signal(SIGCONT)
+                    ended += Int(rows.first?.first ?? "0") ?? 0
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                try #require(ended > 0, "never caught the node inside a transaction")
+                let after = Self.nowMicros() / 1_000_000 + 2
+                try await poll("every job running again", within: .seconds(20), every: .milliseconds(250)) {
+                    Set(ledger.lines().filter { $0.scheduledSecond > after }.map(\.job)).count == 10
+                }
+            }
+        }
+    }
+
     @Test func nodesCarryOnAcrossADatabaseOutageLongerThanALease() async throws {
         try await withPostgresServer { server in
             let ledger = Ledger(path: server.directory + "/ledger")

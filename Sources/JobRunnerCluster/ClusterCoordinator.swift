@@ -54,6 +54,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         var commandFloor: Int64 = 0
         var seenCommands: Set<Int64> = []
         var polling = false
+        /// Occurrences whose claim a sweep or a join moved to this node (their fires are taken
+        /// over): a claim asked again never counts them as its own.
+        var takenOver: Set<String> = []
         var pollAgain = false
     }
 
@@ -130,7 +133,10 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     /// generation when no other node is alive. Refuses a node name held by a live node on
     /// another machine or process.
     public func join() async throws {
-        let (incarnation, start) = try await database.transaction(within: lease, "joining the cluster") { [self] connection -> (Int64, Int64) in
+        // The join writes `heartbeat_at = now()`, the transaction's start: no earlier than this.
+        let began = ContinuousClock.now
+        let (incarnation, start, inherited, lastCommand) = try await database.transaction(within: lease, "joining the cluster") {
+            [self] connection -> (Int64, Int64, [OrphanedRun], Int64) in
             // A node frozen inside this transaction would hold the lock from every other joining
             // node: the server ends such a session after half a lease.
             let idle = "\(max(1000, lease.wholeMicroseconds / 2000))ms"
@@ -200,19 +206,22 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             {
                 lastCommand = value
             }
-            state.withLock { state in
-                state.inherited += inherited
-                // At this process's first join: what was written before it started is not for it.
-                if state.lastCommand == 0 { state.commandFloor = lastCommand }
-                state.lastCommand = max(state.lastCommand, lastCommand)
-            }
-            return (incarnation, start)
+            return (incarnation, start, inherited, lastCommand)
+        }
+        // Taken in once the join has committed (a join given up on and asked again would
+        // otherwise hand the same work over twice).
+        noteTakenOver(inherited)
+        state.withLock { state in
+            state.inherited += inherited
+            // At this process's first join: what was written before it started is not for it.
+            if state.lastCommand == 0 { state.commandFloor = lastCommand }
+            state.lastCommand = max(state.lastCommand, lastCommand)
         }
         state.withLock { state in
             state.incarnation = incarnation
             state.clusterStart = Timestamp(microseconds: start)
             state.member = true
-            state.lastBeat = .now
+            state.lastBeat = began
             state.connectedSince = state.connectedSince ?? .now
         }
         try? await refreshLiveNodes()
@@ -257,6 +266,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 // says it is alive), then report per request who holds it, and whether another
                 // live node is running the job right now (for overlap: skip).
                 let isRetry = attempt > 0
+                let takenOver = isRetry ? state.withLock { $0.takenOver } : []
                 let results = try await database.within(lease / 2, "claiming occurrences") { [self] in
                 let rows = try await database.client.query("""
                     WITH me AS (
@@ -283,7 +293,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     // Asked again after an error, the claim may be the one the lost answer was
                     // about: made by this incarnation (since it joined), it is this fire's. One an
                     // earlier incarnation made is settled as inherited, not here.
-                    let ours = isRetry && madeHere
+                    let ours = isRetry && madeHere && !takenOver.contains(Self.key(requests[index].job, requests[index].occurrence.microseconds))
                     results[index] = won || ours ? .won(busyOn: busy) : !alive ? .notMember : .lost(to: holder ?? "another node")
                 }
                 return results
@@ -317,20 +327,29 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     ON CONFLICT (run_id) DO NOTHING
                     """, logger: logger)
                 var granted = false
+                // Granted already, by an ask whose answer was given up on.
                 for try await _ in try await connection.query("""
-                    INSERT INTO jobrunner.pool_slots (pool, slot, node, run_id)
-                    SELECT \(pool), s, \(nodeName), \(run.rawValue) FROM generate_series(0, \(Int32(size)) - 1) AS s
-                    WHERE EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
-                      AND NOT EXISTS (SELECT 1 FROM jobrunner.pool_slots p WHERE p.pool = \(pool) AND p.slot = s)
-                      AND NOT EXISTS (
-                          SELECT 1 FROM jobrunner.pool_waiters w JOIN jobrunner.nodes n ON n.name = w.node AND n.state = 'alive'
-                          WHERE w.pool = \(pool) AND w.run_id <> \(run.rawValue)
-                            AND (w.since, w.run_id) < (\(since.microseconds), \(run.rawValue)))
-                    LIMIT 1
-                    ON CONFLICT DO NOTHING RETURNING slot
+                    SELECT 1 FROM jobrunner.pool_slots WHERE run_id = \(run.rawValue) AND node = \(nodeName)
                     """, logger: logger).decode(Int32.self)
                 {
                     granted = true
+                }
+                if !granted {
+                    for try await _ in try await connection.query("""
+                        INSERT INTO jobrunner.pool_slots (pool, slot, node, run_id)
+                        SELECT \(pool), s, \(nodeName), \(run.rawValue) FROM generate_series(0, \(Int32(size)) - 1) AS s
+                        WHERE EXISTS (SELECT 1 FROM jobrunner.nodes WHERE name = \(nodeName) AND incarnation = \(incarnation) AND state = 'alive')
+                          AND NOT EXISTS (SELECT 1 FROM jobrunner.pool_slots p WHERE p.pool = \(pool) AND p.slot = s)
+                          AND NOT EXISTS (
+                              SELECT 1 FROM jobrunner.pool_waiters w JOIN jobrunner.nodes n ON n.name = w.node AND n.state = 'alive'
+                              WHERE w.pool = \(pool) AND w.run_id <> \(run.rawValue)
+                                AND (w.since, w.run_id) < (\(since.microseconds), \(run.rawValue)))
+                        LIMIT 1
+                        ON CONFLICT DO NOTHING RETURNING slot
+                        """, logger: logger).decode(Int32.self)
+                    {
+                        granted = true
+                    }
                 }
                 if granted {
                     try await connection.query("DELETE FROM jobrunner.pool_waiters WHERE run_id = \(run.rawValue)", logger: logger)
@@ -345,8 +364,10 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
 
     public func releaseSlot(pool: String, run: RunID) async {
         do {
-            try await database.client.query("DELETE FROM jobrunner.pool_slots WHERE run_id = \(run.rawValue)", logger: logger)
-            try await database.client.query("DELETE FROM jobrunner.pool_waiters WHERE run_id = \(run.rawValue)", logger: logger)
+            try await database.within(lease / 2, "giving back a pool slot") { [database, logger] () async throws -> Void in
+                try await database.client.query("DELETE FROM jobrunner.pool_slots WHERE run_id = \(run.rawValue)", logger: logger)
+                try await database.client.query("DELETE FROM jobrunner.pool_waiters WHERE run_id = \(run.rawValue)", logger: logger)
+            }
         } catch {
             // Freed when this node leaves or is declared dead.
             logger.warning("cannot give back a cluster-wide pool slot", metadata: ["pool": "\(pool)", "error": "\(ClusterDatabase.describe(error))"])
@@ -477,11 +498,17 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     public func release(_ claims: [ClaimRequest]) async {
         guard !claims.isEmpty else { return }
         do {
-            try await database.client.query("""
-                UPDATE jobrunner.occurrences o SET node = '', claimed_at = now()
-                FROM unnest(\(claims.map(\.job))::text[], \(claims.map(\.occurrence.microseconds))::int8[]) AS t(job, occurrence)
-                WHERE o.job = t.job AND o.occurrence = t.occurrence AND o.node = \(nodeName)
-                """, logger: logger)
+            try await database.within(lease / 2, "giving back occurrences") { [database, nodeName, logger] () async throws -> Void in
+                // Not one whose first attempt was marked dispatched (a mark given up on may
+                // have landed): that one is a survivor's to settle as interrupted, not to re-run.
+                try await database.client.query("""
+                    UPDATE jobrunner.occurrences o SET node = '', claimed_at = now()
+                    FROM unnest(\(claims.map(\.job))::text[], \(claims.map(\.occurrence.microseconds))::int8[]) AS t(job, occurrence)
+                    WHERE o.job = t.job AND o.occurrence = t.occurrence AND o.node = \(nodeName)
+                      AND NOT EXISTS (SELECT 1 FROM jobrunner.runs r WHERE r.job = o.job AND r.scheduled_at = o.occurrence
+                                      AND r.attempt = 1 AND (r.dispatched_at IS NOT NULL OR r.started_at IS NOT NULL))
+                    """, logger: logger)
+            }
             logger.notice("gave back occurrences this node will not run", metadata: ["occurrences": "\(claims.count)"])
         } catch {
             logger.warning("could not give back claimed occurrences; a survivor runs them once this node's lease ends",
@@ -641,6 +668,9 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             return
         }
         let running = await scheduler?.liveRunCount ?? 0
+        // The lease runs from when the heartbeat was sent (the database's `heartbeat_at` is
+        // then or later), not from when its answer came back.
+        let sent = ContinuousClock.now
         do {
             let renewed = try await database.within(lease / 2, "heartbeat") { [database, nodeName, logger] in
                 var found = false
@@ -657,6 +687,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 await loseLease("another node declared this node dead (it was silent for longer than its lease)")
                 return
             }
+            state.withLock { $0.lastBeat = max($0.lastBeat, sent) }
             try? await refreshLiveNodes()
             await pollCommands()
             let inherited = state.withLock { state -> [OrphanedRun] in
@@ -670,7 +701,6 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             // A draining node takes nothing over (what it would take, it would only give back).
             let engineRunning = await scheduler?.isRunning ?? false
             let canSweep = state.withLock { state -> Bool in
-                state.lastBeat = .now
                 if state.connectedSince == nil { state.connectedSince = .now }
                 return ContinuousClock.now - state.connectedSince! >= lease
             }
@@ -763,6 +793,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 return orphans
             }
             guard !orphans.isEmpty else { return }
+            noteTakenOver(orphans)
             let nodes = Set(orphans.map(\.node)).sorted().joined(separator: ",")
             logger.warning("took over the unfinished runs of dead nodes", metadata: [
                 "dead_nodes": "\(nodes)", "runs": "\(orphans.count)",
@@ -770,6 +801,19 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             await scheduler?.takeOver(orphans)
         } catch {
             logger.warning("cluster sweep failed", metadata: ["error": "\(ClusterDatabase.describe(error))"])
+        }
+    }
+
+    static func key(_ job: String, _ occurrence: Int64) -> String { "\(job)|\(occurrence)" }
+
+    /// Remembers the occurrences of unstarted first attempts handed to this node (bounded: a
+    /// claim asked again is answered within a lease, long before the set is cleared).
+    private func noteTakenOver(_ orphans: [OrphanedRun]) {
+        let keys = orphans.filter { !$0.started && $0.attempt == 1 }.map { Self.key($0.job, $0.scheduledTime.microseconds) }
+        guard !keys.isEmpty else { return }
+        state.withLock { state in
+            if state.takenOver.count > 4096 { state.takenOver.removeAll() }
+            state.takenOver.formUnion(keys)
         }
     }
 

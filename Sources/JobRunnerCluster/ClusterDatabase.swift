@@ -73,40 +73,60 @@ public final class ClusterDatabase: Service {
     /// postgres-nio (1.33) can leave a statement unanswered for good when the server ended its
     /// session under it (seen when a node frozen inside a transaction was let go on, and when
     /// an operator ends a session with pg_terminate_backend). `body` runs in a task of its own,
-    /// cancelled when given up on; what it holds it keeps until it returns, if ever.
+    /// cancelled when given up on or when the caller is cancelled (a wait for a pooled
+    /// connection then ends; a statement already sent runs to its end on the server).
     public func within<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let url = self.url
-        return try await withCheckedThrowingContinuation { continuation in
-            let answer = FirstAnswer(continuation)
-            let timer = Task {
-                try await Task.sleep(for: limit)
-                answer.resume(with: .failure(ClusterError("\(what): no answer from \(url) within \(DurationText.format(limit))")))
+        let work = Shared<Task<Void, Never>?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let answer = FirstAnswer(continuation)
+                let timer = Task {
+                    try await Task.sleep(for: limit)
+                    answer.resume(with: .failure(ClusterError("\(what): no answer from \(url) within \(DurationText.format(limit))")))
+                    work.value?.cancel()
+                }
+                work.set(Task {
+                    let result: Result<T, any Error>
+                    do { result = .success(try await body()) } catch { result = .failure(error) }
+                    timer.cancel()
+                    answer.resume(with: result)
+                })
+                if Task.isCancelled { work.value?.cancel() }
             }
-            Task {
-                let result: Result<T, any Error>
-                do { result = .success(try await body()) } catch { result = .failure(error) }
-                timer.cancel()
-                answer.resume(with: result)
-            }
+        } onCancel: {
+            work.value?.cancel()
         }
     }
 
-    /// A transaction given up on after `limit` (see ``within(_:_:_:)``); its connection is then
-    /// closed, so that the pool opens another and the server rolls the transaction back.
+    /// A transaction given up on after `limit` (see ``within(_:_:_:)``): if it is still out
+    /// then (its BEGIN, a statement of it or its COMMIT unanswered), its connection is closed,
+    /// so that the server rolls it back and the pool opens another. A connection is closed only
+    /// while this transaction holds it, never once it went back to the pool.
     public func transaction<T: Sendable>(within limit: Duration, _ what: String,
                                          _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        // The connection while the transaction is out (nil before and after).
-        let out = Shared<PostgresConnection?>(nil)
+        let held = Shared<TransactionHold>(.waiting)
         do {
             return try await within(limit, what) { [client, logger] in
-                defer { out.set(nil) }
-                return try await client.withTransaction(logger: logger) { connection in
-                    out.set(connection)
-                    return try await body(connection)
+                try await client.withConnection { connection in
+                    guard held.update({ $0 == .waiting ? .open(connection) : $0 }) == .waiting else {
+                        throw ClusterError("\(what): given up on before it began")
+                    }
+                    defer { held.set(.done) }
+                    try await connection.query("BEGIN", logger: logger)
+                    let value: T
+                    do {
+                        value = try await body(connection)
+                    } catch {
+                        _ = try? await connection.query("ROLLBACK", logger: logger)
+                        throw error
+                    }
+                    try await connection.query("COMMIT", logger: logger)
+                    return value
                 }
             }
         } catch {
-            if let connection = out.value, !connection.isClosed {
+            if case .open(let connection) = held.update({ _ in .done }) {
                 connection.close().whenComplete { _ in }
             }
             throw error
@@ -229,6 +249,28 @@ private final class Shared<Value: Sendable>: Sendable {
     init(_ value: Value) { storage = Mutex(value) }
     var value: Value { storage.withLock { $0 } }
     func set(_ value: Value) { storage.withLock { $0 = value } }
+    /// Replaces the value with `change(value)` under the lock; returns the value before.
+    @discardableResult
+    func update(_ change: (Value) -> Value) -> Value {
+        storage.withLock { value in
+            let before = value
+            value = change(value)
+            return before
+        }
+    }
+}
+
+/// Where a bounded transaction is: not yet holding a connection, holding one, or over.
+private enum TransactionHold: Sendable, Equatable {
+    case waiting, open(PostgresConnection), done
+
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        switch (lhs, rhs) {
+        case (.waiting, .waiting), (.done, .done): true
+        case (.open(let a), .open(let b)): a === b
+        default: false
+        }
+    }
 }
 
 /// A continuation resumed by whichever answer comes first; later ones are dropped.

@@ -32,11 +32,18 @@ public struct PostgresHistory: HistoryStore {
 
     // MARK: - Writes
 
+    static let eventsPerTransaction = 256
+
     public func write(_ events: [JournalEvent]) async throws {
-        guard !events.isEmpty else { return }
-        try await database.transaction(within: writeLimit, "writing the history") { connection in
-            for event in events {
-                try await apply(event, on: connection)
+        // In transactions of a few hundred events, each bounded in time: a backlog written after
+        // an outage fits the bound too. A part written before a failure is written again with
+        // the rest, which changes nothing (every write is an idempotent upsert).
+        for start in stride(from: 0, to: events.count, by: Self.eventsPerTransaction) {
+            let part = Array(events[start..<min(start + Self.eventsPerTransaction, events.count)])
+            try await database.transaction(within: writeLimit, "writing the history") { connection in
+                for event in part {
+                    try await apply(event, on: connection)
+                }
             }
         }
     }
@@ -101,6 +108,13 @@ public struct PostgresHistory: HistoryStore {
     // MARK: - Retention
 
     public func prune(jobs: Set<String>, keepPerJob: Int, endedBefore cutoff: Timestamp) async throws {
+        // Bounded like the writes: the history writer waits for it.
+        try await database.within(writeLimit, "pruning the history") { [self] in
+            try await pruneNow(jobs: jobs, keepPerJob: keepPerJob, endedBefore: cutoff)
+        }
+    }
+
+    private func pruneNow(jobs: Set<String>, keepPerJob: Int, endedBefore cutoff: Timestamp) async throws {
         for job in jobs {
             try await database.client.query("""
                 DELETE FROM jobrunner.runs WHERE job = \(job) AND ended_at IS NOT NULL AND id < (

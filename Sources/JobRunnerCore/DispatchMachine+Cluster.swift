@@ -48,6 +48,9 @@ extension DispatchMachine {
                 log(.error, "occurrence not claimed: the cluster database is unreachable; other nodes may run it", [
                     "job": "\(claim.job)", "occurrence": "\(claim.occurrence)", "error": "\(reason)",
                 ])
+                // A claim given up on may still land: given back, so that it does not hold the
+                // occurrence for a node that will not run it.
+                released.append(claim)
             }
         }
     }

@@ -291,14 +291,15 @@ public actor Scheduler: Service {
         group.addTask {
             await journal?.flush(through: fired)
             if let cluster, case .refused = await cluster.dispatch(request.id) {
-                // Not started, and not retried here: a first attempt's occurrence goes back to the
-                // cluster (unless a survivor took it already), for a node whose lease holds.
-                if request.attempt == 1 {
-                    await cluster.release([ClaimRequest(job: request.job.name, occurrence: request.scheduledTime)])
-                }
+                // Not started, and not retried here: recorded first (the job's other fires wait
+                // on it), then a first attempt's occurrence goes back to the cluster (unless a
+                // survivor took it already), for a node whose lease holds.
                 let now = clock.now()
                 inbox.post(.ended(request.id, RunResult(outcome: .interrupted, startedAt: now, endedAt: now, pid: nil, exitStatus: nil)))
                 inbox.post(.swept(request.id))
+                if request.attempt == 1 {
+                    await cluster.release([ClaimRequest(job: request.job.name, occurrence: request.scheduledTime)])
+                }
                 return
             }
             let result = await executor.run(request, handle: kept.handle, output: kept.tail) { pid, at in

@@ -11,6 +11,7 @@ import argparse
 import ctypes
 import os
 import random
+import select
 import resource
 import shutil
 import signal
@@ -300,7 +301,27 @@ def torture_socket():
             send(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 2048))))
         for cut in (5, 16, 30):
             send(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"[:cut])
-        big = send(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+        def send_while_reading(data, limit=20):
+            """Sends `data` while watching for an answer: a daemon that refused the head early
+            may stop reading (the send would then block) with its answer already waiting."""
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(daemon.sock)
+                deadline = time.monotonic() + limit
+                sent = 0
+                while time.monotonic() < deadline:
+                    readable, writable, _ = select.select([s], [s] if sent < len(data) else [], [], 0.5)
+                    if readable:
+                        return s.recv(4096)
+                    if writable:
+                        sent += s.send(data[sent:sent + 65536])
+                return b"timed out"
+            except OSError as error:
+                return str(error).encode()
+            finally:
+                s.close()
+        big = send_while_reading(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
         # Refused with 400 (heads are limited to 16 KiB), or the connection closed while the
         # header was still being sent.
         refused = big.startswith(b"HTTP/1.1 400") or big == b"" or b"Broken pipe" in big or b"reset" in big

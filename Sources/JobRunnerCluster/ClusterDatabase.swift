@@ -41,8 +41,9 @@ public final class ClusterDatabase: Service {
         configuration.options.maximumConnections = 8
         configuration.options.minimumConnections = 1
         configuration.options.keepAliveBehavior = .init(frequency: .seconds(10))
-        // Functions resolve in the system catalog only: another role's objects in `public`
-        // cannot stand in for the ones the daemon calls.
+        // A session stopped inside a transaction ends after `idleInTransaction` (its locks
+        // with it); functions resolve in the system catalog only, so another role's objects
+        // in `public` cannot stand in for the ones the daemon calls.
         configuration.options.additionalStartupParameters = [
             ("idle_in_transaction_session_timeout", "\(max(500, idleInTransaction.wholeMicroseconds / 1000))"),
             ("search_path", "pg_catalog"),
@@ -242,7 +243,6 @@ public final class ClusterDatabase: Service {
     }
 }
 
-/// A cluster failure with a message for the operator.
 /// A value shared between tasks.
 private final class Shared<Value: Sendable>: Sendable {
     private let storage: Mutex<Value>
@@ -286,6 +286,7 @@ private final class FirstAnswer<T: Sendable>: Sendable {
     }
 }
 
+/// A cluster failure with a message for the operator.
 public struct ClusterError: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }

@@ -233,8 +233,12 @@ def main():
             raise SystemExit("control fuzz: the daemon never answered (see its log: " + log_path + ")")
         status, body = exchange(socket_path, b"POST /v1/jobs/quick/run?wait=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10)
         run_ids = [json.loads(body)["id"]] if status == 200 else []
-        time.sleep(0.5)
-        before = descriptors(daemon.pid)
+        # The baseline: the descriptor table once it holds still (our connections closed).
+        readings = []
+        while (len(readings) < 5 or len(set(readings[-5:])) > 1) and len(readings) < 200:
+            readings.append(descriptors(daemon.pid))
+            time.sleep(0.05)
+        before = readings[-1]
         ends = time.monotonic() + args.seconds
         while time.monotonic() < ends and len(failures) < 10:
             method, target, data, mutated = make_request(rng, run_ids)

@@ -860,11 +860,11 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     RETURNING o.job, o.occurrence
                     """, logger: logger).decode((String, Int64).self)
                 {
-                    moved.insert("\(job)|\(occurrence)")
+                    moved.insert(key(job, occurrence))
                 }
                 orphans.removeAll { orphan in
                     !orphan.started && orphan.attempt == 1 && orphan.trigger != .manual
-                        && !moved.contains("\(orphan.job)|\(orphan.scheduledTime.microseconds)")
+                        && !moved.contains(key(orphan.job, orphan.scheduledTime.microseconds))
                 }
             }
         }

@@ -171,21 +171,28 @@ int jr_peek_exited_child(pid_t *pid) {
     }
 }
 
-int jr_reap_child(pid_t pid, int *kind, int *status) {
-    siginfo_t info;
-    memset(&info, 0, sizeof(info));
+int jr_reap_child(pid_t pid, int *kind, int *status, struct jr_child_usage *usage) {
+    int raw = 0;
+    struct rusage rusage;
+    memset(&rusage, 0, sizeof(rusage));
     for (;;) {
-        int rc = waitid(P_PID, (id_t)pid, &info, WEXITED);
-        if (rc == 0) break;
-        if (errno != EINTR) return -1;
+        pid_t rc = wait4(pid, &raw, 0, &rusage);
+        if (rc == pid) break;
+        if (rc < 0 && errno != EINTR) return -1;
     }
-    switch (info.si_code) {
-    case CLD_EXITED: *kind = 1; break;
-    case CLD_KILLED: *kind = 2; break;
-    case CLD_DUMPED: *kind = 3; break;
-    default: *kind = 0; break;
+    if (WIFEXITED(raw)) {
+        *kind = 1;
+        *status = WEXITSTATUS(raw);
+    } else if (WIFSIGNALED(raw)) {
+        *kind = WCOREDUMP(raw) ? 3 : 2;
+        *status = WTERMSIG(raw);
+    } else {
+        *kind = 0;
+        *status = 0;
     }
-    *status = info.si_status;
+    usage->user_microseconds = (int64_t)rusage.ru_utime.tv_sec * 1000000 + rusage.ru_utime.tv_usec;
+    usage->system_microseconds = (int64_t)rusage.ru_stime.tv_sec * 1000000 + rusage.ru_stime.tv_usec;
+    usage->max_rss_bytes = (int64_t)rusage.ru_maxrss * 1024;  /* kilobytes on Linux */
     return 0;
 }
 

@@ -208,10 +208,13 @@ public struct JobInfo: Codable, Sendable, Equatable {
     public var source: String
     public var lastRun: RunInfo?
     public var active: [RunInfo]
+    /// The rest of the definition, for `jobrunnerctl show` (absent from older daemons).
+    public var policies: JobPolicies?
 
     public init(name: String, command: [String]?, shell: String?, schedule: String?, timeZone: String, timeoutSeconds: Double?,
                 killGraceSeconds: Double, workingDirectory: String?, environment: [String], state: String, nextFire: String?,
-                source: String, lastRun: RunInfo?, active: [RunInfo]) {
+                source: String, lastRun: RunInfo?, active: [RunInfo], policies: JobPolicies? = nil) {
+        self.policies = policies
         self.name = name
         self.command = command
         self.shell = shell
@@ -243,6 +246,75 @@ public struct JobInfo: Codable, Sendable, Equatable {
         case source
         case lastRun = "last_run"
         case active
+        case policies
+    }
+}
+
+/// How a job runs beyond its command and schedule.
+public struct JobPolicies: Codable, Sendable, Equatable {
+    /// The user it runs as (absent: the daemon's).
+    public var user: String?
+    /// `skip`, `queue (max N)`, `replace` or `allow (max N)`.
+    public var overlap: String
+    public var pool: String?
+    public var retry: RetryInfo?
+    public var randomDelaySeconds: Double?
+    public var runOnStart: Bool
+    /// `none`, `once` or `all`.
+    public var catchUp: String
+    /// `on_success` and `on_failure` hooks, as command lines.
+    public var onSuccess: String?
+    public var onFailure: String?
+    /// Resource limits by their config name (`open_files`, `processes`, …).
+    public var limits: [String: UInt64]
+    public var umask: String?
+    public var nice: Int?
+
+    public init(user: String?, overlap: String, pool: String?, retry: RetryInfo?, randomDelaySeconds: Double?, runOnStart: Bool,
+                catchUp: String, onSuccess: String?, onFailure: String?, limits: [String: UInt64], umask: String?, nice: Int?) {
+        self.user = user
+        self.overlap = overlap
+        self.pool = pool
+        self.retry = retry
+        self.randomDelaySeconds = randomDelaySeconds
+        self.runOnStart = runOnStart
+        self.catchUp = catchUp
+        self.onSuccess = onSuccess
+        self.onFailure = onFailure
+        self.limits = limits
+        self.umask = umask
+        self.nice = nice
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case user, overlap, pool, retry, limits, umask, nice
+        case randomDelaySeconds = "random_delay_seconds"
+        case runOnStart = "run_on_start"
+        case catchUp = "catch_up"
+        case onSuccess = "on_success"
+        case onFailure = "on_failure"
+    }
+}
+
+/// A job's retry policy.
+public struct RetryInfo: Codable, Sendable, Equatable {
+    public var attempts: Int
+    public var backoffSeconds: Double
+    public var maxBackoffSeconds: Double
+    /// `failure`, `timeout`, `signal`.
+    public var on: [String]
+
+    public init(attempts: Int, backoffSeconds: Double, maxBackoffSeconds: Double, on: [String]) {
+        self.attempts = attempts
+        self.backoffSeconds = backoffSeconds
+        self.maxBackoffSeconds = maxBackoffSeconds
+        self.on = on
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case attempts, on
+        case backoffSeconds = "backoff_seconds"
+        case maxBackoffSeconds = "max_backoff_seconds"
     }
 }
 
@@ -276,11 +348,21 @@ public struct RunInfo: Codable, Sendable, Equatable {
     public var waitingFor: String?
     /// The cluster node that holds (or held) the run; absent without a cluster.
     public var node: String?
+    /// What the finished run's process tree cost (`wait4`'s accounting): CPU seconds in user
+    /// and kernel mode, and the peak resident memory of its largest process. Absent for a run
+    /// that did not start or is still running.
+    public var cpuUserSeconds: Double?
+    public var cpuSystemSeconds: Double?
+    public var maxRssBytes: Int64?
 
     public init(id: String, job: String, trigger: String, attempt: Int, fireId: String, state: String, scheduledTime: String,
                 queuedAt: String, startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?,
-                exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?, node: String? = nil) {
+                exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?, node: String? = nil,
+                cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, maxRssBytes: Int64? = nil) {
         self.node = node
+        self.cpuUserSeconds = cpuUserSeconds
+        self.cpuSystemSeconds = cpuSystemSeconds
+        self.maxRssBytes = maxRssBytes
         self.id = id
         self.job = job
         self.trigger = trigger
@@ -321,6 +403,9 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case statusText = "status_text"
         case waitingFor = "waiting_for"
         case node
+        case cpuUserSeconds = "cpu_user_seconds"
+        case cpuSystemSeconds = "cpu_system_seconds"
+        case maxRssBytes = "max_rss_bytes"
     }
 }
 
@@ -404,10 +489,41 @@ public struct OutputLineInfo: Codable, Sendable, Equatable {
     /// `stdout` or `stderr`.
     public var stream: String
     public var text: String
+    /// When the daemon read it (RFC 3339); absent for lines kept by older daemons.
+    public var at: String?
+    /// In `GET /v1/output?follow=true` (every run's output): whose line it is.
+    public var job: String?
+    public var run: String?
 
-    public init(stream: String, text: String) {
+    public init(stream: String, text: String, at: String? = nil, job: String? = nil, run: String? = nil) {
         self.stream = stream
         self.text = text
+        self.at = at
+        self.job = job
+        self.run = run
+    }
+}
+
+/// The filters of `GET /v1/runs`.
+public struct RunsQuery: Sendable, Equatable {
+    public var job: String?
+    public var outcome: String?
+    /// A run id: only runs before it (paging).
+    public var before: String?
+    /// RFC 3339: only runs that started (or were queued) at or after it.
+    public var since: String?
+    /// RFC 3339: only runs that started (or were queued) before it.
+    public var until: String?
+    public var limit: Int
+
+    public init(job: String? = nil, outcome: String? = nil, before: String? = nil, since: String? = nil, until: String? = nil,
+                limit: Int = 50) {
+        self.job = job
+        self.outcome = outcome
+        self.before = before
+        self.since = since
+        self.until = until
+        self.limit = limit
     }
 }
 

@@ -226,8 +226,8 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
         }
         try? await refreshLiveNodes()
         logger.notice("joined the cluster", metadata: [
-            "incarnation": "\(incarnation)", "cluster_started": "\(Timestamp(microseconds: start))",
-            "lease": "\(DurationText.format(lease))",
+            "incarnation": .number(incarnation), "cluster_started": "\(Timestamp(microseconds: start))",
+            "lease": .seconds(lease),
         ])
     }
 

@@ -11,7 +11,7 @@ import Synchronization
 /// schema it migrates at start, and short messages for its errors.
 public final class ClusterDatabase: Service {
     /// The newest schema this build understands; a newer one in the database stops the daemon.
-    public static let schemaVersion = 3
+    public static let schemaVersion = 4
     /// Everything lives in this schema of the database.
     static let schema = "jobrunner"
 
@@ -218,6 +218,10 @@ public final class ClusterDatabase: Service {
                 id bigserial PRIMARY KEY, fields text[] NOT NULL, sender text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())
             """,
             "REVOKE ALL ON jobrunner.commands FROM PUBLIC",
+        ],
+        [
+            // What each run cost (wait4's accounting of its process tree).
+            "ALTER TABLE jobrunner.runs ADD COLUMN cpu_user_us bigint, ADD COLUMN cpu_system_us bigint, ADD COLUMN max_rss_bytes bigint",
         ],
     ]
 

@@ -10,8 +10,14 @@ public protocol ControlHandler: Sendable {
     func nextFires(job name: String, count: Int) async -> NextResponse?
     /// One run with its output tail, or nil.
     func run(id: String) async -> RunDetail?
-    /// Runs newest first, filtered.
-    func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo]
+    /// Runs newest first, filtered; throws ``APIError`` for a filter it cannot read.
+    func runs(_ query: RunsQuery) async throws(APIError) -> [RunInfo]
+    /// The full id of the run a request names: the id itself, or an abbreviation that starts
+    /// or ends exactly one run's id; throws ``APIError`` (not found, or ambiguous).
+    func resolveRun(_ text: String) async throws(APIError) -> String
+    /// Every run's output from now on (`GET /v1/output?follow=true`), each line with its job
+    /// and run; a client that reads slowly is told how many lines it missed.
+    func followAllOutput() async -> any AsyncSequence<OutputEvent, Never> & Sendable
     /// Pauses or resumes a job; nil when there is no such job.
     func setPaused(job name: String, _ paused: Bool) async -> JobInfo?
     /// Fires a job now; with `wait`, returns once the run has ended.

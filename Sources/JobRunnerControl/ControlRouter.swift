@@ -47,42 +47,52 @@ enum ControlRouter {
                 }
                 return value
             } ?? 50
-            let runs = await handler.runs(job: query.get("job"), outcome: query.get("outcome"), limit: limit, before: query.get("before"))
+            let runs = try await handler.runs(RunsQuery(job: query.get("job"), outcome: query.get("outcome"), before: query.get("before"),
+                                                         since: query.get("since"), until: query.get("until"), limit: limit))
             return APIError.jsonResponse(status: .ok, body: RunsResponse(runs: runs))
         }
+        router.get("/v1/output") { request, _ in
+            // Every run's output, live: the same lines as a run's own, with "job" and "run".
+            guard request.uri.queryParameters.get("follow").map({ ["true", "1", "yes"].contains($0) }) == true else {
+                throw APIError.badRequest("GET /v1/output needs follow=true (a run's kept output is at /v1/runs/{id}/output)")
+            }
+            let more = await handler.followAllOutput()
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init { writer in
+                for await event in more {
+                    switch event {
+                    case .line(let line): try await writer.write(encodedLine(line))
+                    case .dropped(let count): try await writer.write(encodedLine(DroppedLinesInfo(dropped: count)))
+                    }
+                }
+                try await writer.finish(nil)
+            })
+        }
         router.get("/v1/runs/{id}/output") { request, context in
-            let id = try context.parameters.require("id")
+            let id = try await handler.resolveRun(context.parameters.require("id"))
             let follow = request.uri.queryParameters.get("follow").map { ["true", "1", "yes"].contains($0) } ?? false
             guard let output = await handler.followOutput(run: id) else {
                 throw APIError.notFound("no run with id '\(id)'")
             }
-            // One JSON object per line: {"stream": "stdout", "text": "..."} or {"dropped": N}.
-            @Sendable func encode(_ value: some Encodable) -> ByteBuffer {
-                var buffer = ByteBuffer()
-                buffer.writeBytes((try? APICoding.encoder().encode(value)) ?? Data())
-                buffer.writeString("\n")
-                return buffer
-            }
             let kept = output.kept
             guard follow, let more = output.more else {
                 return Response(status: .ok, headers: [.contentType: "application/x-ndjson"],
-                                body: .init(contentsOf: kept.map(encode)))
+                                body: .init(contentsOf: kept.map { encodedLine($0) }))
             }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init { writer in
-                for line in kept { try await writer.write(encode(line)) }
+                for line in kept { try await writer.write(encodedLine(line)) }
                 // Each write waits until the client has taken the last one (backpressure), so
                 // what a slow client has not read waits in the follower's bounded buffer.
                 for await event in more {
                     switch event {
-                    case .line(let line): try await writer.write(encode(line))
-                    case .dropped(let count): try await writer.write(encode(DroppedLinesInfo(dropped: count)))
+                    case .line(let line): try await writer.write(encodedLine(line))
+                    case .dropped(let count): try await writer.write(encodedLine(DroppedLinesInfo(dropped: count)))
                     }
                 }
                 try await writer.finish(nil)
             })
         }
         router.get("/v1/runs/{id}") { _, context in
-            let id = try context.parameters.require("id")
+            let id = try await handler.resolveRun(context.parameters.require("id"))
             guard let detail = await handler.run(id: id) else {
                 throw APIError.notFound("no run with id '\(id)'")
             }
@@ -113,11 +123,19 @@ enum ControlRouter {
         }
         router.post("/v1/runs/{id}/cancel") { request, context in
             try await authorize(request, context, handler: handler)
-            let id = try context.parameters.require("id")
+            let id = try await handler.resolveRun(context.parameters.require("id"))
             let response = try await handler.cancel(run: id)
             return APIError.jsonResponse(status: response.result == "stopping" ? .accepted : .ok, body: response)
         }
         return router
+    }
+
+    /// One JSON object and a newline: `{"stream": "stdout", "text": "..."}` or `{"dropped": N}`.
+    @Sendable static func encodedLine(_ value: some Encodable) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeBytes((try? APICoding.encoder().encode(value)) ?? Data())
+        buffer.writeString("\n")
+        return buffer
     }
 
     /// Mutations need uid 0, the daemon's uid, or an allowed uid or group (SO_PEERCRED).
@@ -127,9 +145,14 @@ enum ControlRouter {
         }
         guard handler.mayMutate(peer) else {
             context.logger.warning("control request denied", metadata: [
-                "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)", "method": "\(request.method)", "path": "\(request.uri.path)",
+                "peer_uid": .stringConvertible(peer.uid), "peer_pid": .stringConvertible(peer.pid), "method": "\(request.method)", "path": "\(request.uri.path)",
             ])
             throw APIError.forbidden("permission denied: \(request.method) \(request.uri.path) needs root, the daemon's user, or an allowed user or group (daemon.control)")
         }
+        // Who asked for a run, a cancel, a pause or a reload is on record.
+        context.logger.notice("control request", metadata: [
+            "peer_uid": .stringConvertible(peer.uid), "peer_pid": .stringConvertible(peer.pid), "method": "\(request.method)",
+            "path": "\(request.uri.path)",
+        ])
     }
 }

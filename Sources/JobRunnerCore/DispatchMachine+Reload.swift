@@ -87,10 +87,17 @@ extension DispatchMachine {
         let summary = ReloadSummary(generation: generation, added: added, changed: changed, removed: removed, at: now)
         lastReload = summary
         log(.info, "configuration applied", [
-            "generation": "\(generation)", "added": "\(added.count)", "changed": "\(changed.count)", "removed": "\(removed.count)",
+            "generation": .number(generation), "added": Self.names(added), "changed": Self.names(changed), "removed": Self.names(removed),
         ])
         startWaiting(now: now)
         return (summary, take())
+    }
+
+    /// Job names for a log line: the first 20, then how many more.
+    static func names(_ names: [String]) -> Logger.MetadataValue {
+        guard !names.isEmpty else { return "none" }
+        let shown = names.prefix(20).joined(separator: ",")
+        return "\(names.count > 20 ? shown + " (+\(names.count - 20) more)" : shown)"
     }
 
     // MARK: - Snapshots

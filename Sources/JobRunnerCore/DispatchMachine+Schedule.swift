@@ -75,17 +75,17 @@ extension DispatchMachine {
         switch job.catchUp {
         case .none:
             notices.append(.log(.notice, "occurrences missed while the daemon was down are not run (catch_up: none)", [
-                "job": "\(job.name)", "missed": "\(count)", "since": "\(since)",
+                "job": "\(job.name)", "missed": .number(count), "since": "\(since)",
             ]))
             return []
         case .once:
             notices.append(.log(.notice, "catching up once for occurrences missed while the daemon was down", [
-                "job": "\(job.name)", "missed": "\(count)", "latest": "\(latest)",
+                "job": "\(job.name)", "missed": .number(count), "latest": "\(latest)",
             ]))
             return [latest]
         case .all:
             notices.append(.log(.notice, "catching up occurrences missed while the daemon was down", [
-                "job": "\(job.name)", "missed": "\(count)", "running": "\(missed.count)",
+                "job": "\(job.name)", "missed": .number(count), "running": .number(missed.count),
             ]))
             return missed
         }

@@ -316,7 +316,7 @@ public struct DispatchMachine: Sendable {
                 if missed > 0 {
                     let runsAll = job.catchUp == .all
                     log(.warning, "missed occurrences (clock jump or suspend)", [
-                        "job": "\(name)", "missed": "\(missed)", "first_missed": "\(first)",
+                        "job": "\(name)", "missed": .number(missed), "first_missed": "\(first)",
                         "catch_up": "\(runsAll ? "running the \(skipped.count) latest" : "running the latest only")",
                     ])
                     if runsAll {
@@ -332,7 +332,7 @@ public struct DispatchMachine: Sendable {
                 var nextOccurrence = occurrence + interval
                 if nextOccurrence + delay <= uptime {
                     let behind = (uptime - occurrence - delay).wholeMicroseconds / max(1, interval.wholeMicroseconds)
-                    log(.warning, "missed interval fires (suspend or overload); running once", ["job": "\(name)", "missed": "\(behind)"])
+                    log(.warning, "missed interval fires (suspend or overload); running once", ["job": "\(name)", "missed": .number(behind)])
                     nextOccurrence = occurrence + interval * Int(behind + 1)
                 }
                 entry.due = .uptime(occurrence: nextOccurrence, delay: nextDelay(for: job, occurrence: nil))
@@ -590,6 +590,7 @@ public struct DispatchMachine: Sendable {
         if record.pid == nil { record.pid = result.pid }
         record.outcome = result.outcome
         record.endedAt = result.endedAt
+        record.usage = result.usage
         record.waitingFor = nil
         out.append(.journal(.finished(record)))
 
@@ -636,8 +637,8 @@ public struct DispatchMachine: Sendable {
         record.waitingFor = waitingFor
         out.append(.journal(.fired(record, occurrence: nil)))
         log(.notice, "retrying", [
-            "job": "\(job.name)", "run_id": "\(id)", "attempt": "\(request.attempt)", "of": "\(retry.attempts)",
-            "after": "\(DurationText.format(delay))", "previous_outcome": "\(previous)",
+            "job": "\(job.name)", "run_id": "\(id)", "attempt": .number(request.attempt), "of": .number(retry.attempts),
+            "after": .seconds(delay), "previous_outcome": "\(previous)",
         ])
     }
 
@@ -672,7 +673,7 @@ public struct DispatchMachine: Sendable {
         if !released.isEmpty { out.append(.releaseClaims(released)) }
         if runningCount > 0 {
             log(.notice, "stopping: waiting for running runs", [
-                "running": "\(runningCount)", "shutdown_grace": "\(DurationText.format(settings.shutdownGrace))",
+                "running": .number(runningCount), "shutdown_grace": .seconds(settings.shutdownGrace),
             ])
         }
         return take()
@@ -680,7 +681,7 @@ public struct DispatchMachine: Sendable {
 
     /// `shutdown_grace` is over: every running run gets its kill sequence.
     public mutating func stopAll() -> [DispatchAction] {
-        log(.warning, "shutdown_grace over, tearing down running runs", ["running": "\(runningCount)"])
+        log(.warning, "shutdown_grace over, tearing down running runs", ["running": .number(runningCount)])
         for id in ids(in: .running) where work[id]?.stopping == false {
             stop(id)
         }

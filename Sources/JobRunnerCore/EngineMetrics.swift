@@ -19,16 +19,22 @@ public enum EngineMetrics {
         var durationSum = 0.0
         var lastRun: Double?
         var lastSuccess: Double?
+        var cpuSeconds = 0.0
+        var lastMaxResident: Int64?
     }
 
     private static let stats = Mutex<[String: JobStats]>([:])
     private static let lateness = Timer(label: "jobrunner_fire_lateness_seconds")
     private static let waitingFires = Gauge(label: "jobrunner_waiting_fires")
 
-    static func runFinished(job: String, outcome: RunOutcome, duration: Duration?, at instant: Timestamp) {
+    static func runFinished(job: String, outcome: RunOutcome, duration: Duration?, at instant: Timestamp, usage: ResourceUsage? = nil) {
         let seconds = duration.map { Double($0.wholeMicroseconds) / 1_000_000 }
         stats.withLock { all in
             all[job, default: JobStats()].outcomes[outcome.name, default: 0] += 1
+            if let usage {
+                all[job]!.cpuSeconds += usage.userSeconds + usage.systemSeconds
+                all[job]!.lastMaxResident = usage.maxResidentBytes
+            }
             if case .skipped = outcome { return }
             if let seconds {
                 all[job]!.durationCount += 1
@@ -59,6 +65,7 @@ public enum EngineMetrics {
         let all = stats.withLock { $0 }
         var text = ""
         func family(_ name: String, _ type: String, _ lines: (inout String) -> Void) {
+            if let help = help[name] { text += "# HELP \(name) \(help)\n" }
             text += "# TYPE \(name) \(type)\n"
             lines(&text)
         }
@@ -99,6 +106,47 @@ public enum EngineMetrics {
         family("jobrunner_running_runs", "gauge") { text in
             for job in jobs { text += "jobrunner_running_runs{job=\"\(job.job)\"} \(job.running)\n" }
         }
+        family("jobrunner_run_cpu_seconds_total", "counter") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) where stats.lastMaxResident != nil {
+                text += "jobrunner_run_cpu_seconds_total{job=\"\(job)\"} \(stats.cpuSeconds)\n"
+            }
+        }
+        family("jobrunner_run_max_rss_bytes", "gauge") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) {
+                if let bytes = stats.lastMaxResident { text += "jobrunner_run_max_rss_bytes{job=\"\(job)\"} \(bytes)\n" }
+            }
+        }
         return text
+    }
+
+    /// What each family means (`# HELP`), the engine's and the global ones alike.
+    public static let help: [String: String] = [
+        "jobrunner_runs_total": "Finished runs by job and outcome since the daemon started.",
+        "jobrunner_run_duration_seconds": "How long runs took, by job.",
+        "jobrunner_last_run_timestamp_seconds": "When a job's latest run ended (Unix seconds).",
+        "jobrunner_last_success_timestamp_seconds": "When a job's latest successful run ended (Unix seconds).",
+        "jobrunner_next_fire_timestamp_seconds": "When a job fires next (Unix seconds; 0: not scheduled).",
+        "jobrunner_running_runs": "Runs of a job whose process is alive.",
+        "jobrunner_run_cpu_seconds_total": "CPU seconds (user and system) of a job's finished runs and the processes they waited for.",
+        "jobrunner_run_max_rss_bytes": "Peak resident memory of the largest process of a job's latest finished run.",
+        "jobrunner_fire_lateness_seconds": "How late fires started after their due time.",
+        "jobrunner_waiting_fires": "Fires waiting for a slot, a pool or a previous run.",
+        "jobrunner_config_generation": "Configuration generation: 1 at start, +1 per successful reload.",
+        "jobrunner_reloads_total": "Reloads by result (ok, failed).",
+        "jobrunner_claims_total": "Cluster claims of occurrences by result.",
+        "jobrunner_claim_duration_seconds": "How long a cluster claim took.",
+        "jobrunner_cluster_nodes": "Cluster nodes by state, as this node sees them.",
+    ]
+
+    /// Prometheus text with a `# HELP` line before each `# TYPE` line this table knows.
+    public static func withHelp(_ text: String) -> String {
+        var result = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE "), let name = line.split(separator: " ").dropFirst(2).first, let help = help[String(name)] {
+                result += "# HELP \(name) \(help)\n"
+            }
+            result += line + "\n"
+        }
+        return String(result.dropLast())
     }
 }

@@ -5,7 +5,7 @@ import Synchronization
 /// (its notify messages) is kept.
 public final class RunHandle: Sendable {
     package enum Event: Sendable {
-        case exited(ExitStatus)
+        case exited(ExitStatus, ResourceUsage?)
         case deadline
         case graceOver
         case cancel

@@ -18,6 +18,11 @@ public struct RunID: Hashable, Sendable, Comparable, CustomStringConvertible, Co
         rawValue = String(text)
     }
 
+    /// Whether `text` can abbreviate ids: 4 to 25 characters of their alphabet.
+    public static func isAbbreviation(_ text: some StringProtocol) -> Bool {
+        (4..<26).contains(text.utf8.count) && text.utf8.allSatisfy { RunIDGenerator.alphabetSet.contains($0) }
+    }
+
     public var description: String { rawValue }
 
     public static func < (lhs: RunID, rhs: RunID) -> Bool { lhs.rawValue < rhs.rawValue }

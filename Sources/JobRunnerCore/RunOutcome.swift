@@ -15,6 +15,25 @@ public enum ExitStatus: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// What a run cost, as the kernel accounted it when its process was reaped (`wait4`): the
+/// CPU time of the run's leader and of every descendant it waited for, and the largest resident
+/// set among them. Processes the leader left behind (killed by the run's sweep) are not in it.
+public struct ResourceUsage: Sendable, Hashable {
+    public var userMicroseconds: Int64
+    public var systemMicroseconds: Int64
+    /// The peak resident memory of the largest process of the run's tree, in bytes.
+    public var maxResidentBytes: Int64
+
+    public init(userMicroseconds: Int64, systemMicroseconds: Int64, maxResidentBytes: Int64) {
+        self.userMicroseconds = userMicroseconds
+        self.systemMicroseconds = systemMicroseconds
+        self.maxResidentBytes = maxResidentBytes
+    }
+
+    public var userSeconds: Double { Double(userMicroseconds) / 1_000_000 }
+    public var systemSeconds: Double { Double(systemMicroseconds) / 1_000_000 }
+}
+
 /// How a run ended. A non-zero exit is data, not an error: outcomes are values.
 public enum RunOutcome: Sendable, Hashable, CustomStringConvertible {
     /// Exit status 0.

@@ -1,3 +1,4 @@
+import JobRunnerSchedule
 import Synchronization
 
 /// Which output stream a line came from.
@@ -10,10 +11,13 @@ public enum OutputStreamKind: String, Sendable, Hashable, Codable {
 public struct OutputLine: Sendable, Hashable {
     public var stream: OutputStreamKind
     public var text: String
+    /// When the daemon read it.
+    public var at: Timestamp?
 
-    public init(stream: OutputStreamKind, text: String) {
+    public init(stream: OutputStreamKind, text: String, at: Timestamp? = nil) {
         self.stream = stream
         self.text = text
+        self.at = at
     }
 }
 
@@ -111,20 +115,48 @@ public final class OutputTail: Sendable {
     }
 }
 
-/// What a follower of a run's output receives.
-public enum FollowEvent: Sendable, Hashable {
-    case line(OutputLine)
+/// What a follower of output receives.
+public enum Followed<Line: Sendable & Hashable>: Sendable, Hashable {
+    case line(Line)
     /// This many lines were printed while the follower was a budget behind, and not kept for it.
     case dropped(Int)
 }
 
-/// One follower of a run's output: an async sequence of ``FollowEvent``s with a byte budget.
-/// It ends when the run ends; letting go of it (a client that went away) unregisters it.
-public final class OutputFollower: AsyncSequence, Sendable {
-    public typealias Element = FollowEvent
+/// A line a follower can hold: its size counts against the follower's budget.
+public protocol FollowableLine: Sendable, Hashable {
+    var heldBytes: Int { get }
+}
+
+extension OutputLine: FollowableLine {
+    public var heldBytes: Int { text.utf8.count + 1 }
+}
+
+/// A line of some run's output, for a follower of every run.
+public struct RunOutputLine: FollowableLine {
+    public var job: String
+    public var run: RunID
+    public var line: OutputLine
+
+    public init(job: String, run: RunID, line: OutputLine) {
+        self.job = job
+        self.run = run
+        self.line = line
+    }
+
+    public var heldBytes: Int { line.heldBytes + job.utf8.count + 26 }
+}
+
+public typealias FollowEvent = Followed<OutputLine>
+public typealias OutputFollower = Follower<OutputLine>
+
+/// One follower of output: an async sequence of ``Followed`` lines with a byte budget. It ends
+/// when the run ends; letting go of it (a client that went away) unregisters it.
+public final class Follower<Line: FollowableLine>: AsyncSequence, Sendable {
+    public typealias Element = Followed<Line>
+    typealias FollowEvent = Followed<Line>
 
     /// Bytes of unread lines a follower may hold.
-    public static let budget = 1 << 20
+    public static var budget: Int { 1 << 20 }
 
     private struct State {
         var events: [FollowEvent] = []
@@ -148,14 +180,14 @@ public final class OutputFollower: AsyncSequence, Sendable {
         state.withLock { $0.onEnd }?()
     }
 
-    func offer(_ line: OutputLine) {
+    func offer(_ line: Line) {
         let waiter = state.withLock { state -> CheckedContinuation<FollowEvent?, Never>? in
             guard !state.finished else { return nil }
             if let waiter = state.waiter {
                 state.waiter = nil
                 return waiter
             }
-            let size = line.text.utf8.count + 1
+            let size = line.heldBytes
             if state.bytes + size > Self.budget {
                 if case .dropped(let count) = state.events.last, state.events.count > state.head {
                     state.events[state.events.count - 1] = .dropped(count + 1)
@@ -191,7 +223,7 @@ public final class OutputFollower: AsyncSequence, Sendable {
                     if state.head < state.events.count {
                         let event = state.events[state.head]
                         state.head += 1
-                        if case .line(let line) = event { state.bytes -= line.text.utf8.count + 1 }
+                        if case .line(let line) = event { state.bytes -= line.heldBytes }
                         if state.head == state.events.count {
                             state.events.removeAll(keepingCapacity: state.events.count < 1024)
                             state.head = 0
@@ -214,11 +246,49 @@ public final class OutputFollower: AsyncSequence, Sendable {
     }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
-        let follower: OutputFollower
-        public mutating func next() async -> FollowEvent? { await follower.next() }
+        let follower: Follower<Line>
+        public mutating func next() async -> Followed<Line>? { await follower.next() }
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(follower: self) }
+}
+
+/// Every run's output as it is printed, for `jobrunnerctl logs -f` without a run: followers
+/// come and go; with none, publishing costs one atomic load.
+public final class OutputBroadcast: Sendable {
+    private struct WeakFollower {
+        weak var follower: Follower<RunOutputLine>?
+    }
+
+    private let followers = Mutex<(next: UInt64, all: [UInt64: WeakFollower])>((0, [:]))
+    private let count = Atomic<Int>(0)
+
+    public init() {}
+
+    /// Every line printed from now on, by any run.
+    public func follow() -> Follower<RunOutputLine> {
+        let follower = Follower<RunOutputLine>()
+        followers.withLock { state in
+            state.next += 1
+            let token = state.next
+            state.all[token] = WeakFollower(follower: follower)
+            count.store(state.all.count, ordering: .relaxed)
+            follower.onEnd = { [weak self] in
+                guard let self else { return }
+                self.followers.withLock { state in
+                    state.all.removeValue(forKey: token)
+                    self.count.store(state.all.count, ordering: .relaxed)
+                }
+            }
+        }
+        return follower
+    }
+
+    public func publish(job: String, run: RunID, _ line: OutputLine) {
+        guard count.load(ordering: .relaxed) > 0 else { return }
+        let current = followers.withLock { $0.all.values.compactMap(\.follower) }
+        for follower in current { follower.offer(RunOutputLine(job: job, run: run, line: line)) }
+    }
 }
 
 /// Limits on what is kept of a run's output.

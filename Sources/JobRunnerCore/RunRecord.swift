@@ -47,6 +47,8 @@ public struct RunRecord: Sendable, Identifiable {
     public var statusText: String?
     /// The cluster node that ran it (nil without a cluster).
     public var node: String?
+    /// What the run's processes cost (nil for a run that did not start, and in older history).
+    public var usage: ResourceUsage?
 
     public init(id: RunID, job: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil,
                 queuedAt: Timestamp) {

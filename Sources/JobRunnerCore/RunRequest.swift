@@ -32,24 +32,39 @@ public struct RunResult: Sendable {
     public var pid: Int32?
     /// How the process ended, when it started.
     public var exitStatus: ExitStatus?
+    /// What the process cost, once it was reaped.
+    public var usage: ResourceUsage?
 
-    public init(outcome: RunOutcome, startedAt: Timestamp, endedAt: Timestamp, pid: Int32?, exitStatus: ExitStatus?) {
+    public init(outcome: RunOutcome, startedAt: Timestamp, endedAt: Timestamp, pid: Int32?, exitStatus: ExitStatus?,
+                usage: ResourceUsage? = nil) {
         self.outcome = outcome
         self.startedAt = startedAt
         self.endedAt = endedAt
         self.pid = pid
         self.exitStatus = exitStatus
+        self.usage = usage
     }
 
     /// Logs the end of a run: notice for a success (so `--log-level notice` shows the lifecycle
-    /// without job output), warning otherwise.
+    /// without job output), warning otherwise. It carries the exit code or signal and what the
+    /// run cost.
     public func log(_ logger: Logger, _ what: String) {
-        let duration = DurationText.format(startedAt.duration(to: endedAt))
+        var metadata: Logger.Metadata = ["outcome": "\(outcome.name)", "duration": .seconds(startedAt.duration(to: endedAt))]
+        switch exitStatus {
+        case .exited(let code)?: metadata["exit_code"] = .number(code)
+        case .signalled(let signal, _)?: metadata["signal"] = "\(signalName(signal))"
+        case nil: break
+        }
+        if let usage {
+            metadata["cpu_user"] = .seconds(.microseconds(usage.userMicroseconds))
+            metadata["cpu_system"] = .seconds(.microseconds(usage.systemMicroseconds))
+            metadata["max_rss_bytes"] = .number(usage.maxResidentBytes)
+        }
         if outcome == .succeeded {
-            logger.notice("\(what) finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)"])
+            logger.notice("\(what) finished", metadata: metadata)
         } else {
-            logger.warning("\(what) finished", metadata: ["outcome": "\(outcome.name)", "duration": "\(duration)",
-                                                        "detail": "\(exitStatus?.description ?? outcome.detail ?? "")"])
+            if let detail = outcome.detail, exitStatus == nil { metadata["detail"] = "\(detail)" }
+            logger.warning("\(what) finished", metadata: metadata)
         }
     }
 }

@@ -114,7 +114,7 @@ public actor Scheduler: Service {
                 var runLogger = logger
                 runLogger[metadataKey: "job"] = "\(record.job)"
                 runLogger[metadataKey: "run_id"] = "\(id)"
-                if let pid = result.pid { runLogger[metadataKey: "pid"] = "\(pid)" }
+                if let pid = result.pid { runLogger[metadataKey: "pid"] = .number(pid) }
                 result.log(runLogger, "run")
             }
         }
@@ -269,7 +269,7 @@ public actor Scheduler: Service {
             journal?.record(.finished(final))
             let duration = final.startedAt.flatMap { started in final.endedAt.map { started.duration(to: $0) } }
             EngineMetrics.runFinished(job: final.job, outcome: final.outcome ?? .interrupted, duration: duration,
-                                      at: final.endedAt ?? clock.now())
+                                      at: final.endedAt ?? clock.now(), usage: final.usage)
         case .paused, .known:
             journal?.record(event)
         }

@@ -209,8 +209,9 @@ public enum Daemon {
         pool.start()
         let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
         let registry = RunRegistry()
+        let broadcast = OutputBroadcast()
         let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, blockingPool: pool, notify: true,
-                                    nodeName: cluster?.settings.nodeName, logger: logger, wallClock: { clock.now() })
+                                    nodeName: cluster?.settings.nodeName, broadcast: broadcast, logger: logger, wallClock: { clock.now() })
         let statusBox = StatusBox()
         let writer = HistoryWriter(
             history: history,
@@ -231,7 +232,8 @@ public enum Daemon {
                                 access: access, cluster: cluster.map { ($0.coordinator, $0.settings) })
         let handler = EngineControlHandler(scheduler: scheduler, registry: registry, history: history, writer: writer,
                                            reloader: reloader, daemon: daemonState, clock: clock,
-                                           metricsRegistry: metricsRegistry, access: access, cluster: cluster?.coordinator)
+                                           metricsRegistry: metricsRegistry, access: access, cluster: cluster?.coordinator,
+                                           broadcast: broadcast)
         var limits = ControlServer.Limits()
         limits.maxConnections = configuration.daemon.control.maxConnections
         let control = ControlServer(listeningSocket: listener, handler: handler, eventLoopGroup: eventLoopGroup, logger: logger,
@@ -252,7 +254,7 @@ public enum Daemon {
 
         let reloadService = ReloadService(reloader: reloader) {
             let line = await status.line()
-            logger.info("ready", metadata: ["jobs": "\(configuration.jobs.count)", "socket": "\(options.socketPath)",
+            logger.info("ready", metadata: ["jobs": .number(configuration.jobs.count), "socket": "\(options.socketPath)",
                                             "config": "\(options.configPath)"])
             notifier.ready(status: line)
         }
@@ -284,7 +286,7 @@ public enum Daemon {
         }
         if activated == nil { unlink(options.socketPath) }
         try? await pool.shutdownGracefully()
-        logger.info("stopped", metadata: ["exit_code": "\(exitCode)"])
+        logger.info("stopped", metadata: ["exit_code": .number(exitCode)])
         return exitCode
     }
 
@@ -354,7 +356,7 @@ extension Daemon {
         guard notifier.isConnected else { return nil }
         let watchdog = notifier.watchdogInterval()
         if let watchdog {
-            logger.info("systemd watchdog enabled", metadata: ["interval": "\(DurationText.format(watchdog))"])
+            logger.info("systemd watchdog enabled", metadata: ["interval": .seconds(watchdog)])
         }
         return Heartbeat(interval: watchdog.map { $0 / 2 }, drainInterval: min(watchdog.map { $0 / 2 } ?? .seconds(5), .seconds(5))) { phase in
             if watchdog != nil { notifier.watchdog() }

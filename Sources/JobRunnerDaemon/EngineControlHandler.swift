@@ -29,6 +29,8 @@ struct EngineControlHandler: ControlHandler {
     let access: AccessPolicy
     /// This node's cluster, if it is a node of one.
     let cluster: ClusterCoordinator?
+    /// Every run's output as it is printed.
+    let broadcast: OutputBroadcast
 
     func status() async -> StatusResponse {
         let summary = await scheduler.summary()
@@ -115,25 +117,59 @@ struct EngineControlHandler: ControlHandler {
         guard let record = found else { return nil }
         let lines = record.output?.lines ?? []
         return RunDetail(run: Self.runInfo(record, now: clock.now()),
-                         output: lines.map { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text) })
+                         output: lines.map { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text, at: $0.at?.description) })
     }
 
     /// Runs newest first: what memory holds (live runs and the recent finished ones, always
     /// current) merged with the history on disk (which may lag a batch behind).
-    func runs(job: String?, outcome: String?, limit: Int, before: String?) async -> [RunInfo] {
+    func runs(_ query: RunsQuery) async throws(APIError) -> [RunInfo] {
+        func instant(_ name: String, _ text: String?) throws(APIError) -> Timestamp? {
+            guard let text else { return nil }
+            guard let instant = Timestamp(rfc3339: text) else {
+                throw APIError.badRequest("\(name) must be an RFC 3339 time (2026-12-01T03:00:00Z), not '\(text)'")
+            }
+            return instant
+        }
+        let filter = RunQuery(job: query.job, outcome: query.outcome, before: query.before, since: try instant("since", query.since),
+                              until: try instant("until", query.until), limit: query.limit)
         let now = clock.now()
-        let matches: (RunRecord) -> Bool = { record in
-            (job == nil || record.job == job) && (outcome == nil || outcome == (record.outcome?.name ?? record.phase.rawValue))
-                && (before == nil || record.id.rawValue < before!)
-        }
+        return await records(filter).map { Self.runInfo($0, now: now) }
+    }
+
+    private func records(_ filter: RunQuery) async -> [RunRecord] {
         var byID: [RunID: RunRecord] = [:]
-        for record in (try? await history.runs(job: job, outcome: outcome, before: before, limit: limit)) ?? [] where matches(record) {
+        for record in (try? await history.runs(filter)) ?? [] where filter.matches(record) {
             byID[record.id] = record
         }
-        for record in registry.active() + registry.history() where matches(record) {
+        for record in registry.active() + registry.history() where filter.matches(record) {
             byID[record.id] = record
         }
-        return byID.values.sorted { $0.id > $1.id }.prefix(limit).map { Self.runInfo($0, now: now) }
+        return Array(byID.values.sorted { $0.id > $1.id }.prefix(filter.limit))
+    }
+
+    func resolveRun(_ text: String) async throws(APIError) -> String {
+        if RunID(validating: text) != nil { return text }
+        guard RunID.isAbbreviation(text.lowercased()) else {
+            throw APIError.notFound("no run with id '\(text)' (a run id is 26 characters; an abbreviation, at least 4 of its first or last ones)")
+        }
+        let matches = await records(RunQuery(abbreviation: text.lowercased(), limit: 3))
+        switch matches.count {
+        case 0: throw APIError.notFound("no run with id '\(text)'")
+        case 1: return matches[0].id.rawValue
+        default:
+            throw APIError.conflict("'\(text)' names more than one run (\(matches.prefix(2).map(\.id.rawValue).joined(separator: ", ")), …): give more of the id")
+        }
+    }
+
+    func followAllOutput() async -> any AsyncSequence<OutputEvent, Never> & Sendable {
+        broadcast.follow().map { @Sendable event -> OutputEvent in
+            switch event {
+            case .line(let tagged):
+                .line(OutputLineInfo(stream: tagged.line.stream.rawValue, text: tagged.line.text, at: tagged.line.at?.description,
+                                     job: tagged.job, run: tagged.run.rawValue))
+            case .dropped(let count): .dropped(count)
+            }
+        }
     }
 
     func cancel(run id: String) async throws(APIError) -> CancelResponse {
@@ -223,7 +259,9 @@ struct EngineControlHandler: ControlHandler {
 
     func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: (any AsyncSequence<OutputEvent, Never> & Sendable)?)? {
         let runID = RunID(rawValue: id)
-        let convert: @Sendable (OutputLine) -> OutputLineInfo = { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text) }
+        let convert: @Sendable (OutputLine) -> OutputLineInfo = {
+            OutputLineInfo(stream: $0.stream.rawValue, text: $0.text, at: $0.at?.description)
+        }
         if let record = registry.record(runID) {
             guard let tail = record.output else { return ([], nil) }
             let (kept, follower) = tail.follow()
@@ -240,7 +278,7 @@ struct EngineControlHandler: ControlHandler {
     }
 
     func metrics() async -> String {
-        metricsRegistry.emitToString() + EngineMetrics.renderJobMetrics(await scheduler.jobGauges())
+        EngineMetrics.withHelp(metricsRegistry.emitToString()) + EngineMetrics.renderJobMetrics(await scheduler.jobGauges())
     }
 
     // MARK: - Mapping
@@ -267,7 +305,39 @@ struct EngineControlHandler: ControlHandler {
             nextFire: state.nextFire?.description,
             source: "\(job.location.file):\(job.location.line)",
             lastRun: registry.lastRun(job: job.name).map { runInfo($0, now: now) },
-            active: registry.active(job: job.name).map { runInfo($0, now: now) }
+            active: registry.active(job: job.name).map { runInfo($0, now: now) },
+            policies: policies(job)
+        )
+    }
+
+    static func policies(_ job: JobDefinition) -> JobPolicies {
+        func line(_ command: JobCommand?) -> String? {
+            switch command {
+            case .argv(let argv)?: argv.joined(separator: " ")
+            case .shell(let text)?: text
+            case nil: nil
+            }
+        }
+        let limits = job.limits
+        var named: [String: UInt64] = [:]
+        for (name, value) in [("open_files", limits.openFiles), ("processes", limits.processes), ("cpu_seconds", limits.cpuSeconds),
+                              ("address_space", limits.addressSpace), ("core_size", limits.coreSize), ("file_size", limits.fileSize)] {
+            if let value { named[name] = value }
+        }
+        return JobPolicies(
+            user: job.identity?.user,
+            overlap: job.overlap.description,
+            pool: job.pool,
+            retry: job.retry.map { RetryInfo(attempts: $0.attempts, backoffSeconds: $0.backoff.secondsValue,
+                                             maxBackoffSeconds: $0.maxBackoff.secondsValue, on: $0.on.map(\.rawValue).sorted()) },
+            randomDelaySeconds: job.randomDelay?.secondsValue,
+            runOnStart: job.runOnStart,
+            catchUp: job.catchUp.rawValue,
+            onSuccess: line(job.onSuccess),
+            onFailure: line(job.onFailure),
+            limits: named,
+            umask: job.umask.map { "0" + String($0, radix: 8) },
+            nice: job.nice
         )
     }
 
@@ -291,7 +361,10 @@ struct EngineControlHandler: ControlHandler {
             detail: record.outcome?.detail,
             statusText: record.progress,
             waitingFor: record.waitingFor,
-            node: record.node
+            node: record.node,
+            cpuUserSeconds: record.usage?.userSeconds,
+            cpuSystemSeconds: record.usage?.systemSeconds,
+            maxRssBytes: record.usage?.maxResidentBytes
         )
     }
 }

@@ -5,6 +5,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import JobRunnerCore
 import JobRunnerSchedule
 import Logging
 import Synchronization
@@ -79,11 +80,24 @@ public struct TextLogHandler: LogHandler {
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { $1 } }
         if let extra = event.metadata { all.merge(extra) { $1 } }
-        var line = Self.timestamp() + " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + " " + event.message.description
+        var line = Self.timestamp() + " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + " "
+        // A line a job printed: `backup[3x8k2q9d] stdout: text`, so it never reads as the daemon's.
+        if let stream = all["stream"], let job = all["job"] {
+            let run = all["run_id"].map { "[" + Self.shortRunID("\($0)") + "]" } ?? ""
+            StderrWriter.shared.write(line + "\(job)\(run) \(stream): " + event.message.description)
+            return
+        }
+        line += event.message.description
         for key in all.keys.sorted() {
             line += " \(key)=\(Self.quoted("\(all[key]!)"))"
         }
         StderrWriter.shared.write(line)
+    }
+
+    /// The part of a run id a person tells runs apart by: its last 8 characters (ids start
+    /// with their time, so runs of one day share their first ones). `jobrunnerctl` accepts it.
+    static func shortRunID(_ id: String) -> String {
+        String(id.suffix(8))
     }
 
     static func quoted(_ value: String) -> String {
@@ -117,18 +131,55 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var fields: [String: String] = [:]
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { $1 } }
         if let extra = event.metadata { all.merge(extra) { $1 } }
-        for (key, value) in all { fields[key] = "\(value)" }
-        fields["time"] = TextLogHandler.timestamp()
-        fields["level"] = event.level.rawValue
-        fields["message"] = event.message.description
+        var fields = all.mapValues(JSONValue.init)
+        fields["time"] = .string(TextLogHandler.timestamp())
+        fields["level"] = .string(event.level.rawValue)
+        fields["message"] = .string(event.message.description)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         if let data = try? encoder.encode(fields) {
             StderrWriter.shared.write(String(decoding: data, as: UTF8.self))
+        }
+    }
+}
+
+/// A log value in JSON: numbers stay numbers (`"pid": 11119`), lists and maps nest.
+enum JSONValue: Encodable {
+    case string(String)
+    case integer(Int64)
+    case number(Double)
+    case bool(Bool)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(_ value: Logger.MetadataValue) {
+        switch value {
+        case .string(let text): self = .string(text)
+        case .stringConvertible(let convertible):
+            switch convertible {
+            case let number as any BinaryInteger: self = Int64(exactly: number).map(JSONValue.integer) ?? .string("\(number)")
+            case let seconds as Seconds: self = .number(seconds.value)
+            case let number as Double where number.isFinite: self = .number(number)
+            case let flag as Bool: self = .bool(flag)
+            default: self = .string(convertible.description)
+            }
+        case .array(let values): self = .array(values.map(JSONValue.init))
+        case .dictionary(let values): self = .object(values.mapValues(JSONValue.init))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let text): try container.encode(text)
+        case .integer(let number): try container.encode(number)
+        case .number(let number): try container.encode(number)
+        case .bool(let flag): try container.encode(flag)
+        case .array(let values): try container.encode(values)
+        case .object(let values): try container.encode(values)
         }
     }
 }

@@ -24,7 +24,7 @@ public protocol HistoryStore: Sendable {
     func jobMemories() async throws -> [String: JobMemory]
 
     /// Runs newest first.
-    func runs(job: String?, outcome: String?, before: String?, limit: Int) async throws -> [RunRecord]
+    func runs(_ query: RunQuery) async throws -> [RunRecord]
     /// One run.
     func run(id: RunID) async throws -> RunRecord?
     /// How many runs a job has.
@@ -44,22 +44,69 @@ public struct InterruptedRun: Sendable, Hashable {
     }
 }
 
-extension HistoryStore {
-    public func runs(job: String? = nil, outcome: String? = nil, before: String? = nil, limit: Int) async throws -> [RunRecord] {
-        try await runs(job: job, outcome: outcome, before: before, limit: limit)
+/// Which runs to read, newest first.
+public struct RunQuery: Sendable, Hashable {
+    public var job: String?
+    public var outcome: String?
+    /// Only runs whose id sorts before this one (paging).
+    public var before: String?
+    /// Only runs that started (or, not started, were queued) at or after this instant.
+    public var since: Timestamp?
+    /// Only runs that started (or were queued) before this instant.
+    public var until: Timestamp?
+    /// Only runs whose id starts or ends with this text (an abbreviated id).
+    public var abbreviation: String?
+    public var limit: Int
+
+    public init(job: String? = nil, outcome: String? = nil, before: String? = nil, since: Timestamp? = nil, until: Timestamp? = nil,
+                abbreviation: String? = nil, limit: Int) {
+        self.job = job
+        self.outcome = outcome
+        self.before = before
+        self.since = since
+        self.until = until
+        self.abbreviation = abbreviation
+        self.limit = limit
+    }
+
+    /// Whether a run matches every condition but the limit.
+    public func matches(_ record: RunRecord) -> Bool {
+        let id = record.id.rawValue
+        let start = record.startedAt ?? record.queuedAt
+        return (job == nil || record.job == job) && (outcome == nil || outcome == (record.outcome?.name ?? record.phase.rawValue))
+            && (before.map { id < $0 } ?? true) && (since.map { start >= $0 } ?? true) && (until.map { start < $0 } ?? true)
+            && (abbreviation.map { id.hasPrefix($0) || id.hasSuffix($0) } ?? true)
     }
 }
 
-/// Output lines as stored: one per line, `o ` or `e ` first.
+extension HistoryStore {
+    public func runs(job: String? = nil, outcome: String? = nil, before: String? = nil, limit: Int) async throws -> [RunRecord] {
+        try await runs(RunQuery(job: job, outcome: outcome, before: before, limit: limit))
+    }
+}
+
+/// Output lines as stored: one per line, `O<microseconds> ` (stdout) or `E<microseconds> `
+/// (stderr) first; lines stored before they carried a time start with `o ` or `e `.
 public enum StoredOutput {
     public static func encode(_ lines: [OutputLine]) -> String {
-        lines.map { ($0.stream == .stdout ? "o " : "e ") + $0.text.replacingNewlines() }.joined(separator: "\n")
+        lines.map { line in
+            let stream = line.stream == .stdout ? "o" : "e"
+            guard let at = line.at else { return stream + " " + line.text.replacingNewlines() }
+            return stream.uppercased() + String(at.microseconds) + " " + line.text.replacingNewlines()
+        }.joined(separator: "\n")
     }
 
     public static func decode(_ text: String) -> [OutputLine] {
         guard !text.isEmpty else { return [] }
         return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            OutputLine(stream: line.hasPrefix("e ") ? .stderr : .stdout, text: String(line.dropFirst(2)))
+            let stderr = line.hasPrefix("e") || line.hasPrefix("E")
+            if line.hasPrefix("O") || line.hasPrefix("E"), let space = line.firstIndex(of: " "),
+                let micros = Int64(line[line.index(after: line.startIndex)..<space])
+            {
+                return OutputLine(stream: stderr ? .stderr : .stdout, text: String(line[line.index(after: space)...]),
+                                  at: Timestamp(microseconds: micros))
+            }
+            return OutputLine(stream: stderr ? .stderr : .stdout, text: String(line.dropFirst(2)))
         }
     }
 }
@@ -77,6 +124,14 @@ extension RunOutcome {
         case "skipped": .skipped(reason: detail ?? "")
         default: .interrupted
         }
+    }
+}
+
+extension ResourceUsage {
+    /// The usage as stored in three nullable columns: nil unless all three are there.
+    public static func stored(user: Int64?, system: Int64?, maxResident: Int64?) -> ResourceUsage? {
+        guard let user, let system, let maxResident else { return nil }
+        return ResourceUsage(userMicroseconds: user, systemMicroseconds: system, maxResidentBytes: maxResident)
     }
 }
 

@@ -8,7 +8,7 @@ import JobRunnerSchedule
 /// jobs, versioned by migrations.
 public final class SQLiteHistory: HistoryStore {
     /// The newest schema this build understands.
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
 
     let database: DatabasePool
     public let path: String
@@ -66,6 +66,15 @@ public final class SQLiteHistory: HistoryStore {
             }
             try db.execute(sql: "INSERT INTO schema_info (version) VALUES (1)")
         }
+        migrator.registerMigration("v2") { db in
+            // What each run cost (wait4's accounting of its process tree).
+            try db.alter(table: "runs") { table in
+                table.add(column: "cpu_user_us", .integer)
+                table.add(column: "cpu_system_us", .integer)
+                table.add(column: "max_rss_bytes", .integer)
+            }
+            try db.execute(sql: "UPDATE schema_info SET version = 2")
+        }
         return migrator
     }
 
@@ -113,25 +122,25 @@ public final class SQLiteHistory: HistoryStore {
     // MARK: - Reads
 
     /// Runs newest first.
-    public func runs(job: String?, outcome: String?, before: String?, limit: Int) async throws -> [RunRecord] {
+    public func runs(_ query: RunQuery) async throws -> [RunRecord] {
         try await database.read { db in
             var conditions: [String] = []
             var arguments: [any DatabaseValueConvertible] = []
-            if let job {
-                conditions.append("job = ?")
-                arguments.append(job)
+            func add(_ condition: String, _ values: any DatabaseValueConvertible...) {
+                conditions.append(condition)
+                arguments.append(contentsOf: values)
             }
-            if let outcome {
-                conditions.append("outcome = ?")
-                arguments.append(outcome)
-            }
-            if let before {
-                conditions.append("id < ?")
-                arguments.append(before)
+            if let job = query.job { add("job = ?", job) }
+            if let outcome = query.outcome { add("outcome = ?", outcome) }
+            if let before = query.before { add("id < ?", before) }
+            if let since = query.since { add("COALESCE(started_at, queued_at) >= ?", since.microseconds) }
+            if let until = query.until { add("COALESCE(started_at, queued_at) < ?", until.microseconds) }
+            if let abbreviation = query.abbreviation {
+                add("(substr(id, 1, ?) = ? OR substr(id, -?) = ?)", abbreviation.utf8.count, abbreviation, abbreviation.utf8.count, abbreviation)
             }
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             let rows = try Row.fetchAll(db, sql: "SELECT * FROM runs \(filter) ORDER BY id DESC LIMIT ?",
-                                        arguments: StatementArguments(arguments + [limit]))
+                                        arguments: StatementArguments(arguments + [query.limit]))
             return rows.map(Self.record(from:))
         }
     }
@@ -171,6 +180,7 @@ public final class SQLiteHistory: HistoryStore {
             record.output = OutputTail(capacity: Int.max, lines: StoredOutput.decode(output))
         }
         record.node = row["node"]
+        record.usage = ResourceUsage.stored(user: row["cpu_user_us"], system: row["cpu_system_us"], maxResident: row["max_rss_bytes"])
         return record
     }
 
@@ -215,18 +225,20 @@ public final class SQLiteHistory: HistoryStore {
         let outcome = record.outcome
         try db.cachedStatement(sql: """
             INSERT INTO runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
-                              exit_code, signal, detail, pid, status_text, output)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              exit_code, signal, detail, pid, status_text, output, cpu_user_us, cpu_system_us, max_rss_bytes)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET
                 started_at = COALESCE(excluded.started_at, started_at), ended_at = excluded.ended_at,
                 outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
                 detail = excluded.detail, pid = COALESCE(excluded.pid, pid), status_text = excluded.status_text,
-                output = COALESCE(excluded.output, output)
+                output = COALESCE(excluded.output, output), cpu_user_us = excluded.cpu_user_us,
+                cpu_system_us = excluded.cpu_system_us, max_rss_bytes = excluded.max_rss_bytes
             """).execute(arguments: [
                 record.id.rawValue, record.fireID.rawValue, record.job, record.trigger.rawValue, record.attempt,
                 record.scheduledTime.microseconds, record.queuedAt.microseconds, record.startedAt?.microseconds,
                 record.endedAt?.microseconds, outcome?.name, outcome?.exitCode, outcome?.signal, outcome?.detail, record.pid,
                 record.progress, record.outcome == nil ? nil : record.output.map { StoredOutput.encode($0.lines) },
+                record.usage?.userMicroseconds, record.usage?.systemMicroseconds, record.usage?.maxResidentBytes,
             ])
     }
 

@@ -18,8 +18,8 @@ import Glibc
 /// thread kills what is left of its process group while the zombie leader still holds the group
 /// id, so the id cannot have been reused by an unrelated process.
 public final class ChildReaper: Sendable {
-    /// Called once with the leader's exit status.
-    public typealias ExitHandler = @Sendable (ExitStatus) -> Void
+    /// Called once with the leader's exit status and what it cost.
+    public typealias ExitHandler = @Sendable (ExitStatus, ResourceUsage) -> Void
 
     private struct Watch {
         var killGroupOnExit: Bool
@@ -100,7 +100,7 @@ public final class ChildReaper: Sendable {
                 table.watches[pid] = Watch(killGroupOnExit: killGroupOnExit, onExit: onExit)
                 result = .success(pid)
             case .failedInChild(let pid, let error):
-                table.watches[pid] = Watch(killGroupOnExit: false, onExit: { _ in })
+                table.watches[pid] = Watch(killGroupOnExit: false, onExit: { _, _ in })
                 result = .failure(error)
             case .failed(let error):
                 return (.failure(error), false, reaperWaits)
@@ -163,10 +163,12 @@ public final class ChildReaper: Sendable {
             }
             var kind: Int32 = 0
             var status: Int32 = 0
-            guard jr_reap_child(pid, &kind, &status) == 0 else { continue }
+            var usage = jr_child_usage()
+            guard jr_reap_child(pid, &kind, &status, &usage) == 0 else { continue }
             let exit: ExitStatus = kind == 1 ? .exited(status) : .signalled(status, coreDumped: kind == 3)
             if let watch {
-                watch.onExit(exit)
+                watch.onExit(exit, ResourceUsage(userMicroseconds: usage.user_microseconds, systemMicroseconds: usage.system_microseconds,
+                                                 maxResidentBytes: usage.max_rss_bytes))
             } else {
                 table.withLock { $0.orphansReaped += 1 }
             }

@@ -35,6 +35,8 @@ public final class Supervisor: RunExecutor, Sendable {
     private let nodeName: String?
     /// Tests only: close descriptors the way kernels without close_range need.
     private let forceDescriptorLoop: Bool
+    /// Where every run's output goes as it is printed (`logs -f` of all runs).
+    private let broadcast: OutputBroadcast?
 
     /// - Parameters:
     ///   - blockingPool: where sweeps of /proc run; without one, escaped processes are not hunted.
@@ -46,11 +48,13 @@ public final class Supervisor: RunExecutor, Sendable {
         notify: Bool = false,
         environment daemonEnvironment: [String: String]? = nil,
         nodeName: String? = nil,
+        broadcast: OutputBroadcast? = nil,
         descriptorFallbackForTests: Bool = false,
         logger: Logger,
         wallClock: @escaping @Sendable () -> Timestamp
     ) {
         self.nodeName = nodeName
+        self.broadcast = broadcast
         self.forceDescriptorLoop = descriptorFallbackForTests
         self.eventLoopGroup = eventLoopGroup
         self.reaper = reaper
@@ -89,7 +93,7 @@ public final class Supervisor: RunExecutor, Sendable {
         var logger = self.logger
         logger[metadataKey: "job"] = "\(request.job.name)"
         logger[metadataKey: "run_id"] = "\(request.id)"
-        if request.attempt > 1 { logger[metadataKey: "attempt"] = "\(request.attempt)" }
+        if request.attempt > 1 { logger[metadataKey: "attempt"] = .number(request.attempt) }
         let job = request.job
         var environment = environment(for: job)
         environment["JOBRUNNER_JOB"] = job.name
@@ -98,9 +102,16 @@ public final class Supervisor: RunExecutor, Sendable {
         environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
         if let nodeName { environment["JOBRUNNER_NODE"] = nodeName }
 
+        var lineHandler = onLine
+        if let broadcast {
+            lineHandler = { [name = job.name, id = request.id] line in
+                onLine?(line)
+                broadcast.publish(job: name, run: id, line)
+            }
+        }
         return await execute(
             command: job.command, job: job, environment: environment, stdin: nil, timeout: job.timeout,
-            notify: notifyHub != nil, handle: handle, logger: logger, tail: tail, onLine: onLine, onStarted: onStarted
+            notify: notifyHub != nil, handle: handle, logger: logger, tail: tail, onLine: lineHandler, onStarted: onStarted
         )
     }
 
@@ -211,7 +222,7 @@ public final class Supervisor: RunExecutor, Sendable {
         if let identity = job.identity, identity.uid != geteuid() || identity.gid != getegid() || geteuid() == 0 {
             spec.identity = .init(uid: identity.uid, gid: identity.gid, groups: identity.groups)
         }
-        let launched = reaper.launch(killGroupOnExit: true, onExit: { mailbox.post(.exited($0)) }) {
+        let launched = reaper.launch(killGroupOnExit: true, onExit: { mailbox.post(.exited($0, $1)) }) {
             ProcessLauncher.spawn(spec)
         }
         // The child has its own copies now (or there is no child).
@@ -227,12 +238,14 @@ public final class Supervisor: RunExecutor, Sendable {
             return spawnFailed(error, logger: logger)
         }
         let startedAt = wallClock()
-        logger[metadataKey: "pid"] = "\(pid)"
+        logger[metadataKey: "pid"] = .number(pid)
         onStarted(pid, startedAt)
         logger.info("run started", metadata: ["command": "\(command)"])
 
-        let deliver: @Sendable ([OutputLine]) -> Void = { [logger] lines in
-            for line in lines {
+        let deliver: @Sendable ([OutputLine]) -> Void = { [logger, wallClock] lines in
+            let now = wallClock()
+            for var line in lines {
+                line.at = now
                 tail?.append(line)
                 onLine?(line)
                 logger.info("\(line.text)", metadata: ["stream": "\(line.stream.rawValue)"])
@@ -254,6 +267,7 @@ public final class Supervisor: RunExecutor, Sendable {
         // MARK: Supervision loop
         var imposed: RunOutcome?
         var exitStatus: ExitStatus?
+        var usage: ResourceUsage?
         var deadline: NIODeadline?
         var timer: Scheduled<Void>?
         if let timeout {
@@ -264,7 +278,7 @@ public final class Supervisor: RunExecutor, Sendable {
         func terminate(because outcome: RunOutcome) {
             imposed = outcome
             timer?.cancel()
-            logger.notice("stopping run", metadata: ["reason": "\(outcome.name)", "kill_grace": "\(DurationText.format(job.killGrace))"])
+            logger.notice("stopping run", metadata: ["reason": "\(outcome.name)", "kill_grace": .seconds(job.killGrace)])
             kill(-pid, SIGTERM)
             kill(-pid, SIGCONT)
             if job.killGrace > .zero {
@@ -277,8 +291,9 @@ public final class Supervisor: RunExecutor, Sendable {
         await withTaskCancellationHandler {
             while exitStatus == nil || openStreams > 0 {
                 switch await mailbox.next() {
-                case .exited(let status):
+                case .exited(let status, let cost):
                     exitStatus = status
+                    usage = cost
                     timer?.cancel()
                     if openStreams > 0 {
                         timer = eventLoop.scheduleTask(in: Self.outputDrainLimit) { mailbox.post(.drainTimeout) }
@@ -308,7 +323,7 @@ public final class Supervisor: RunExecutor, Sendable {
                         let extended = NIODeadline.now() + .microseconds(extra.wholeMicroseconds)
                         if extended > deadline! {
                             deadline = extended
-                            logger.info("run extended its timeout", metadata: ["by": "\(DurationText.format(extra))"])
+                            logger.info("run extended its timeout", metadata: ["by": .seconds(extra)])
                         }
                     case .status(let text):
                         logger.debug("run status", metadata: ["status": "\(text)"])
@@ -337,7 +352,7 @@ public final class Supervisor: RunExecutor, Sendable {
             case .signalled(let signal, _): outcome = .signalled(signal)
             }
         }
-        return RunResult(outcome: outcome, startedAt: startedAt, endedAt: endedAt, pid: pid, exitStatus: exitStatus)
+        return RunResult(outcome: outcome, startedAt: startedAt, endedAt: endedAt, pid: pid, exitStatus: exitStatus, usage: usage)
     }
 
     // MARK: - Helpers

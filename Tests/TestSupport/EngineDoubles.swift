@@ -33,7 +33,7 @@ public final class ScriptedExecutor: RunExecutor {
         self.started.push(request)
         while true {
             switch await handle.mailbox.next() {
-            case .exited(let status):
+            case .exited(let status, _):
                 let outcome: RunOutcome = switch status {
                 case .exited(0): .succeeded
                 case .exited(let code): .failed(exitCode: code)
@@ -50,7 +50,7 @@ public final class ScriptedExecutor: RunExecutor {
 
     /// Ends a started run as if its process exited with `code`.
     public func finish(_ id: RunID, exitCode code: Int32 = 0) {
-        handles.withLock { $0[id] }?.mailbox.post(.exited(.exited(code)))
+        handles.withLock { $0[id] }?.mailbox.post(.exited(.exited(code), nil))
     }
 
     public func runHook(_ hook: JobCommand, kind: String, for request: RunRequest, result: RunResult, output: String) async -> RunOutcome {

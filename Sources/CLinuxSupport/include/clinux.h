@@ -67,8 +67,17 @@ int jr_set_child_subreaper(void);
 /// Returns 0 and the pid, or -1 with errno (ECHILD when there are no children).
 int jr_peek_exited_child(pid_t *pid);
 
-/// waitid(P_PID, pid, WEXITED): reaps one child. kind: 1 exited, 2 killed by signal, 3 dumped core.
-int jr_reap_child(pid_t pid, int *kind, int *status);
+/// What the kernel accounted to a reaped child and the descendants it waited for.
+struct jr_child_usage {
+    int64_t user_microseconds;
+    int64_t system_microseconds;
+    /// The largest resident set of the child or of any descendant it waited for, in bytes.
+    int64_t max_rss_bytes;
+};
+
+/// wait4(pid): reaps one child with its resource usage. kind: 1 exited, 2 killed by signal,
+/// 3 dumped core.
+int jr_reap_child(pid_t pid, int *kind, int *status, struct jr_child_usage *usage);
 
 /// SO_PEERCRED of a connected unix socket.
 int jr_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);

@@ -170,6 +170,7 @@ let package = Package(
         .executableTarget(
             name: "jobrunnerd",
             dependencies: [
+                "JobRunnerAPI",
                 "JobRunnerDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -186,10 +187,16 @@ let package = Package(
             dependencies: ["CFuzzDriver", "JobRunnerFuzzing"],
             swiftSettings: strict
         ),
+        .target(
+            name: "JobRunnerCLI",
+            dependencies: ["JobRunnerAPI", "JobRunnerSchedule"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "jobrunnerctl",
             dependencies: [
                 "JobRunnerAPI",
+                "JobRunnerCLI",
                 "JobRunnerConfig",
                 "JobRunnerSchedule",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -225,7 +232,12 @@ let package = Package(
             dependencies: ["JobRunnerStore", "JobRunnerHistory", "JobRunnerCore", "JobRunnerConfig", "TestSupport"],
             swiftSettings: strict
         ),
-        .testTarget(name: "JobRunnerControlTests", dependencies: ["JobRunnerControl", "JobRunnerAPI", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "JobRunnerControlTests",
+            dependencies: ["JobRunnerControl", "JobRunnerAPI", "TestSupport", .product(name: "HummingbirdTesting", package: "hummingbird")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "JobRunnerCLITests", dependencies: ["JobRunnerCLI", "JobRunnerAPI", "JobRunnerSchedule"], swiftSettings: strict),
         .testTarget(
             name: "SystemdTests",
             dependencies: ["Systemd", "TestSupport", .product(name: "Logging", package: "swift-log")],

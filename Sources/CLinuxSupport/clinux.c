@@ -193,6 +193,8 @@ int jr_reap_child(pid_t pid, int *kind, int *status, struct jr_child_usage *usag
     usage->user_microseconds = (int64_t)rusage.ru_utime.tv_sec * 1000000 + rusage.ru_utime.tv_usec;
     usage->system_microseconds = (int64_t)rusage.ru_stime.tv_sec * 1000000 + rusage.ru_stime.tv_usec;
     usage->max_rss_bytes = (int64_t)rusage.ru_maxrss * 1024;  /* kilobytes on Linux */
+    struct rusage own;
+    usage->own_max_rss_bytes = getrusage(RUSAGE_SELF, &own) == 0 ? (int64_t)own.ru_maxrss * 1024 : INT64_MAX;
     return 0;
 }
 

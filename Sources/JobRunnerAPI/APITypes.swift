@@ -1,6 +1,11 @@
 /// The JSON shapes of the control API (`/v1/…`). Fields are snake_case on the wire (the
 /// encoder converts), times are RFC 3339 UTC strings, durations are seconds.
 
+/// The version of jobrunner: what `/v1/status` reports and both binaries print for `--version`.
+public enum JobRunnerVersion {
+    public static let string = "0.1.0"
+}
+
 /// `GET /v1/status`.
 public struct StatusResponse: Codable, Sendable, Equatable {
     public var version: String
@@ -354,11 +359,16 @@ public struct RunInfo: Codable, Sendable, Equatable {
     public var cpuUserSeconds: Double?
     public var cpuSystemSeconds: Double?
     public var maxRssBytes: Int64?
+    /// When the kernel's peak cannot be told from the daemon's own memory (a process the daemon
+    /// starts shares it until it executes the job): what the run's peak was at most.
+    public var maxRssAtMostBytes: Int64?
 
     public init(id: String, job: String, trigger: String, attempt: Int, fireId: String, state: String, scheduledTime: String,
                 queuedAt: String, startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?,
                 exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?, node: String? = nil,
-                cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, maxRssBytes: Int64? = nil) {
+                cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, maxRssBytes: Int64? = nil,
+                maxRssAtMostBytes: Int64? = nil) {
+        self.maxRssAtMostBytes = maxRssAtMostBytes
         self.node = node
         self.cpuUserSeconds = cpuUserSeconds
         self.cpuSystemSeconds = cpuSystemSeconds
@@ -406,6 +416,7 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case cpuUserSeconds = "cpu_user_seconds"
         case cpuSystemSeconds = "cpu_system_seconds"
         case maxRssBytes = "max_rss_bytes"
+        case maxRssAtMostBytes = "max_rss_at_most_bytes"
     }
 }
 

@@ -176,17 +176,42 @@ public struct ControlClient: Sendable {
         }
     }
 
+    /// `a directory`, `a regular file`, `socket`…, or nil when the path cannot be read.
+    static func fileKind(_ path: String) -> String? {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        switch status.st_mode & S_IFMT {
+        case S_IFSOCK: return "socket"
+        case S_IFDIR: return "a directory"
+        case S_IFREG: return "a regular file"
+        default: return "not a socket"
+        }
+    }
+
+    /// Who may use the socket, from its owner, group and mode (or why that is unknown).
+    static func access(_ path: String) -> String {
+        var status = stat()
+        // A socket in a directory this user may not search cannot even be looked at.
+        guard stat(path, &status) == 0 else { return "a directory on the way to the socket is closed to this user" }
+        let owner = getpwuid(status.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(status.st_uid)"
+        let group = getgrgid(status.st_gid).map { String(cString: $0.pointee.gr_name) } ?? "gid \(status.st_gid)"
+        let mode = String(status.st_mode & 0o777, radix: 8)
+        return "the socket is for \(owner) and the group \(group), mode \(mode); join that group or ask its owner"
+    }
+
     static func connectionError(errno code: Int32, path: String) -> ControlClientError {
         switch code {
         case ENOENT:
             return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): no such file — is jobrunnerd running?")
-        case ECONNREFUSED:
+        case ECONNREFUSED, ENOTSOCK:
+            if let kind = fileKind(path), kind != "socket" {
+                return ControlClientError(kind: .other, message: "cannot connect to \(path): not a socket (it is \(kind)); --socket names the daemon's control socket")
+            }
             return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): connection refused — is jobrunnerd running?")
         case EAGAIN:
             return ControlClientError(kind: .other, message: "cannot connect to \(path): the daemon's connection queue stayed full for 5 seconds")
         case EACCES, EPERM:
-            return ControlClientError(kind: .permissionDenied,
-                                      message: "cannot connect to \(path): permission denied (the socket is for root and the jobrunner group)")
+            return ControlClientError(kind: .permissionDenied, message: "cannot connect to \(path): permission denied (\(access(path)))")
         default:
             return ControlClientError(kind: .notRunning, message: "cannot connect to \(path): \(String(cString: strerror(code)))")
         }

@@ -221,7 +221,8 @@ public final class ClusterDatabase: Service {
         ],
         [
             // What each run cost (wait4's accounting of its process tree).
-            "ALTER TABLE jobrunner.runs ADD COLUMN cpu_user_us bigint, ADD COLUMN cpu_system_us bigint, ADD COLUMN max_rss_bytes bigint",
+            "ALTER TABLE jobrunner.runs ADD COLUMN cpu_user_us bigint, ADD COLUMN cpu_system_us bigint, ADD COLUMN max_rss_bytes bigint, "
+                + "ADD COLUMN max_rss_bound_bytes bigint",
         ],
     ]
 

@@ -69,7 +69,7 @@ public struct ConfigLoader: Sendable {
         do {
             root = try Yams.compose(yaml: text, Self.resolver)
         } catch {
-            throw ConfigErrors([Self.syntaxError(error, file: path)])
+            throw ConfigErrors([Self.syntaxError(error, file: path, text: text)])
         }
         guard let root, !NodeReader.isNull(root) else {
             throw ConfigErrors([ConfigError(code: .missingKey, location: SourceLocation(file: path, line: 1, column: 1),
@@ -183,7 +183,8 @@ public struct ConfigLoader: Sendable {
         do {
             root = try Yams.compose(yaml: text, Self.resolver)
         } catch {
-            fileReader.fail(.syntax, at: Self.syntaxError(error, file: file).location, Self.syntaxError(error, file: file).message)
+            let syntax = Self.syntaxError(error, file: file, text: text)
+            fileReader.fail(.syntax, at: syntax.location, syntax.message)
             return
         }
         guard let root, !NodeReader.isNull(root) else { return }
@@ -568,9 +569,10 @@ public struct ConfigLoader: Sendable {
                 func what() -> String { "\(context): retry.\(entry.key)" }
                 switch entry.key {
                 case "attempts":
-                    if let value = reader.integer(entry.value, what: what(), range: 1...100) {
+                    // Present, even if out of range: one error for it, not a second saying it is missing.
+                    sawAttempts = true
+                    if let value = reader.integer(entry.value, what: what() + " (the total number of tries, 1 = no retry)", range: 1...100) {
                         policy.attempts = value
-                        sawAttempts = true
                     }
                 case "backoff":
                     if let value = duration(entry.value, what: what(), allowZero: true, reader: &reader) { policy.backoff = value }
@@ -887,9 +889,16 @@ public struct ConfigLoader: Sendable {
         return nil
     }
 
-    static func syntaxError(_ error: any Error, file: String) -> ConfigError {
+    static func syntaxError(_ error: any Error, file: String, text: String? = nil) -> ConfigError {
         func at(_ mark: Mark?, _ message: String, code: ConfigError.Code = .syntax) -> ConfigError {
-            ConfigError(code: code, location: SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1), message: message)
+            var message = message
+            // A tab where YAML wants indentation is the commonest cause: name it.
+            if let line = mark?.line, let text, let source = text.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(line - 1).first,
+                source.prefix(while: { $0 == " " || $0 == "\t" }).contains("\t")
+            {
+                message += " (line \(line) is indented with a tab: YAML allows only spaces for indentation)"
+            }
+            return ConfigError(code: code, location: SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1), message: message)
         }
         guard let yamlError = error as? YamlError else {
             return at(nil, "cannot read YAML: \(error)")

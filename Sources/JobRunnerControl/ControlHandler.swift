@@ -20,8 +20,9 @@ public protocol ControlHandler: Sendable {
     func followAllOutput() async -> any AsyncSequence<OutputEvent, Never> & Sendable
     /// Pauses or resumes a job; nil when there is no such job.
     func setPaused(job name: String, _ paused: Bool) async -> JobInfo?
-    /// Fires a job now; with `wait`, returns once the run has ended.
-    func runNow(job name: String, wait: Bool, node: String?) async throws(APIError) -> RunInfo
+    /// Fires a job now; with `wait`, returns once the fire has its final outcome (after its
+    /// retries), or with `firstAttempt` once the first attempt has ended.
+    func runNow(job name: String, wait: Bool, firstAttempt: Bool, node: String?) async throws(APIError) -> RunInfo
     /// A run's kept output and, unless it has ended, what it prints from now on (the sequence
     /// ends with the run; a client that reads slowly is told how many lines it missed); nil for
     /// an unknown run.

@@ -111,9 +111,13 @@ enum ControlRouter {
         router.post("/v1/jobs/{name}/run") { request, context in
             try await authorize(request, context, handler: handler)
             let name = try context.parameters.require("name")
-            let wait = request.uri.queryParameters.get("wait").map { ["true", "1", "yes"].contains($0) } ?? false
+            // wait=true: until the fire's final outcome (retries included); wait=first: until
+            // its first attempt ends.
+            let waitText = request.uri.queryParameters.get("wait").map { String($0) }
+            let firstAttempt = waitText == "first"
+            let wait = firstAttempt || waitText.map { ["true", "1", "yes"].contains($0) } ?? false
             let node = request.uri.queryParameters.get("node").flatMap { $0.isEmpty ? nil : String($0) }
-            let run = try await handler.runNow(job: name, wait: wait, node: node)
+            let run = try await handler.runNow(job: name, wait: wait, firstAttempt: firstAttempt, node: node)
             return APIError.jsonResponse(status: wait ? .ok : .accepted, body: run)
         }
         router.post("/v1/reload") { request, context in

@@ -592,15 +592,18 @@ public struct DispatchMachine: Sendable {
         record.endedAt = result.endedAt
         record.usage = result.usage
         record.waitingFor = nil
-        out.append(.journal(.finished(record)))
 
+        // The retry is on record before the attempt's end, so whoever waits for the fire's
+        // final outcome finds the next attempt the moment this one ends.
         let current = jobs[job.name]?.definition
         if !entry.stopping, phase == .running, let retry = job.retry, request.attempt < retry.attempts,
             Self.isRetried(result.outcome, by: retry), current == job
         {
             scheduleRetry(of: job, scheduledTime: request.scheduledTime, after: request.attempt, fireID: request.fireID,
-                          previous: result.outcome.name, now: now, uptime: uptime)
+                          previous: result.outcome.name, trigger: record.trigger, now: now, uptime: uptime)
+            out.append(.journal(.finished(record)))
         } else {
+            out.append(.journal(.finished(record)))
             // The hook runs once what the run left behind is swept (``DispatchEvent/swept(_:)``).
             switch result.outcome {
             case .succeeded:
@@ -621,7 +624,7 @@ public struct DispatchMachine: Sendable {
 
     /// Queues attempt `attempt + 1` of a fire behind the job's backoff.
     mutating func scheduleRetry(of job: JobDefinition, scheduledTime: Timestamp, after attempt: Int, fireID: RunID, previous: String,
-                                now: Timestamp, uptime: Duration) {
+                                trigger: RunTrigger, now: Timestamp, uptime: Duration) {
         guard let retry = job.retry else { return }
         var delay = retry.delay(beforeAttempt: attempt + 1)
         if retry.jitter, delay > .zero {
@@ -629,7 +632,7 @@ public struct DispatchMachine: Sendable {
         }
         let id = ids.next(at: now)
         let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, attempt: attempt + 1, fireID: fireID)
-        var record = RunRecord(id: id, job: job.name, trigger: .schedule, scheduledTime: scheduledTime, attempt: request.attempt,
+        var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, attempt: request.attempt,
                                fireID: fireID, queuedAt: now)
         record.node = node
         let waitingFor = "retry backoff (\(DurationText.format(delay)))"

@@ -21,6 +21,7 @@ public enum EngineMetrics {
         var lastSuccess: Double?
         var cpuSeconds = 0.0
         var lastMaxResident: Int64?
+        var costed = false
     }
 
     private static let stats = Mutex<[String: JobStats]>([:])
@@ -33,6 +34,7 @@ public enum EngineMetrics {
             all[job, default: JobStats()].outcomes[outcome.name, default: 0] += 1
             if let usage {
                 all[job]!.cpuSeconds += usage.userSeconds + usage.systemSeconds
+                all[job]!.costed = true
                 all[job]!.lastMaxResident = usage.maxResidentBytes
             }
             if case .skipped = outcome { return }
@@ -107,7 +109,7 @@ public enum EngineMetrics {
             for job in jobs { text += "jobrunner_running_runs{job=\"\(job.job)\"} \(job.running)\n" }
         }
         family("jobrunner_run_cpu_seconds_total", "counter") { text in
-            for (job, stats) in all.sorted(by: { $0.key < $1.key }) where stats.lastMaxResident != nil {
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) where stats.costed {
                 text += "jobrunner_run_cpu_seconds_total{job=\"\(job)\"} \(stats.cpuSeconds)\n"
             }
         }
@@ -128,7 +130,7 @@ public enum EngineMetrics {
         "jobrunner_next_fire_timestamp_seconds": "When a job fires next (Unix seconds; 0: not scheduled).",
         "jobrunner_running_runs": "Runs of a job whose process is alive.",
         "jobrunner_run_cpu_seconds_total": "CPU seconds (user and system) of a job's finished runs and the processes they waited for.",
-        "jobrunner_run_max_rss_bytes": "Peak resident memory of the largest process of a job's latest finished run.",
+        "jobrunner_run_max_rss_bytes": "Peak resident memory of the largest process of a job's latest finished run (absent when not above the daemon's own).",
         "jobrunner_fire_lateness_seconds": "How late fires started after their due time.",
         "jobrunner_waiting_fires": "Fires waiting for a slot, a pool or a previous run.",
         "jobrunner_config_generation": "Configuration generation: 1 at start, +1 per successful reload.",

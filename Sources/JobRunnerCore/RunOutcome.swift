@@ -18,16 +18,32 @@ public enum ExitStatus: Sendable, Hashable, CustomStringConvertible {
 /// What a run cost, as the kernel accounted it when its process was reaped (`wait4`): the
 /// CPU time of the run's leader and of every descendant it waited for, and the largest resident
 /// set among them. Processes the leader left behind (killed by the run's sweep) are not in it.
+///
+/// The kernel's peak also counts the memory the process had before it executed the job's
+/// program, and a process the daemon starts shares the daemon's memory until then. So the
+/// figure is the run's own only when it is above the daemon's own peak; otherwise all that is
+/// known is that the run's peak was at most that (``maxResidentBound``).
 public struct ResourceUsage: Sendable, Hashable {
     public var userMicroseconds: Int64
     public var systemMicroseconds: Int64
-    /// The peak resident memory of the largest process of the run's tree, in bytes.
-    public var maxResidentBytes: Int64
+    /// The peak resident memory of the largest process of the run's tree, in bytes, when the
+    /// kernel's figure is the run's own.
+    public var maxResidentBytes: Int64?
+    /// Otherwise, what the run's peak was at most (the daemon's own peak when it was reaped).
+    public var maxResidentBound: Int64?
 
-    public init(userMicroseconds: Int64, systemMicroseconds: Int64, maxResidentBytes: Int64) {
+    public init(userMicroseconds: Int64, systemMicroseconds: Int64, maxResidentBytes: Int64?, maxResidentBound: Int64? = nil) {
         self.userMicroseconds = userMicroseconds
         self.systemMicroseconds = systemMicroseconds
         self.maxResidentBytes = maxResidentBytes
+        self.maxResidentBound = maxResidentBound
+    }
+
+    /// From the kernel's figures: the run's peak, and the daemon's own peak when it was reaped.
+    public init(userMicroseconds: Int64, systemMicroseconds: Int64, kernelMaxResident: Int64, daemonMaxResident: Int64) {
+        let own = kernelMaxResident > daemonMaxResident
+        self.init(userMicroseconds: userMicroseconds, systemMicroseconds: systemMicroseconds,
+                  maxResidentBytes: own ? kernelMaxResident : nil, maxResidentBound: own ? nil : kernelMaxResident)
     }
 
     public var userSeconds: Double { Double(userMicroseconds) / 1_000_000 }

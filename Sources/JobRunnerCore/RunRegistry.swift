@@ -70,6 +70,19 @@ public final class RunRegistry: Sendable {
         }
     }
 
+    /// Waits until a run's fire has its final outcome: the run, then each retry of it (a retry
+    /// is registered before the attempt it follows ends); returns the last attempt.
+    public func waitForFinalOutcome(_ id: RunID) async -> RunRecord? {
+        guard var record = await waitForEnd(id) else { return nil }
+        while let next = state.withLock({ state in
+            state.active.values.first { $0.fireID == record.fireID && $0.attempt > record.attempt }
+        }) {
+            guard let ended = await waitForEnd(next.id) else { break }
+            record = ended
+        }
+        return record
+    }
+
     /// Records a fire that did not run at all.
     func recordFinished(_ record: RunRecord) {
         state.withLock { Self.archive(record, in: &$0, limit: historyLimit) }

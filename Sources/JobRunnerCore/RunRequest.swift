@@ -58,7 +58,8 @@ public struct RunResult: Sendable {
         if let usage {
             metadata["cpu_user"] = .seconds(.microseconds(usage.userMicroseconds))
             metadata["cpu_system"] = .seconds(.microseconds(usage.systemMicroseconds))
-            metadata["max_rss_bytes"] = .number(usage.maxResidentBytes)
+            if let peak = usage.maxResidentBytes { metadata["max_rss_bytes"] = .number(peak) }
+            if let bound = usage.maxResidentBound { metadata["max_rss_at_most_bytes"] = .number(bound) }
         }
         if outcome == .succeeded {
             logger.notice("\(what) finished", metadata: metadata)

@@ -16,7 +16,7 @@ import Glibc
 /// The control API over the engine: reads the scheduler and the run registry and shapes them
 /// into the API's JSON types.
 struct EngineControlHandler: ControlHandler {
-    static let version = "0.1.0"
+    static let version = JobRunnerVersion.string
 
     let scheduler: Scheduler
     let registry: RunRegistry
@@ -209,20 +209,20 @@ struct EngineControlHandler: ControlHandler {
         access.allows(peer)
     }
 
-    func runNow(job name: String, wait: Bool, node: String?) async throws(APIError) -> RunInfo {
+    func runNow(job name: String, wait: Bool, firstAttempt: Bool, node: String?) async throws(APIError) -> RunInfo {
         if let node, node != cluster?.nodeName {
-            return try await runRemotely(job: name, on: node, wait: wait)
+            return try await runRemotely(job: name, on: node, wait: wait, firstAttempt: firstAttempt)
         }
         guard let record = await scheduler.runNow(job: name) else {
             throw APIError.notFound("no job named '\(name)'")
         }
         guard wait, record.outcome == nil else { return Self.runInfo(record, now: clock.now()) }
-        let finished = await registry.waitForEnd(record.id) ?? record
+        let finished = await (firstAttempt ? registry.waitForEnd(record.id) : registry.waitForFinalOutcome(record.id)) ?? record
         return Self.runInfo(finished, now: clock.now())
     }
 
     /// Asks another node to run a job now; with `wait`, follows the run in the shared history.
-    private func runRemotely(job name: String, on node: String, wait: Bool) async throws(APIError) -> RunInfo {
+    private func runRemotely(job name: String, on node: String, wait: Bool, firstAttempt: Bool) async throws(APIError) -> RunInfo {
         guard let cluster else { throw APIError.badRequest("node=\(node): this daemon is not part of a cluster") }
         guard await scheduler.jobState(name) != nil else { throw APIError.notFound("no job named '\(name)'") }
         let nodes: [ClusterCoordinator.Node]
@@ -246,11 +246,19 @@ struct EngineControlHandler: ControlHandler {
         record.node = node
         record.waitingFor = "node \(node)"
         guard wait else { return Self.runInfo(record, now: now) }
-        // The other node writes the run to the shared history; follow it there.
+        // The other node writes the run (and each retry, before the attempt it follows ends)
+        // to the shared history; follow the fire there.
+        var following = id
         while !Task.isCancelled {
-            if let stored = (try? await history.run(id: id)) ?? nil {
+            if let stored = (try? await history.run(id: following)) ?? nil {
                 record = stored
-                if stored.outcome != nil { break }
+                if stored.outcome != nil {
+                    guard !firstAttempt, let next = (try? await history.runs(RunQuery(fireID: stored.fireID.rawValue, limit: 1)))?.first,
+                        next.attempt > stored.attempt
+                    else { break }
+                    following = next.id
+                    continue
+                }
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -364,7 +372,8 @@ struct EngineControlHandler: ControlHandler {
             node: record.node,
             cpuUserSeconds: record.usage?.userSeconds,
             cpuSystemSeconds: record.usage?.systemSeconds,
-            maxRssBytes: record.usage?.maxResidentBytes
+            maxRssBytes: record.usage?.maxResidentBytes,
+            maxRssAtMostBytes: record.usage?.maxResidentBound
         )
     }
 }

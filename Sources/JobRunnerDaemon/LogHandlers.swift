@@ -100,11 +100,24 @@ public struct TextLogHandler: LogHandler {
         String(id.suffix(8))
     }
 
+    /// A value as `key=value`: quoted when it holds a space, a quote, `=` or a control
+    /// character, with newlines written `\n` so one entry stays one line.
     static func quoted(_ value: String) -> String {
-        if value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) {
-            return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        guard value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline || $0 == "\t" }) else {
+            return value
         }
-        return value
+        var text = "\""
+        for character in value {
+            switch character {
+            case "\\": text += "\\\\"
+            case "\"": text += "\\\""
+            case "\n", "\r\n": text += "\\n"
+            case "\r": text += "\\r"
+            case "\t": text += "\\t"
+            default: text.append(character)
+            }
+        }
+        return text + "\""
     }
 
     static func timestamp() -> String {

@@ -56,10 +56,13 @@ public struct RunQuery: Sendable, Hashable {
     public var until: Timestamp?
     /// Only runs whose id starts or ends with this text (an abbreviated id).
     public var abbreviation: String?
+    /// Only the attempts of this fire.
+    public var fireID: String?
     public var limit: Int
 
     public init(job: String? = nil, outcome: String? = nil, before: String? = nil, since: Timestamp? = nil, until: Timestamp? = nil,
-                abbreviation: String? = nil, limit: Int) {
+                abbreviation: String? = nil, fireID: String? = nil, limit: Int) {
+        self.fireID = fireID
         self.job = job
         self.outcome = outcome
         self.before = before
@@ -75,7 +78,7 @@ public struct RunQuery: Sendable, Hashable {
         let start = record.startedAt ?? record.queuedAt
         return (job == nil || record.job == job) && (outcome == nil || outcome == (record.outcome?.name ?? record.phase.rawValue))
             && (before.map { id < $0 } ?? true) && (since.map { start >= $0 } ?? true) && (until.map { start < $0 } ?? true)
-            && (abbreviation.map { id.hasPrefix($0) || id.hasSuffix($0) } ?? true)
+            && (abbreviation.map { id.hasPrefix($0) || id.hasSuffix($0) } ?? true) && (fireID.map { record.fireID.rawValue == $0 } ?? true)
     }
 }
 
@@ -128,10 +131,10 @@ extension RunOutcome {
 }
 
 extension ResourceUsage {
-    /// The usage as stored in three nullable columns: nil unless all three are there.
-    public static func stored(user: Int64?, system: Int64?, maxResident: Int64?) -> ResourceUsage? {
-        guard let user, let system, let maxResident else { return nil }
-        return ResourceUsage(userMicroseconds: user, systemMicroseconds: system, maxResidentBytes: maxResident)
+    /// The usage as stored in nullable columns: nil unless the CPU times are there.
+    public static func stored(user: Int64?, system: Int64?, maxResident: Int64?, bound: Int64?) -> ResourceUsage? {
+        guard let user, let system else { return nil }
+        return ResourceUsage(userMicroseconds: user, systemMicroseconds: system, maxResidentBytes: maxResident, maxResidentBound: bound)
     }
 }
 

@@ -38,8 +38,12 @@ public enum ScheduleExpression: Sendable, Hashable {
                 return .interval(interval)
             }
             let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            // Several fields without `:` or `..`, the first a cron minute field, is cron with the
+            // wrong number of fields (`*/5 * * *`): say so, rather than call it a bad calendar event.
+            let cronShaped = fields.count >= 2 && !text.contains(":") && !text.contains("..")
+                && fields[0].allSatisfy { "0123456789*/,-".contains($0) }
             let cronLike = (text.hasPrefix("@") && !text.dropFirst().allSatisfy(\.isNumber))
-                || ((fields.count == 5 || fields.count == 6) && !text.contains(":") && !text.contains(".."))
+                || ((fields.count == 5 || fields.count == 6) && !text.contains(":") && !text.contains("..")) || cronShaped
             if cronLike {
                 do { return .cron(try CronSchedule(parsing: text)) } catch { throw ParseError(message: "cron: \(error.message)") }
             }

@@ -72,6 +72,7 @@ public final class SQLiteHistory: HistoryStore {
                 table.add(column: "cpu_user_us", .integer)
                 table.add(column: "cpu_system_us", .integer)
                 table.add(column: "max_rss_bytes", .integer)
+                table.add(column: "max_rss_bound_bytes", .integer)
             }
             try db.execute(sql: "UPDATE schema_info SET version = 2")
         }
@@ -133,6 +134,7 @@ public final class SQLiteHistory: HistoryStore {
             if let job = query.job { add("job = ?", job) }
             if let outcome = query.outcome { add("outcome = ?", outcome) }
             if let before = query.before { add("id < ?", before) }
+            if let fire = query.fireID { add("fire_id = ?", fire) }
             if let since = query.since { add("COALESCE(started_at, queued_at) >= ?", since.microseconds) }
             if let until = query.until { add("COALESCE(started_at, queued_at) < ?", until.microseconds) }
             if let abbreviation = query.abbreviation {
@@ -180,7 +182,8 @@ public final class SQLiteHistory: HistoryStore {
             record.output = OutputTail(capacity: Int.max, lines: StoredOutput.decode(output))
         }
         record.node = row["node"]
-        record.usage = ResourceUsage.stored(user: row["cpu_user_us"], system: row["cpu_system_us"], maxResident: row["max_rss_bytes"])
+        record.usage = ResourceUsage.stored(user: row["cpu_user_us"], system: row["cpu_system_us"], maxResident: row["max_rss_bytes"],
+                                            bound: row["max_rss_bound_bytes"])
         return record
     }
 
@@ -225,20 +228,23 @@ public final class SQLiteHistory: HistoryStore {
         let outcome = record.outcome
         try db.cachedStatement(sql: """
             INSERT INTO runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
-                              exit_code, signal, detail, pid, status_text, output, cpu_user_us, cpu_system_us, max_rss_bytes)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              exit_code, signal, detail, pid, status_text, output, cpu_user_us, cpu_system_us, max_rss_bytes,
+                              max_rss_bound_bytes)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET
                 started_at = COALESCE(excluded.started_at, started_at), ended_at = excluded.ended_at,
                 outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
                 detail = excluded.detail, pid = COALESCE(excluded.pid, pid), status_text = excluded.status_text,
                 output = COALESCE(excluded.output, output), cpu_user_us = excluded.cpu_user_us,
-                cpu_system_us = excluded.cpu_system_us, max_rss_bytes = excluded.max_rss_bytes
+                cpu_system_us = excluded.cpu_system_us, max_rss_bytes = excluded.max_rss_bytes,
+                max_rss_bound_bytes = excluded.max_rss_bound_bytes
             """).execute(arguments: [
                 record.id.rawValue, record.fireID.rawValue, record.job, record.trigger.rawValue, record.attempt,
                 record.scheduledTime.microseconds, record.queuedAt.microseconds, record.startedAt?.microseconds,
                 record.endedAt?.microseconds, outcome?.name, outcome?.exitCode, outcome?.signal, outcome?.detail, record.pid,
                 record.progress, record.outcome == nil ? nil : record.output.map { StoredOutput.encode($0.lines) },
                 record.usage?.userMicroseconds, record.usage?.systemMicroseconds, record.usage?.maxResidentBytes,
+                record.usage?.maxResidentBound,
             ])
     }
 

@@ -168,7 +168,7 @@ public final class ChildReaper: Sendable {
             let exit: ExitStatus = kind == 1 ? .exited(status) : .signalled(status, coreDumped: kind == 3)
             if let watch {
                 watch.onExit(exit, ResourceUsage(userMicroseconds: usage.user_microseconds, systemMicroseconds: usage.system_microseconds,
-                                                 maxResidentBytes: usage.max_rss_bytes))
+                                                 kernelMaxResident: usage.max_rss_bytes, daemonMaxResident: usage.own_max_rss_bytes))
             } else {
                 table.withLock { $0.orphansReaped += 1 }
             }

@@ -1,13 +1,40 @@
 import JobRunnerAPI
 import ArgumentParser
 import Foundation
+import JobRunnerCLI
 import JobRunnerConfig
 import JobRunnerSchedule
 
 // MARK: - runs
 
+/// `--since` and `--until`, as `runs` and `logs` take them.
+struct TimeRange: ParsableArguments {
+    @Option(name: .long, help: "Only runs that started at or after this: RFC 3339, a local '2026-12-01 03:00', today, yesterday, or a duration ago (1h, 2d).")
+    var since: String?
+    @Option(name: .long, help: "Only runs that started before this (same forms as --since).")
+    var until: String?
+
+    /// The query parameters, as RFC 3339 instants.
+    func query() -> [String] {
+        let now = Render.timestamp(Date())
+        let zone = localZone()
+        var parameters: [String] = []
+        for (name, value) in [("since", since), ("until", until)] {
+            guard let value else { continue }
+            do {
+                parameters.append("\(name)=\(try TimeSpec.parse(value, now: now, zone: zone).description.urlQueryEscaped)")
+            } catch {
+                CLIError(message: "--\(name): \(error.message)", code: 2).exit()
+            }
+        }
+        return parameters
+    }
+
+    var isEmpty: Bool { since == nil && until == nil }
+}
+
 struct Runs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List runs, newest first: live ones and the history.")
+    static let configuration = CommandConfiguration(abstract: "List runs, newest first: live ones and the history, with what each cost.")
     @OptionGroup var local: ConnectionOptions
     @ParentCommand var root: JobRunnerCtl
     var connection: ConnectionOptions { local.merged(with: root.global) }
@@ -15,10 +42,11 @@ struct Runs: AsyncParsableCommand {
     @Option(name: .long, help: "How many.") var limit = 20
     @Flag(name: .long, help: "Only runs that did not succeed (failed, timed out, signalled, spawn failed, interrupted).") var failed = false
     @Option(name: .long, help: "Runs before this run id (paging).") var before: String?
+    @OptionGroup var range: TimeRange
 
     func run() async throws {
         do {
-            var query = ["limit=\(failed ? max(limit * 10, 200) : limit)"]
+            var query = ["limit=\(failed ? max(limit * 10, 200) : limit)"] + range.query()
             if let job { query.append("job=\(job.urlQueryEscaped)") }
             if let before { query.append("before=\(before.urlQueryEscaped)") }
             var runs = try await connection.client.get("/v1/runs?" + query.joined(separator: "&"), as: RunsResponse.self).runs
@@ -40,45 +68,109 @@ struct Runs: AsyncParsableCommand {
 // MARK: - logs
 
 struct Logs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a run's output (a job's latest run), and with -f follow it live.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show a run's output (a job's latest run) with a header line; -f follows it, or every run's output without a target.",
+        discussion: """
+            TARGET is a run id, a unique abbreviation of one (at least 4 of its first or last characters, as \
+            `runs` and the log show them), or a job name for its latest run. With --since/--until and a job \
+            (or no target), the output of every run in that time, oldest first.
+            """
+    )
     @OptionGroup var local: ConnectionOptions
     @ParentCommand var root: JobRunnerCtl
     var connection: ConnectionOptions { local.merged(with: root.global) }
-    @Argument(help: "A run id, or a job name for its latest run.") var target: String
-    @Flag(name: [.customShort("f"), .long], help: "Keep printing until the run ends.") var follow = false
+    @Argument(help: "A run id (or unique abbreviation), or a job name.") var target: String?
+    @Flag(name: [.customShort("f"), .long], help: "Keep printing until the run ends (without a target: every run's output, until interrupted).")
+    var follow = false
+    @Flag(name: [.customShort("t"), .long], help: "Print when the daemon read each line.") var timestamps = false
+    @Flag(name: .long, help: "Leave out the header line.") var noHeader = false
+    @OptionGroup var range: TimeRange
+
+    func validate() throws {
+        if follow && !range.isEmpty { throw ValidationError("--follow and --since/--until exclude each other") }
+        if target == nil && !follow && range.isEmpty { throw ValidationError("give a run or job, -f to follow every run, or --since/--until") }
+    }
 
     func run() async throws {
         let client = connection.client
-        var runID = target
-        if (try? await client.get("/v1/runs/\(target.urlPathEscaped)", as: RunDetail.self)) == nil {
-            let latest: [RunInfo]
-            do {
-                latest = try await client.get("/v1/runs?job=\(target.urlQueryEscaped)&limit=1", as: RunsResponse.self).runs
-            } catch {
-                CLIError(error).exit()
-            }
-            guard let run = latest.first else { CLIError(message: "no run or job named '\(target)'").exit() }
-            runID = run.id
-        }
-        let json = connection.json
         let colors = Colors.forStandardOutput
-        let path = "/v1/runs/\(runID.urlPathEscaped)/output" + (follow ? "?follow=true" : "")
+        let (json, timestamps) = (connection.json, timestamps)
+        guard let target else {
+            if follow {
+                do {
+                    _ = try await client.streamLines("/v1/output?follow=true") { text in
+                        Self.emit(text, json: json, timestamps: timestamps, colors: colors)
+                    }
+                } catch {
+                    CLIError(error).exit()
+                }
+            } else {
+                await printRuns(query: range.query(), client: client, colors: colors)
+            }
+            return
+        }
+        let isJob = Self.isWholeRunID(target) ? false : (try? await client.get("/v1/jobs/\(target.urlPathEscaped)", as: JobInfo.self)) != nil
+        if isJob && !range.isEmpty {
+            await printRuns(query: range.query() + ["job=\(target.urlQueryEscaped)"], client: client, colors: colors)
+            return
+        }
+        let run: RunInfo
         do {
-            _ = try await client.streamLines(path) { text in Self.emit(text, json: json, colors: colors) }
+            if isJob {
+                guard let latest = try await client.get("/v1/runs?job=\(target.urlQueryEscaped)&limit=1", as: RunsResponse.self).runs.first else {
+                    CLIError(message: "job '\(target)' has not run yet (jobrunnerctl show \(target) says when it fires next)").exit()
+                }
+                run = latest
+            } else {
+                run = try await client.get("/v1/runs/\(target.urlPathEscaped)", as: RunDetail.self).run
+            }
+        } catch {
+            if case .api(status: 404, code: _) = error.kind {
+                CLIError(message: "no run or job named '\(target)'").exit()
+            }
+            CLIError(error).exit()
+        }
+        if !noHeader && !json { writeOut(Render.logHeader(run, now: Date()) + "\n") }
+        let path = "/v1/runs/\(run.id)/output" + (follow ? "?follow=true" : "")
+        do {
+            _ = try await client.streamLines(path) { text in Self.emit(text, json: json, timestamps: timestamps, colors: colors) }
         } catch {
             CLIError(error).exit()
         }
     }
 
+    /// Each run in the range, oldest first, with its header.
+    private func printRuns(query: [String], client: ControlClient, colors: Colors) async {
+        let runs: [RunInfo]
+        do {
+            runs = try await client.get("/v1/runs?" + (query + ["limit=1000"]).joined(separator: "&"), as: RunsResponse.self).runs
+        } catch {
+            CLIError(error).exit()
+        }
+        if runs.isEmpty { FileHandle.standardError.write(Data("jobrunnerctl: no runs in that time\n".utf8)) }
+        let (json, timestamps) = (connection.json, timestamps)
+        for run in runs.reversed() {
+            if !noHeader && !json { writeOut(Render.logHeader(run, now: Date()) + "\n") }
+            _ = try? await client.streamLines("/v1/runs/\(run.id)/output") { text in
+                Self.emit(text, json: json, timestamps: timestamps, colors: colors)
+            }
+        }
+    }
+
+    /// Whether `text` is a whole run id (26 characters of the id alphabet): then it is no job.
+    static func isWholeRunID(_ text: String) -> Bool {
+        text.utf8.count == 26 && text.lowercased().allSatisfy { "0123456789abcdefghjkmnpqrstvwxyz".contains($0) }
+    }
+
     /// Written straight to the descriptor: a follower piped to another program sees each line as
     /// it comes, not when a buffer fills.
-    static func emit(_ text: String, json: Bool, colors: Colors) {
+    static func emit(_ text: String, json: Bool, timestamps: Bool, colors: Colors) {
         if json {
-            FileHandle.standardOutput.write(Data((text + "\n").utf8))
+            writeOut(text + "\n")
         } else if let line = try? APICoding.decoder().decode(OutputLineInfo.self, from: Data(text.utf8)) {
-            FileHandle.standardOutput.write(Data(((line.stream == "stderr" ? colors.dim(line.text) : line.text) + "\n").utf8))
+            writeOut(Render.outputLine(line, timestamps: timestamps, colors: colors) + "\n")
         } else if let gap = try? APICoding.decoder().decode(DroppedLinesInfo.self, from: Data(text.utf8)) {
-            FileHandle.standardError.write(Data("jobrunnerctl: \(gap.dropped) line\(gap.dropped == 1 ? "" : "s") not shown (this client fell behind the run's output)\n".utf8))
+            FileHandle.standardError.write(Data("jobrunnerctl: \(gap.dropped) line\(gap.dropped == 1 ? "" : "s") not shown (this client fell behind the output)\n".utf8))
         }
     }
 }
@@ -89,19 +181,23 @@ struct RunJob: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a job now (its overlap policy and limits apply).",
-        discussion: "With --wait the exit status mirrors the run: 0 succeeded, 1 failed, 124 timed out, 130 cancelled, 75 skipped."
+        discussion: """
+            With --wait the exit status mirrors the fire's final outcome, after its retries: 0 succeeded, 1 failed, \
+            124 timed out, 130 cancelled, 75 skipped. --first-attempt stops waiting when the first attempt ends.
+            """
     )
     @OptionGroup var local: ConnectionOptions
     @ParentCommand var root: JobRunnerCtl
     var connection: ConnectionOptions { local.merged(with: root.global) }
     @Argument(help: "The job's name.") var job: String
-    @Flag(name: .long, help: "Wait for the run to end and exit with its outcome.") var wait = false
+    @Flag(name: .long, help: "Wait for the fire's final outcome (retries included) and exit with it.") var wait = false
+    @Flag(name: .long, help: "With --wait: stop waiting when the first attempt ends, even if a retry follows.") var firstAttempt = false
     @Option(name: .long, help: "In a cluster: the node to run it on (default: the node answering).") var node: String?
 
     func run() async throws {
         let run: RunInfo
         var query: [String] = []
-        if wait { query.append("wait=true") }
+        if wait { query.append(firstAttempt ? "wait=first" : "wait=true") }
         if let node { query.append("node=\(node.urlQueryEscaped)") }
         do {
             run = try await connection.client.request(.post, "/v1/jobs/\(job.urlPathEscaped)/run" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
@@ -138,7 +234,7 @@ struct Cancel: AsyncParsableCommand {
     @OptionGroup var local: ConnectionOptions
     @ParentCommand var root: JobRunnerCtl
     var connection: ConnectionOptions { local.merged(with: root.global) }
-    @Argument(help: "The run id.") var run: String
+    @Argument(help: "The run id (or a unique abbreviation of it).") var run: String
 
     func run() async throws {
         do {
@@ -214,7 +310,7 @@ struct CheckConfig: ParsableCommand {
         commandName: "check-config",
         abstract: "Validate a configuration file offline; print every error (exit 0 valid, 78 invalid)."
     )
-    @Argument(help: "The file (default /etc/jobrunner/jobrunner.yaml).") var path = "/etc/jobrunner/jobrunner.yaml"
+    @Argument(help: "The configuration file.") var path = "/etc/jobrunner/jobrunner.yaml"
 
     func run() throws {
         do {
@@ -229,6 +325,16 @@ struct CheckConfig: ParsableCommand {
 
 // MARK: - Helpers
 
+/// Straight to standard output's descriptor (unbuffered, in order with what streams after it).
+func writeOut(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+/// The machine's zone, for local times and `--since yesterday`.
+func localZone() -> TimeZoneRules {
+    TimeZoneDatabase.system.systemZone()
+}
+
 func printJSON(_ value: some Encodable) throws {
     print(String(decoding: try APICoding.encoder(pretty: true).encode(value), as: UTF8.self))
 }
@@ -236,33 +342,4 @@ func printJSON(_ value: some Encodable) throws {
 extension String {
     var urlPathEscaped: String { addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? self }
     var urlQueryEscaped: String { addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(["&", "=", "+"])) ?? self }
-}
-
-/// ANSI colours for outcomes, only on a terminal and never with NO_COLOR.
-struct Colors {
-    let enabled: Bool
-
-    static var forStandardOutput: Colors {
-        Colors(enabled: isatty(1) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"].map(\.isEmpty) != false)
-    }
-
-    func outcome(_ text: String) -> String {
-        guard enabled else { return text }
-        switch text.split(separator: "(").first.map(String.init) ?? text {
-        case "succeeded": return "\u{1B}[32m\(text)\u{1B}[0m"
-        case "failed", "timed_out", "signalled", "spawn_failed", "interrupted": return "\u{1B}[31m\(text)\u{1B}[0m"
-        case "cancelled", "skipped": return "\u{1B}[33m\(text)\u{1B}[0m"
-        case "running", "waiting": return "\u{1B}[34m\(text)\u{1B}[0m"
-        default: return text
-        }
-    }
-
-    /// Red: something an operator must look at.
-    func alert(_ text: String) -> String {
-        enabled ? "\u{1B}[31m\(text)\u{1B}[0m" : text
-    }
-
-    func dim(_ text: String) -> String {
-        enabled ? "\u{1B}[2m\(text)\u{1B}[0m" : text
-    }
 }

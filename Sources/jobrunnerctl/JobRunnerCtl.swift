@@ -1,6 +1,8 @@
 import JobRunnerAPI
 import ArgumentParser
 import Foundation
+import JobRunnerCLI
+import JobRunnerSchedule
 
 @main
 struct JobRunnerCtl: AsyncParsableCommand {
@@ -10,8 +12,9 @@ struct JobRunnerCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "jobrunnerctl",
         abstract: "Inspect and control a running jobrunnerd.",
-        subcommands: [Status.self, Jobs.self, Show.self, Runs.self, Logs.self, RunJob.self, Cancel.self, Pause.self, Resume.self,
-                      Reload.self, Next.self, CheckConfig.self]
+        version: JobRunnerVersion.string,
+        subcommands: [Status.self, Timers.self, Jobs.self, Show.self, Runs.self, Logs.self, RunJob.self, Cancel.self, Pause.self,
+                      Resume.self, Reload.self, Next.self, CheckConfig.self]
     )
 }
 
@@ -104,18 +107,47 @@ struct Status: AsyncParsableCommand {
     }
 }
 
-// MARK: - jobs
+// MARK: - timers, jobs
 
-struct Jobs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List jobs with their schedule, next fire and last run.")
+struct Timers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List jobs by next fire, with when each last ran and how it ended (like systemctl list-timers).")
     @OptionGroup var local: ConnectionOptions
     @ParentCommand var root: JobRunnerCtl
     var connection: ConnectionOptions { local.merged(with: root.global) }
+    @Flag(name: .long, help: "Include manual-only and disabled jobs.") var all = false
 
     func run() async throws {
         do {
             guard let response = try await connection.fetch("/v1/jobs", as: JobsResponse.self) else { return }
-            print(Render.jobs(response.jobs, now: Date(), colors: Colors.forStandardOutput), terminator: "")
+            print(Render.timers(response.jobs, now: Date(), zone: localZone(), all: all,
+                                colors: Colors.forStandardOutput), terminator: "")
+        } catch let error as CLIError {
+            error.exit()
+        }
+    }
+}
+
+struct Jobs: AsyncParsableCommand {
+    enum Order: String, ExpressibleByArgument, CaseIterable {
+        case config, name, next
+    }
+
+    static let configuration = CommandConfiguration(abstract: "List jobs with their schedule, next fire and last run.")
+    @OptionGroup var local: ConnectionOptions
+    @ParentCommand var root: JobRunnerCtl
+    var connection: ConnectionOptions { local.merged(with: root.global) }
+    @Option(name: .long, help: "Order: config (as defined), name, or next (next fire first).") var sort = Order.config
+
+    func run() async throws {
+        do {
+            guard let response = try await connection.fetch("/v1/jobs", as: JobsResponse.self) else { return }
+            let jobs = switch sort {
+            case .config: response.jobs
+            case .name: response.jobs.sorted { $0.name < $1.name }
+            case .next: Render.sortedByNextFire(response.jobs)
+            }
+            print(Render.jobs(jobs, now: Date(), colors: Colors.forStandardOutput), terminator: "")
         } catch let error as CLIError {
             error.exit()
         }
@@ -125,19 +157,29 @@ struct Jobs: AsyncParsableCommand {
 // MARK: - show
 
 struct Show: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show one job in detail.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show one job: its whole definition, next fires, live runs and last runs with what they cost.")
     @OptionGroup var local: ConnectionOptions
     @ParentCommand var root: JobRunnerCtl
     var connection: ConnectionOptions { local.merged(with: root.global) }
     @Argument(help: "The job's name.") var job: String
+    @Option(name: .long, help: "How many of the last runs.") var runs = 5
 
     func run() async throws {
+        let client = connection.client
+        let info: JobInfo
         do {
-            let path = "/v1/jobs/" + (job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)
-            guard let info = try await connection.fetch(path, as: JobInfo.self) else { return }
-            print(Render.job(info, now: Date(), colors: Colors.forStandardOutput), terminator: "")
-        } catch let error as CLIError {
-            error.exit()
+            info = try await client.get("/v1/jobs/\(job.urlPathEscaped)", as: JobInfo.self)
+        } catch {
+            CLIError(error).exit()
         }
+        if connection.json {
+            try printJSON(info)
+            return
+        }
+        let next = info.schedule == nil ? nil : try? await client.get("/v1/jobs/\(job.urlPathEscaped)/next?count=5", as: NextResponse.self)
+        let recent = (try? await client.get("/v1/runs?job=\(job.urlQueryEscaped)&limit=\(max(1, min(runs, 1000)))", as: RunsResponse.self).runs) ?? []
+        print(Render.job(info, next: next, recent: recent.filter { $0.state == "finished" }, now: Date(), colors: Colors.forStandardOutput),
+              terminator: "")
     }
 }

@@ -1,6 +1,7 @@
 import JobRunnerAPI
 import ArgumentParser
 import Foundation
+import JobRunnerCLI
 import JobRunnerSchedule
 
 /// `jobrunnerctl next`: when a schedule fires. Offline for an expression (no daemon needed),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import JobRunnerAPI
 import JobRunnerDaemon
 import Logging
 
@@ -13,7 +14,8 @@ struct JobRunnerDaemonCommand: AsyncParsableCommand {
             Signals: SIGHUP reloads the configuration (running runs are untouched); SIGTERM and SIGINT \
             stop firing, let running runs finish for daemon.shutdown_grace, then tear them down.
             Exit codes: 0 clean stop, 78 invalid configuration, 1 any other fatal error.
-            """
+            """,
+        version: JobRunnerVersion.string
     )
 
     @Option(name: .long, help: "Configuration file.")

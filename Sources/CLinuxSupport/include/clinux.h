@@ -73,6 +73,8 @@ struct jr_child_usage {
     int64_t system_microseconds;
     /// The largest resident set of the child or of any descendant it waited for, in bytes.
     int64_t max_rss_bytes;
+    /// This process's own peak resident set when the child was reaped (getrusage(RUSAGE_SELF)).
+    int64_t own_max_rss_bytes;
 };
 
 /// wait4(pid): reaps one child with its resource usage. kind: 1 exited, 2 killed by signal,

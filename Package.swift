@@ -208,7 +208,8 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "CLinuxSupport", "JobRunnerConfig", "JobRunnerCore", "JobRunnerSchedule", "JobRunnerSupervision",
+                "CLinuxSupport", "JobRunnerAPI", "JobRunnerConfig", "JobRunnerControl", "JobRunnerCore", "JobRunnerSchedule",
+                "JobRunnerSupervision",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -400,6 +400,13 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
             == ["jobs.yaml:6:11: job 'a': pool 'bd' is not defined under daemon.pools (did you mean 'db'?)"])
         #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {backoff: 5s}\n")
             == ["jobs.yaml:4:5: job 'a': retry needs 'attempts' (the total number of tries)"])
+        // An out-of-range count is one error, not that plus "needs 'attempts'".
+        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {attempts: 0}\n")
+            == ["jobs.yaml:4:23: job 'a': retry.attempts (the total number of tries, 1 = no retry): 0 is out of range 1–100"])
+        // A tab used for indentation is named as the cause.
+        #expect(errors("jobs:\n  a:\n\tshell: \"true\"\n")
+            == ["jobs.yaml:3:1: YAML syntax error: found character that cannot start any token while scanning for the next token"
+                + " (line 3 is indented with a tab: YAML allows only spaces for indentation)"])
         #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {attempts: 2, on: [failure, crash]}\n")
             == ["jobs.yaml:4:30: job 'a': retry.on: 'crash' is not one of failure, timeout, signal"])
         #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    umask: 27\n")

@@ -160,7 +160,8 @@ let ctlPath = productsDirectory + "/jobrunnerctl"
         #expect(try await follower.value == 200)
 
         let logs = try await runProgram([ctlPath, "logs", "chatty", "--socket", daemon.socketPath])
-        #expect(logs.output == "before\nafter\ndone\n")
+        #expect(logs.output.hasPrefix("-- run \(run.id) of chatty: attempt 1, trigger manual, started "), "\(logs.output)")
+        #expect(logs.output.hasSuffix(" --\nbefore\nafter\ndone\n"), "\(logs.output)")
     }
 
     @Test func runWaitExitCodesMirrorTheOutcome() async throws {
@@ -202,15 +203,15 @@ let ctlPath = productsDirectory + "/jobrunnerctl"
         let socket = ["--socket", daemon.socketPath]
         let runs = try await runProgram([ctlPath, "runs"] + socket)
         let lines = runs.output.split(separator: "\n").map(String.init)
-        #expect(lines.first == "RUN                         JOB    TRIGGER  SCHEDULED  STARTED  DURATION  OUTCOME")
+        #expect(lines.first == "RUN                         JOB    TRIGGER  SCHEDULED  STARTED  DURATION  CPU     MEMORY  OUTCOME")
         #expect(lines.count == 2)
         #expect(lines[1].contains("alpha  startup  "))
         #expect(lines[1].hasSuffix("failed(2)"))
         // No colour when not on a terminal.
         #expect(!runs.output.contains("\u{1B}["))
         let show = try await runProgram([ctlPath, "show", "beta"] + socket)
-        #expect(show.output.contains("schedule    Mon..Fri *-*-* 08:00:00 (UTC)\n"))
-        #expect(show.output.contains("command     /bin/true\n"))
+        #expect(show.output.contains("schedule     Mon..Fri *-*-* 08:00:00 (UTC)\n"), "\(show.output)")
+        #expect(show.output.contains("command      /bin/true\n"))
         let json = try await runProgram([ctlPath, "--json", "runs", "--failed"] + socket)
         let decoded = try APICoding.decoder().decode(RunsResponse.self, from: Data(json.output.utf8))
         #expect(decoded.runs.map(\.job) == ["alpha"])

@@ -4,7 +4,7 @@
 #   make test    build and run every test
 #   make build   debug build only
 #   make release optimized build
-#   make install / uninstall   binaries, systemd units, sysusers/tmpfiles, completions, config
+#   make install / uninstall   binaries, systemd units, sysusers/tmpfiles, completions, man pages, config
 #                (PREFIX=/usr/local, DESTDIR for staging; CONFIGURATION=debug to install a debug build)
 
 SHELL := /bin/bash
@@ -24,6 +24,7 @@ UNITDIR ?= $(LIBDIR_SYSTEMD)/systemd/system
 SYSUSERSDIR ?= $(LIBDIR_SYSTEMD)/sysusers.d
 TMPFILESDIR ?= $(LIBDIR_SYSTEMD)/tmpfiles.d
 DOCDIR ?= $(PREFIX)/share/doc/jobrunner
+MANDIR ?= $(PREFIX)/share/man
 
 # System packages the build links against (Debian names).
 APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
@@ -144,10 +145,14 @@ fuzz-smoke: fuzz-build build
 	$(PYTHON) Tests/Fuzz/fuzz.py --bin $$($(SWIFT) build --scratch-path $(FUZZ_SCRATCH) --show-bin-path)/jobrunner-fuzz --seconds 5 --work $(FUZZ_SCRATCH)/smoke
 	$(PYTHON) Tests/Fuzz/control_fuzz.py --daemon $$($(SWIFT) build --show-bin-path)/jobrunnerd --seconds 10
 
+# The man pages are written by swift-argument-parser's generate-manual from the binaries' own
+# argument parsers (--experimental-dump-help), so they say what --help says.
 install: $(if $(filter debug,$(CONFIGURATION)),build,release)
+	@$(SWIFT) build --product generate-manual >/dev/null
 	@bin=$$($(SWIFT) build -c $(CONFIGURATION) $(if $(filter release,$(CONFIGURATION)),--static-swift-stdlib) --show-bin-path); set -e; \
+	manual=$$($(SWIFT) build --show-bin-path)/generate-manual; \
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
-	  $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/jobrunner/jobs.d \
+	  $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/jobrunner/jobs.d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
 	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d; \
 	install -m 0755 $(if $(filter release,$(CONFIGURATION)),-s) $$bin/jobrunnerd $$bin/jobrunnerctl $(DESTDIR)$(BINDIR)/; \
@@ -159,6 +164,9 @@ install: $(if $(filter debug,$(CONFIGURATION)),build,release)
 	install -m 0644 deploy/sysusers.d/jobrunner.conf $(DESTDIR)$(SYSUSERSDIR)/jobrunner.conf; \
 	install -m 0644 deploy/tmpfiles.d/jobrunner.conf $(DESTDIR)$(TMPFILESDIR)/jobrunner.conf; \
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md; \
+	$$manual $$bin/jobrunnerctl --section 1 --output-directory $(DESTDIR)$(MANDIR)/man1; \
+	$$manual $$bin/jobrunnerd --section 8 --output-directory $(DESTDIR)$(MANDIR)/man8; \
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/jobrunnerctl.1 $(DESTDIR)$(MANDIR)/man8/jobrunnerd.8; \
 	$$bin/jobrunnerctl --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/jobrunnerctl; \
 	$$bin/jobrunnerctl --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_jobrunnerctl; \
 	$$bin/jobrunnerctl --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/jobrunnerctl.fish; \
@@ -183,7 +191,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/jobrunnerd $(DESTDIR)$(BINDIR)/jobrunnerctl \
 	  $(DESTDIR)$(UNITDIR)/jobrunnerd.service $(DESTDIR)$(UNITDIR)/jobrunnerd.socket \
 	  $(DESTDIR)$(SYSUSERSDIR)/jobrunner.conf $(DESTDIR)$(TMPFILESDIR)/jobrunner.conf \
-	  $(DESTDIR)$(DOCDIR)/README.md \
+	  $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(MANDIR)/man1/jobrunnerctl.1 $(DESTDIR)$(MANDIR)/man8/jobrunnerd.8 \
 	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions/jobrunnerctl \
 	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_jobrunnerctl \
 	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/jobrunnerctl.fish; \

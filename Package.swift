@@ -179,7 +179,7 @@ let package = Package(
         .target(name: "CFuzzDriver"),
         .target(
             name: "JobRunnerFuzzing",
-            dependencies: ["JobRunnerConfig", "JobRunnerCore", "JobRunnerSchedule"],
+            dependencies: ["JobRunnerCLI", "JobRunnerConfig", "JobRunnerCore", "JobRunnerSchedule"],
             swiftSettings: strict
         ),
         .executableTarget(

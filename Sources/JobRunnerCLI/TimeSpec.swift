@@ -34,12 +34,16 @@ public enum TimeSpec {
     static func localDateTime(_ text: String) -> LocalDateTime? {
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "T" })
         guard (1...2).contains(parts.count) else { return nil }
-        let date = parts[0].split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
-        guard date.count == 3, let year = date[0], let month = date[1], let day = date[2], parts[0].count == 10 else { return nil }
+        let pieces = parts[0].split(separator: "-", omittingEmptySubsequences: false)
+        guard pieces.map(\.count) == [4, 2, 2], pieces.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+            let year = Int(pieces[0]), let month = Int(pieces[1]), let day = Int(pieces[2])
+        else { return nil }
         var time = [0, 0, 0]
         if parts.count == 2 {
-            let fields = parts[1].split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
-            guard (2...3).contains(fields.count), fields.allSatisfy({ $0 != nil }) else { return nil }
+            let pieces = parts[1].split(separator: ":", omittingEmptySubsequences: false)
+            guard (2...3).contains(pieces.count), pieces.allSatisfy({ $0.count == 2 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) })
+            else { return nil }
+            let fields = pieces.map { Int($0) }
             for (index, value) in fields.enumerated() { time[index] = value! }
         }
         let local = LocalDateTime(year: year, month: month, day: day, hour: time[0], minute: time[1], second: time[2])

@@ -1,3 +1,4 @@
+import JobRunnerCLI
 import JobRunnerConfig
 import JobRunnerCore
 import JobRunnerSchedule
@@ -25,6 +26,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case clusterCommand = "cluster-command"
     /// `cluster.database:` URLs.
     case postgresURL = "postgres-url"
+    /// `jobrunnerctl runs/logs --since/--until` values.
+    case timeSpec = "time-spec"
 
     /// An instant well inside every zone's rules, to search schedules from.
     static let origin = Timestamp(microseconds: 1_764_590_400_000_000)
@@ -49,7 +52,15 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .notify: break
         case .clusterCommand: Self.checkClusterCommand(text)
         case .postgresURL: Self.checkPostgresURL(text)
+        case .timeSpec: Self.checkTimeSpec(text)
         }
+    }
+
+    static func checkTimeSpec(_ text: String) {
+        guard let instant = try? TimeSpec.parse(text, now: origin, zone: .utc) else { return }
+        // A duration is always ago, and no text names an instant its RFC 3339 form cannot carry.
+        if (try? DurationText.parse(text)) != nil { precondition(instant <= origin, "'\(text)' is not in the past") }
+        precondition(Timestamp(rfc3339: instant.description) == instant, "'\(text)' gave \(instant), which does not read back")
     }
 
     static func checkConfig(_ text: String) {

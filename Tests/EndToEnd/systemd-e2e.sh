@@ -114,6 +114,10 @@ output_has() {
 echo "$name: staging make install"
 make -C "$repo" --no-print-directory install DESTDIR="$work/dest" CONFIGURATION=debug >"$work/install.log" 2>&1 ||
     { cat "$work/install.log" >&2; fail "make install"; }
+# The man pages, written from the argument parsers, name every command and option.
+grep -q '^\.Dt JOBRUNNERCTL 1' "$work/dest/usr/local/share/man/man1/jobrunnerctl.1" || fail "no jobrunnerctl(1) installed"
+grep -q '^\.Dt JOBRUNNERD 8' "$work/dest/usr/local/share/man/man8/jobrunnerd.8" || fail "no jobrunnerd(8) installed"
+grep -q 'first-attempt' "$work/dest/usr/local/share/man/man1/jobrunnerctl.1" || fail "jobrunnerctl(1) lacks run --first-attempt"
 
 mkdir -p "$cgroup"
 (

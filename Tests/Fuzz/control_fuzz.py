@@ -66,20 +66,25 @@ def query(rng, keys):
     parts = []
     for _ in range(rng.randint(0, 4)):
         key = rng.choice(keys + ["x", "", "%00", "limit[]", "count%20"])
-        value = rng.choice(NUMBERS + WORDS + JOBS + ["succeeded", "failed", "running", "zz"])
+        value = rng.choice(NUMBERS + WORDS + JOBS + ["succeeded", "failed", "running", "zz", "2026-12-01T00:00:00Z",
+                                                     "2026-13-45T99:99:99Z", "9999-12-31T23:59:59.999999Z", "0000-01-01T00:00:00Z",
+                                                     "2026-12-01T00:00:00%2B25:00", "yesterday"])
         parts.append(key if rng.random() < 0.1 else f"{key}={value}")
     return ("?" + "&".join(parts)) if parts else ""
 
 
 def request_target(rng, run_ids):
     runs = run_ids or ["01kb3n7f4xk0q9v8w6r5t2y1zc"]
+    # Abbreviations name runs too: the last 8 characters, or a prefix several runs share.
+    runs = runs + [run[-8:] for run in runs] + [run[:5] for run in runs]
     endpoints = [
         ("GET", lambda: "/v1/status", []),
         ("GET", lambda: "/metrics", []),
         ("GET", lambda: "/v1/jobs", []),
         ("GET", lambda: f"/v1/jobs/{hostile_name(rng, JOBS)}", []),
         ("GET", lambda: f"/v1/jobs/{hostile_name(rng, JOBS)}/next", ["count"]),
-        ("GET", lambda: "/v1/runs", ["limit", "job", "outcome", "before"]),
+        ("GET", lambda: "/v1/runs", ["limit", "job", "outcome", "before", "since", "until"]),
+        ("GET", lambda: "/v1/output", []),
         ("GET", lambda: f"/v1/runs/{hostile_name(rng, runs)}", []),
         ("GET", lambda: f"/v1/runs/{hostile_name(rng, runs)}/output", ["follow"]),
         ("POST", lambda: f"/v1/jobs/{hostile_name(rng, JOBS)}/run", ["wait", "node"]),

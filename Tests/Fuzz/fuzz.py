@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ["config", "cron", "calendar", "schedule", "duration", "size", "notify", "cluster-command", "postgres-url"]
+TARGETS = ["config", "cron", "calendar", "schedule", "duration", "size", "notify", "cluster-command", "postgres-url",
+           "time-spec"]
 
 # Where each target's seeds come from: files whose content is one input, and regular
 # expressions over the tests whose first group is one input.
@@ -37,6 +38,7 @@ SEED_PATTERNS = {
              ("Tests", r"SizeText\.parse\(" + LITERAL)],
     "notify": [("Tests", r"NotifyMessage\.parse\(Array\(" + LITERAL), ("Tests", r"systemd-notify ([A-Z_]+=[^;\"]*)")],
     "postgres-url": [("Tests", r"(postgresql://[^\"\\ ]*)"), ("config", r"(postgresql://[^\"\s]*)")],
+    "time-spec": [("Tests/JobRunnerCLITests", r"parse\(" + LITERAL)],
 }
 # Inputs the tests do not spell out, for the targets whose grammar they pass around in pieces.
 EXTRA_SEEDS = {

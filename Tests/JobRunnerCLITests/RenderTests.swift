@@ -222,7 +222,7 @@ import Testing
     }
 
     @Test func badTimesAreRefusedWithTheFormsThatWork() {
-        for text in ["", "bogus", "2026-13-01", "2026-11-31", "2026-11-30 25:00", "yesterdays", "5", "-1h"] {
+        for text in ["", "bogus", "2026-13-01", "2026-11-31", "2026-11-30 25:00", "yesterdays", "5", "-1h", "20263-3-10", "2026-1-5", "2026-11-30 3:15"] {
             let error = #expect(throws: TimeSpec.ParseError.self) { _ = try TimeSpec.parse(text, now: Self.now, zone: .utc) }
             #expect(error?.message.contains("give RFC 3339") == true, "\(text): \(error?.message ?? "")")
         }

@@ -142,14 +142,23 @@ asyncio.run(main())
            round(rate / python, 2), "≥ 1.5×", rate / python >= 1.5)
 
 
+def stdout_lines(output):
+    """The stdout lines of a run's stored output: `O<µs> text` (or `o text`, as older rows have it)."""
+    for line in (output or "").split("\n"):
+        if line.startswith("o "):
+            yield line[2:]
+        elif line.startswith("O") and " " in line and line[1:line.index(" ")].isdigit():
+            yield line[line.index(" ") + 1:]
+
+
 def stamped_lateness(rows, instant_us=None):
     """Lateness (µs) each run printed: its own clock at exec minus its scheduled instant."""
     result = []
     for row in rows:
         scheduled, output = row
-        for line in (output or "").split("\n"):
-            if line.startswith("o ") and line[2:].strip().isdigit():
-                result.append(int(line[2:].strip()) // 1000 - (instant_us or scheduled))
+        for text in stdout_lines(output):
+            if text.strip().isdigit():
+                result.append(int(text.strip()) // 1000 - (instant_us or scheduled))
     return result
 
 

@@ -227,6 +227,19 @@ import Testing
         // A directory given as the socket is named as such.
         let directory = try await ctl(["status", "--socket", daemon.directory.path])
         #expect(directory.output.contains("not a socket (it is a directory)"), "\(directory.output)")
+        // A refused connection names the socket's owner, group and mode (whatever they are),
+        // tried as an unprivileged user (root passes any mode).
+        if getuid() == 0 {
+            // A copy of the client where that user can run it, whatever the checkout's modes.
+            chmod(daemon.directory.path, 0o755)
+            let client = daemon.directory.file("jobrunnerctl")
+            try FileManager.default.copyItem(atPath: productsDirectory + "/jobrunnerctl", toPath: client)
+            let refused = try await ChildProcess.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups",
+                                                                           client, "status", "--socket", daemon.socketPath])
+            let group = getgrgid(getgid()).map { String(cString: $0.pointee.gr_name) } ?? "gid \(getgid())"
+            #expect(refused.status == 77, "\(refused.output)")
+            #expect(refused.output.contains("permission denied (the socket is for root and the group \(group), mode 660"), "\(refused.output)")
+        }
         // A cron expression with a field missing is answered as cron.
         let typo = try await ctl(["next", "*/5 * * *"])
         #expect(typo.status == 2)

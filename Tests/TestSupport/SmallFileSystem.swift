@@ -14,9 +14,8 @@ public struct SmallFileSystem: Sendable {
             throw TimeoutError("cannot mount a tmpfs on \(path): \(String(cString: strerror(errno)))")
         }
         self.path = path
-        var own = stat()
-        var parent = stat()
-        guard stat(path, &own) == 0, stat(path + "/..", &parent) == 0, own.st_dev != parent.st_dev else {
+        let device = { (path: String) in (try? FileManager.default.attributesOfItem(atPath: path))?[.systemNumber] as? Int }
+        guard let own = device(path), let parent = device(path + "/.."), own != parent else {
             unmount()
             throw TimeoutError("\(path) is not a mount point after mounting a tmpfs on it")
         }

@@ -509,7 +509,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                                       AND r.attempt = 1 AND (r.dispatched_at IS NOT NULL OR r.started_at IS NOT NULL))
                     """, logger: logger)
             }
-            logger.notice("gave back occurrences this node will not run", metadata: ["occurrences": "\(claims.count)"])
+            logger.notice("gave back occurrences this node will not run", metadata: ["occurrences": .number(claims.count)])
         } catch {
             logger.warning("could not give back claimed occurrences; a survivor runs them once this node's lease ends",
                            metadata: ["error": "\(ClusterDatabase.describe(error))"])
@@ -695,7 +695,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 return state.inherited
             }
             if !inherited.isEmpty, let scheduler {
-                logger.warning("settling what this node's previous incarnation left unfinished", metadata: ["runs": "\(inherited.count)"])
+                logger.warning("settling what this node's previous incarnation left unfinished", metadata: ["runs": .number(inherited.count)])
                 _ = await scheduler.takeOver(inherited)
             }
             // A draining node takes nothing over (what it would take, it would only give back).
@@ -796,7 +796,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
             noteTakenOver(orphans)
             let nodes = Set(orphans.map(\.node)).sorted().joined(separator: ",")
             logger.warning("took over the unfinished runs of dead nodes", metadata: [
-                "dead_nodes": "\(nodes)", "runs": "\(orphans.count)",
+                "dead_nodes": "\(nodes)", "runs": .number(orphans.count),
             ])
             await scheduler?.takeOver(orphans)
         } catch {

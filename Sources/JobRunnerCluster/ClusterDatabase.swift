@@ -159,7 +159,7 @@ public final class ClusterDatabase: Service {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }
                 try await connection.query("INSERT INTO jobrunner.schema_info (version) VALUES (\(Int64(version)))", logger: logger)
-                logger.notice("cluster database schema migrated", metadata: ["version": "\(version)"])
+                logger.notice("cluster database schema migrated", metadata: ["version": .stringConvertible(version)])
             }
         }
     }

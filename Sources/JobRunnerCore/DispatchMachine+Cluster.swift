@@ -86,7 +86,7 @@ extension DispatchMachine {
             if work[id]?.stopping == false { stop(id) }
             stopped += 1
         }
-        log(.warning, "standing down: \(reason)", ["stopped_runs": "\(stopped)", "dropped_fires": "\(dropped)"])
+        log(.warning, "standing down: \(reason)", ["stopped_runs": .number(stopped), "dropped_fires": .number(dropped)])
         return take()
     }
 
@@ -127,7 +127,7 @@ extension DispatchMachine {
                 ])
             }
         }
-        if taken > 0 { log(.notice, "took over runs of a dead node", ["runs": "\(taken)"]) }
+        if taken > 0 { log(.notice, "took over runs of a dead node", ["runs": .number(taken)]) }
         startWaiting(now: now)
         return (taken, take())
     }

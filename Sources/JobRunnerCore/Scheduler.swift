@@ -76,7 +76,7 @@ public actor Scheduler: Service {
     // MARK: - Service
 
     public func run() async {
-        logger.info("scheduler started", metadata: ["jobs": "\(machine.jobStates(now: clock.now(), uptime: clock.uptime()).count)"])
+        logger.info("scheduler started", metadata: ["jobs": .number(machine.jobStates(now: clock.now(), uptime: clock.uptime()).count)])
         await withDiscardingTaskGroup { group in
             await withTaskCancellationOrGracefulShutdownHandler {
                 outbox += machine.start(now: clock.now(), uptime: clock.uptime())

@@ -89,7 +89,7 @@ public enum Daemon {
             configuration = loaded
         } catch let errors as ConfigErrors {
             for error in errors.errors { logger.error("\(error.description)") }
-            logger.critical("invalid configuration, not starting", metadata: ["errors": "\(errors.errors.count)"])
+            logger.critical("invalid configuration, not starting", metadata: ["errors": .number(errors.errors.count)])
             notifier.failed(status: "invalid configuration: \(errors.summary)", errno: EINVAL)
             return DaemonExitCode.config
         } catch {
@@ -102,7 +102,7 @@ public enum Daemon {
         let passed = SocketActivation.takeSockets()
         let activated = SocketActivation.controlSocket(in: passed)
         for socket in passed where socket.descriptor != activated?.descriptor {
-            logger.warning("ignoring a socket passed by systemd", metadata: ["fd": "\(socket.descriptor)", "name": "\(socket.name)"])
+            logger.warning("ignoring a socket passed by systemd", metadata: ["fd": .number(socket.descriptor), "name": "\(socket.name)"])
             close(socket.descriptor)
         }
         if let activated {
@@ -176,8 +176,8 @@ public enum Daemon {
                 let ids = Set(interrupted.map(\.id.rawValue))
                 let killed = try await NIOThreadPool.singleton.runIfActive { ProcessSweeper.killLeftovers(ofRuns: ids) }
                 logger.warning("runs were interrupted by the daemon's last stop", metadata: [
-                    "runs": "\(interrupted.count)", "jobs": "\(Set(interrupted.map(\.job)).sorted().joined(separator: ","))",
-                    "killed_processes": "\(killed)",
+                    "runs": .number(interrupted.count), "jobs": "\(Set(interrupted.map(\.job)).sorted().joined(separator: ","))",
+                    "killed_processes": .number(killed),
                 ])
             }
             memories = try await history.jobMemories()

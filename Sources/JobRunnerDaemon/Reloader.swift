@@ -135,7 +135,7 @@ actor Reloader {
             for error in errors.errors {
                 logger.error("\(error.description)")
             }
-            logger.error("reload failed, keeping previous configuration", metadata: ["errors": "\(errors.errors.count)"])
+            logger.error("reload failed, keeping previous configuration", metadata: ["errors": .number(errors.errors.count)])
             Counter(label: "jobrunner_reloads_total", dimensions: [("result", "failed")]).increment()
             let generation = await scheduler.summary().generation
             result = ReloadResult(at: clock.now().description, result: "failed", generation: generation,

@@ -141,7 +141,7 @@ public final class HistoryWriter: RunJournal, Service {
                 return (previous, dropped)
             }
             if let previous = recovered.0 {
-                logger.notice("history writes resumed", metadata: ["after": "\(previous)", "dropped_events": "\(recovered.1)"])
+                logger.notice("history writes resumed", metadata: ["after": "\(previous)", "dropped_events": .number(recovered.1)])
                 onHealthChange(nil)
             }
             releaseWaiters()

@@ -484,6 +484,9 @@ public struct RunDetail: Codable, Sendable, Equatable {
 public enum OutputEvent: Sendable, Equatable {
     case line(OutputLineInfo)
     case dropped(Int)
+    /// Nothing printed for a while: the stream carries an empty line, so a client that went
+    /// away is noticed (clients skip empty lines).
+    case idle
 }
 
 /// The `{"dropped": N}` line of a followed output stream.

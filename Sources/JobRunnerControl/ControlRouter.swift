@@ -62,6 +62,7 @@ enum ControlRouter {
                     switch event {
                     case .line(let line): try await writer.write(encodedLine(line))
                     case .dropped(let count): try await writer.write(encodedLine(DroppedLinesInfo(dropped: count)))
+                    case .idle: try await writer.write(ByteBuffer(string: "\n"))
                     }
                 }
                 try await writer.finish(nil)
@@ -86,6 +87,7 @@ enum ControlRouter {
                     switch event {
                     case .line(let line): try await writer.write(encodedLine(line))
                     case .dropped(let count): try await writer.write(encodedLine(DroppedLinesInfo(dropped: count)))
+                    case .idle: try await writer.write(ByteBuffer(string: "\n"))
                     }
                 }
                 try await writer.finish(nil)

@@ -102,7 +102,12 @@ extension DispatchMachine {
             return (0, take())
         }
         var taken = 0
-        for orphan in orphans {
+        // Of one fire, only its latest attempt carries on: a node that stopped between writing
+        // a retry and writing the end of the attempt before it leaves both unfinished, and
+        // taking over both would run the retry twice.
+        var latest: [RunID: OrphanedRun] = [:]
+        for orphan in orphans where (latest[orphan.fireID]?.attempt ?? 0) < orphan.attempt { latest[orphan.fireID] = orphan }
+        for orphan in orphans where latest[orphan.fireID] == orphan {
             guard let job = jobs[orphan.job]?.definition else {
                 log(.warning, "cannot take over a run of a job this node does not define", [
                     "job": "\(orphan.job)", "run_id": "\(orphan.id)", "node": "\(orphan.node)",

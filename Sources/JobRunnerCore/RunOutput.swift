@@ -120,6 +120,9 @@ public enum Followed<Line: Sendable & Hashable>: Sendable, Hashable {
     case line(Line)
     /// This many lines were printed while the follower was a budget behind, and not kept for it.
     case dropped(Int)
+    /// Nothing was printed for a while (``OutputBroadcast/idleInterval``): whoever writes the
+    /// stream to a client writes something, so a client that went away is noticed.
+    case idle
 }
 
 /// A line a follower can hold: its size counts against the follower's budget.
@@ -203,6 +206,20 @@ public final class Follower<Line: FollowableLine>: AsyncSequence, Sendable {
         waiter?.resume(returning: .line(line))
     }
 
+    /// Tells a follower that has nothing waiting that the stream is idle.
+    func offerIdle() {
+        let waiter = state.withLock { state -> CheckedContinuation<Followed<Line>?, Never>? in
+            guard !state.finished, state.head == state.events.count else { return nil }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.events.append(.idle)
+            return nil
+        }
+        waiter?.resume(returning: .idle)
+    }
+
     func finish() {
         let (waiter, onEnd) = state.withLock { state -> (CheckedContinuation<FollowEvent?, Never>?, (@Sendable () -> Void)?) in
             state.finished = true
@@ -254,40 +271,89 @@ public final class Follower<Line: FollowableLine>: AsyncSequence, Sendable {
 }
 
 /// Every run's output as it is printed, for `jobrunnerctl logs -f` without a run: followers
-/// come and go; with none, publishing costs one atomic load.
+/// come and go; with none, publishing costs one atomic load. While any follows, each is told
+/// every ``idleInterval`` that nothing was printed (so a writer notices a client that left);
+/// at shutdown every follower's stream ends.
 public final class OutputBroadcast: Sendable {
     private struct WeakFollower {
         weak var follower: Follower<RunOutputLine>?
     }
 
-    private let followers = Mutex<(next: UInt64, all: [UInt64: WeakFollower])>((0, [:]))
+    private struct State {
+        var next: UInt64 = 0
+        var all: [UInt64: WeakFollower] = [:]
+        var ticking = false
+        var finished = false
+    }
+
+    /// How often a follower hears that nothing was printed.
+    public let idleInterval: Duration
+    private let state = Mutex(State())
     private let count = Atomic<Int>(0)
 
-    public init() {}
+    public init(idleInterval: Duration = .seconds(15)) {
+        self.idleInterval = idleInterval
+    }
 
-    /// Every line printed from now on, by any run.
+    /// Every line printed from now on, by any run (a finished stream once the daemon stops).
     public func follow() -> Follower<RunOutputLine> {
         let follower = Follower<RunOutputLine>()
-        followers.withLock { state in
+        let startTicking = state.withLock { state -> Bool in
+            guard !state.finished else { return false }
             state.next += 1
             let token = state.next
             state.all[token] = WeakFollower(follower: follower)
             count.store(state.all.count, ordering: .relaxed)
             follower.onEnd = { [weak self] in
                 guard let self else { return }
-                self.followers.withLock { state in
+                self.state.withLock { state in
                     state.all.removeValue(forKey: token)
                     self.count.store(state.all.count, ordering: .relaxed)
+                }
+            }
+            defer { state.ticking = true }
+            return !state.ticking
+        }
+        if state.withLock({ $0.finished }) { follower.finish() }
+        if startTicking {
+            Task.detached { [weak self, idleInterval] in
+                while true {
+                    try? await Task.sleep(for: idleInterval)
+                    guard let self, self.tick() else { return }
                 }
             }
         }
         return follower
     }
 
+    /// One idle tick; false (and no more ticking) when nobody follows.
+    private func tick() -> Bool {
+        let current = state.withLock { state -> [Follower<RunOutputLine>]? in
+            let alive = state.all.values.compactMap(\.follower)
+            if alive.isEmpty || state.finished {
+                state.ticking = false
+                return nil
+            }
+            return alive
+        }
+        guard let current else { return false }
+        for follower in current { follower.offerIdle() }
+        return true
+    }
+
     public func publish(job: String, run: RunID, _ line: OutputLine) {
         guard count.load(ordering: .relaxed) > 0 else { return }
-        let current = followers.withLock { $0.all.values.compactMap(\.follower) }
+        let current = state.withLock { $0.all.values.compactMap(\.follower) }
         for follower in current { follower.offer(RunOutputLine(job: job, run: run, line: line)) }
+    }
+
+    /// The daemon is stopping: every follower's stream ends, and later ones end at once.
+    public func finishAll() {
+        let current = state.withLock { state -> [Follower<RunOutputLine>] in
+            state.finished = true
+            return state.all.values.compactMap(\.follower)
+        }
+        for follower in current { follower.finish() }
     }
 }
 

@@ -272,7 +272,7 @@ public enum Daemon {
             + (cluster.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0.coordinator)] } ?? []) + [
                 .init(service: writer),
                 .init(service: scheduler),
-                .init(service: ShutdownAnnouncer(notifier: notifier, logger: logger)),
+                .init(service: ShutdownAnnouncer(notifier: notifier, logger: logger, broadcast: broadcast)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger

@@ -168,6 +168,7 @@ struct EngineControlHandler: ControlHandler {
                 .line(OutputLineInfo(stream: tagged.line.stream.rawValue, text: tagged.line.text, at: tagged.line.at?.description,
                                      job: tagged.job, run: tagged.run.rawValue))
             case .dropped(let count): .dropped(count)
+            case .idle: .idle
             }
         }
     }
@@ -277,6 +278,7 @@ struct EngineControlHandler: ControlHandler {
                 switch event {
                 case .line(let line): .line(convert(line))
                 case .dropped(let count): .dropped(count)
+                case .idle: .idle
                 }
             }
             return (kept.map(convert), record.outcome == nil ? events : nil)

@@ -35,6 +35,9 @@ struct ReloadService: Service {
 struct ShutdownAnnouncer: Service {
     let notifier: Notifier
     let logger: Logger
+    /// Followers of every run's output: their streams end now, so the control server can
+    /// close without waiting for a line that will never come.
+    let broadcast: OutputBroadcast
 
     func run() async {
         do {
@@ -44,6 +47,7 @@ struct ShutdownAnnouncer: Service {
         }
         logger.notice("stopping: no new runs will start")
         notifier.stopping(status: "stopping")
+        broadcast.finishAll()
     }
 }
 

@@ -38,18 +38,29 @@ public enum ScheduleExpression: Sendable, Hashable {
                 return .interval(interval)
             }
             let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            // Several fields without `:` or `..`, the first a cron minute field, is cron with the
-            // wrong number of fields (`*/5 * * *`): say so, rather than call it a bad calendar event.
-            let cronShaped = fields.count >= 2 && !text.contains(":") && !text.contains("..")
-                && fields[0].allSatisfy { "0123456789*/,-".contains($0) }
             let cronLike = (text.hasPrefix("@") && !text.dropFirst().allSatisfy(\.isNumber))
-                || ((fields.count == 5 || fields.count == 6) && !text.contains(":") && !text.contains("..")) || cronShaped
+                || ((fields.count == 5 || fields.count == 6) && !text.contains(":") && !text.contains(".."))
             if cronLike {
                 do { return .cron(try CronSchedule(parsing: text)) } catch { throw ParseError(message: "cron: \(error.message)") }
             }
             do { return .calendar(try CalendarEvent(parsing: text, zones: zones)) } catch {
+                // Not a calendar event either. Several fields without `:` or `..`, the first a cron
+                // minute field, is cron with a field too many or too few (`*/5 * * *`): say that.
+                let cronShaped = fields.count >= 2 && !text.contains(":") && !text.contains("..")
+                    && fields[0].allSatisfy { "0123456789*/,-".contains($0) }
+                if cronShaped, let cronError = Self.cronError(text) { throw ParseError(message: "cron: \(cronError)") }
                 throw ParseError(message: "not a cron expression, interval or calendar event: \(error.message)")
             }
+        }
+    }
+
+    /// Why `text` is not a cron expression, if it is not.
+    private static func cronError(_ text: String) -> String? {
+        do {
+            _ = try CronSchedule(parsing: text)
+            return nil
+        } catch {
+            return error.message
         }
     }
 

@@ -165,6 +165,8 @@ struct Logs: AsyncParsableCommand {
     /// Written straight to the descriptor: a follower piped to another program sees each line as
     /// it comes, not when a buffer fills.
     static func emit(_ text: String, json: Bool, timestamps: Bool, colors: Colors) {
+        // An empty line only says the stream is alive.
+        guard !text.isEmpty else { return }
         if json {
             writeOut(text + "\n")
         } else if let line = try? APICoding.decoder().decode(OutputLineInfo.self, from: Data(text.utf8)) {

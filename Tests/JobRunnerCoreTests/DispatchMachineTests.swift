@@ -482,4 +482,43 @@ struct Drive {
         let retry = try #require(Drive.fired(actions).first { $0.job == "retried" })
         #expect(retry.attempt == 2 && retry.fireID == RunID(rawValue: "o2"))
     }
+
+    @Test func ofAFireLeftWithTwoUnfinishedAttemptsOnlyTheLatestCarriesOn() throws {
+        // The dead node wrote attempt 2 (its retry) but not yet the end of attempt 1.
+        var retried = try Self.minutely("retried")
+        retried.retry = RetryPolicy(attempts: 3, backoff: .zero, on: [.failure])
+        var drive = Drive([retried])
+        let fire = RunID(rawValue: "o1")
+        let orphans = [
+            OrphanedRun(id: fire, job: "retried", node: "dead", trigger: .manual, scheduledTime: drive.now, attempt: 1, fireID: fire,
+                        started: true),
+            OrphanedRun(id: RunID(rawValue: "o2"), job: "retried", node: "dead", trigger: .manual, scheduledTime: drive.now, attempt: 2,
+                        fireID: fire, started: false),
+        ]
+        let (taken, actions) = drive.machine.takeOver(orphans, now: drive.now, uptime: drive.uptime)
+        #expect(taken == 1)
+        let fired = Drive.fired(actions).filter { $0.job == "retried" }
+        #expect(fired.map(\.attempt) == [2], "attempt 2 once, not twice: \(fired.map(\.attempt))")
+        #expect(fired.first?.trigger == .manual, "a retry keeps its fire's trigger")
+    }
+
+    @Test func aRetryIsOnRecordBeforeTheAttemptItFollowsEnds() throws {
+        var flaky = try Self.minutely("flaky")
+        flaky.retry = RetryPolicy(attempts: 2, backoff: .seconds(1), on: [.failure])
+        var drive = Drive([flaky])
+        let (record, manual) = drive.machine.runNow(job: "flaky", now: drive.now)
+        let started = try #require(Drive.starts(drive.record(manual)).first)
+        let ended = drive.send(.ended(started.id, RunResult(outcome: .failed(exitCode: 1), startedAt: drive.now, endedAt: drive.now,
+                                                           pid: 1, exitStatus: .exited(1))))
+        let journal = ended.compactMap { action -> String? in
+            guard case .journal(let event) = action else { return nil }
+            switch event {
+            case .fired(let run, _): return "fired \(run.attempt) \(run.trigger.rawValue)"
+            case .finished(let run): return "finished \(run.attempt)"
+            default: return nil
+            }
+        }
+        #expect(journal == ["fired 2 manual", "finished 1"], "\(journal)")
+        #expect(record?.trigger == .manual)
+    }
 }

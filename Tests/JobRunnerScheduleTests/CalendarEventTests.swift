@@ -111,5 +111,13 @@ import Testing
         #expect(try ScheduleExpression.parse("Mon 12:00").normalized == "Mon *-*-* 12:00:00")
         #expect(try ScheduleExpression.parse("*-*-* *:*:00", kind: .calendar).normalized == "*-*-* *:*:00")
         #expect(throws: ScheduleExpression.ParseError.self) { try ScheduleExpression.parse("Mon 12:00", kind: .cron) }
+        // Dates with a zone and no time stay calendar events.
+        #expect(try ScheduleExpression.parse("*-*-* UTC").normalized == "*-*-* 00:00:00 UTC")
+        #expect(try ScheduleExpression.parse("*-*-01 UTC").normalized == "*-*-01 00:00:00 UTC")
+        // A cron expression with a field too few or too many is answered as cron.
+        for typo in ["*/5 * * *", "0 3 * * * * *"] {
+            let error = #expect(throws: ScheduleExpression.ParseError.self) { try ScheduleExpression.parse(typo) }
+            #expect(error?.message.hasPrefix("cron: expected 5 fields") == true, "\(typo): \(error?.message ?? "")")
+        }
     }
 }

@@ -178,6 +178,8 @@ import Testing
             case .dropped(let count):
                 dropped += count
                 order.append("dropped")
+            case .idle:
+                break
             }
         }
         // What fit in the budget first, then one gap for the rest: nothing lost silently.

@@ -147,7 +147,7 @@ def stdout_lines(output):
     for line in (output or "").split("\n"):
         if line.startswith("o "):
             yield line[2:]
-        elif line.startswith("O") and " " in line and line[1:line.index(" ")].isdigit():
+        elif line.startswith("O") and " " in line and line[1:line.index(" ")].lstrip("-").isdigit():
             yield line[line.index(" ") + 1:]
 
 

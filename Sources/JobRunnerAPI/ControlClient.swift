@@ -92,7 +92,8 @@ public struct ControlClient: Sendable {
                         return ControlResponse(status: status, body: collected)
                     }
                 }
-                throw ControlClientError(kind: .other, message: "the daemon closed the connection before answering"
+                // It stopped (or restarted) while the request was in flight.
+                throw ControlClientError(kind: .notRunning, message: "the daemon closed the connection before answering"
                                          + (writeError.map { " (\($0))" } ?? ""))
             }
         } catch let error as ControlClientError {
@@ -136,7 +137,8 @@ public struct ControlClient: Sendable {
                         return status
                     }
                 }
-                return status
+                // The connection ended inside the response: the daemon went away.
+                throw ControlClientError(kind: .notRunning, message: "the daemon closed the stream before it ended")
             }
         } catch let error as ControlClientError {
             throw error

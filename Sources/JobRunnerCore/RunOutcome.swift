@@ -20,16 +20,19 @@ public enum ExitStatus: Sendable, Hashable, CustomStringConvertible {
 /// set among them. Processes the leader left behind (killed by the run's sweep) are not in it.
 ///
 /// The kernel's peak also counts the memory the process had before it executed the job's
-/// program, and a process the daemon starts shares the daemon's memory until then. So the
-/// figure is the run's own only when it is above the daemon's own peak; otherwise all that is
-/// known is that the run's peak was at most that (``maxResidentBound``).
+/// program, and a process the daemon starts (with `vfork`) shares the daemon's memory until
+/// then. So the figure is the run's own only when it is above the daemon's own peak (which only
+/// grows, and is read after the reap); otherwise all that is known is that the run's peak was
+/// at most the kernel's figure (``maxResidentBound``). This rests on the launcher's `vfork`:
+/// a child that allocated before exec could exceed the daemon's peak with memory not the job's.
 public struct ResourceUsage: Sendable, Hashable {
     public var userMicroseconds: Int64
     public var systemMicroseconds: Int64
     /// The peak resident memory of the largest process of the run's tree, in bytes, when the
     /// kernel's figure is the run's own.
     public var maxResidentBytes: Int64?
-    /// Otherwise, what the run's peak was at most (the daemon's own peak when it was reaped).
+    /// Otherwise, what the run's peak was at most (the kernel's figure, itself at most the
+    /// daemon's own peak).
     public var maxResidentBound: Int64?
 
     public init(userMicroseconds: Int64, systemMicroseconds: Int64, maxResidentBytes: Int64?, maxResidentBound: Int64? = nil) {

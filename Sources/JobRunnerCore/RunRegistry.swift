@@ -71,11 +71,14 @@ public final class RunRegistry: Sendable {
     }
 
     /// Waits until a run's fire has its final outcome: the run, then each retry of it (a retry
-    /// is registered before the attempt it follows ends); returns the last attempt.
+    /// is registered before the attempt it follows ends, and may have ended already when this
+    /// looks); returns the last attempt.
     public func waitForFinalOutcome(_ id: RunID) async -> RunRecord? {
         guard var record = await waitForEnd(id) else { return nil }
         while let next = state.withLock({ state in
-            state.active.values.first { $0.fireID == record.fireID && $0.attempt > record.attempt }
+            (Array(state.active.values) + state.history)
+                .filter { $0.fireID == record.fireID && $0.attempt > record.attempt }
+                .max { $0.attempt < $1.attempt }
         }) {
             guard let ended = await waitForEnd(next.id) else { break }
             record = ended

@@ -147,17 +147,19 @@ struct EngineControlHandler: ControlHandler {
         return Array(byID.values.sorted { $0.id > $1.id }.prefix(filter.limit))
     }
 
-    func resolveRun(_ text: String) async throws(APIError) -> String {
+    func resolveRun(_ given: String) async throws(APIError) -> String {
+        // Ids are lowercase; one copied in capitals names the same run.
+        let text = given.lowercased()
         if RunID(validating: text) != nil { return text }
-        guard RunID.isAbbreviation(text.lowercased()) else {
-            throw APIError.notFound("no run with id '\(text)' (a run id is 26 characters; an abbreviation, at least 4 of its first or last ones)")
+        guard RunID.isAbbreviation(text) else {
+            throw APIError.notFound("no run with id '\(given)' (a run id is 26 characters; an abbreviation, at least 4 of its first or last ones)")
         }
-        let matches = await records(RunQuery(abbreviation: text.lowercased(), limit: 3))
+        let matches = await records(RunQuery(abbreviation: text, limit: 3))
         switch matches.count {
-        case 0: throw APIError.notFound("no run with id '\(text)'")
+        case 0: throw APIError.notFound("no run with id '\(given)'")
         case 1: return matches[0].id.rawValue
         default:
-            throw APIError.conflict("'\(text)' names more than one run (\(matches.prefix(2).map(\.id.rawValue).joined(separator: ", ")), …): give more of the id")
+            throw APIError.conflict("'\(given)' names more than one run (\(matches.prefix(2).map(\.id.rawValue).joined(separator: ", ")), …): give more of the id")
         }
     }
 
@@ -249,16 +251,19 @@ struct EngineControlHandler: ControlHandler {
         guard wait else { return Self.runInfo(record, now: now) }
         // The other node writes the run (and each retry, before the attempt it follows ends)
         // to the shared history; follow the fire there.
+        // A read that fails (the database away for a moment) is tried again, never taken for
+        // "no further attempt".
         var following = id
         while !Task.isCancelled {
             if let stored = (try? await history.run(id: following)) ?? nil {
                 record = stored
                 if stored.outcome != nil {
-                    guard !firstAttempt, let next = (try? await history.runs(RunQuery(fireID: stored.fireID.rawValue, limit: 1)))?.first,
-                        next.attempt > stored.attempt
-                    else { break }
-                    following = next.id
-                    continue
+                    if firstAttempt { break }
+                    if let attempts = try? await history.runs(RunQuery(fireID: stored.fireID.rawValue, limit: 1)) {
+                        guard let next = attempts.first, next.attempt > stored.attempt else { break }
+                        following = next.id
+                        continue
+                    }
                 }
             }
             try? await Task.sleep(for: .milliseconds(250))

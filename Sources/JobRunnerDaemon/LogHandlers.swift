@@ -81,13 +81,16 @@ public struct TextLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { all.merge(provided) { $1 } }
         if let extra = event.metadata { all.merge(extra) { $1 } }
         var line = Self.timestamp() + " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + " "
-        // A line a job printed: `backup[3x8k2q9d] stdout: text`, so it never reads as the daemon's.
-        if let stream = all["stream"], let job = all["job"] {
+        // A line a job printed: `backup[3x8k2q9d] stdout: text` (a hook's: `backup[3x8k2q9d]
+        // on_failure stdout: text`), its control characters escaped, so it never reads as the
+        // daemon's and cannot move the cursor over what came before.
+        if all["output"] != nil, let stream = all["stream"], let job = all["job"] {
             let run = all["run_id"].map { "[" + Self.shortRunID("\($0)") + "]" } ?? ""
-            StderrWriter.shared.write(line + "\(job)\(run) \(stream): " + event.message.description)
+            let hook = all["hook"].map { " \($0)" } ?? ""
+            StderrWriter.shared.write(line + "\(job)\(run)\(hook) \(stream): " + Self.visible(event.message.description))
             return
         }
-        line += event.message.description
+        line += Self.visible(event.message.description)
         for key in all.keys.sorted() {
             line += " \(key)=\(Self.quoted("\(all[key]!)"))"
         }
@@ -101,23 +104,45 @@ public struct TextLogHandler: LogHandler {
     }
 
     /// A value as `key=value`: quoted when it holds a space, a quote, `=` or a control
-    /// character, with newlines written `\n` so one entry stays one line.
+    /// character, with control characters escaped (`\n`, `\x1b`) so one entry stays one line.
     static func quoted(_ value: String) -> String {
-        guard value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline || $0 == "\t" }) else {
+        guard value.isEmpty || value.unicodeScalars.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || isControl($0) }) else {
             return value
         }
         var text = "\""
-        for character in value {
-            switch character {
+        for scalar in value.unicodeScalars {
+            switch scalar {
             case "\\": text += "\\\\"
             case "\"": text += "\\\""
-            case "\n", "\r\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            default: text.append(character)
+            default: text += escaped(scalar)
             }
         }
         return text + "\""
+    }
+
+    /// Text with its control characters and line separators escaped (tabs kept).
+    static func visible(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { isControl($0) && $0 != "\t" }) else { return text }
+        return text.unicodeScalars.map { $0 == "\t" ? "\t" : escaped($0) }.joined()
+    }
+
+    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
+    static func escaped(_ scalar: Unicode.Scalar) -> String {
+        switch scalar {
+        case "\n": "\\n"
+        case "\r": "\\r"
+        case "\t": "\\t"
+        case _ where isControl(scalar): scalar.value < 0x100 ? "\\x" + hex(scalar.value, width: 2) : "\\u" + hex(scalar.value, width: 4)
+        default: String(scalar)
+        }
+    }
+
+    static func hex(_ value: UInt32, width: Int) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
     }
 
     static func timestamp() -> String {

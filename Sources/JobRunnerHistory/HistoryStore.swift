@@ -88,26 +88,32 @@ extension HistoryStore {
     }
 }
 
-/// Output lines as stored: one per line, `O<microseconds> ` (stdout) or `E<microseconds> `
-/// (stderr) first; lines stored before they carried a time start with `o ` or `e `.
+/// Output lines as stored: one per line, `O<µs> ` (stdout) or `E<µs> ` (stderr) first, where
+/// `<µs>` is the microseconds since the previous timed line (the first: since the epoch), so a
+/// run printing many lines at once adds 2 bytes a line, not 17; lines stored before they
+/// carried a time start with `o ` or `e `.
 public enum StoredOutput {
     public static func encode(_ lines: [OutputLine]) -> String {
-        lines.map { line in
+        var previous: Int64 = 0
+        return lines.map { line in
             let stream = line.stream == .stdout ? "o" : "e"
             guard let at = line.at else { return stream + " " + line.text.replacingNewlines() }
-            return stream.uppercased() + String(at.microseconds) + " " + line.text.replacingNewlines()
+            defer { previous = at.microseconds }
+            return stream.uppercased() + String(at.microseconds &- previous) + " " + line.text.replacingNewlines()
         }.joined(separator: "\n")
     }
 
     public static func decode(_ text: String) -> [OutputLine] {
         guard !text.isEmpty else { return [] }
+        var previous: Int64 = 0
         return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
             let stderr = line.hasPrefix("e") || line.hasPrefix("E")
             if line.hasPrefix("O") || line.hasPrefix("E"), let space = line.firstIndex(of: " "),
-                let micros = Int64(line[line.index(after: line.startIndex)..<space])
+                let delta = Int64(line[line.index(after: line.startIndex)..<space])
             {
+                previous = previous &+ delta
                 return OutputLine(stream: stderr ? .stderr : .stdout, text: String(line[line.index(after: space)...]),
-                                  at: Timestamp(microseconds: micros))
+                                  at: Timestamp(microseconds: previous))
             }
             return OutputLine(stream: stderr ? .stderr : .stdout, text: String(line.dropFirst(2)))
         }

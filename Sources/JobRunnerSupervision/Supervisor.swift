@@ -248,7 +248,8 @@ public final class Supervisor: RunExecutor, Sendable {
                 line.at = now
                 tail?.append(line)
                 onLine?(line)
-                logger.info("\(line.text)", metadata: ["stream": "\(line.stream.rawValue)"])
+                // `output` marks the entry as a line the job printed (the text log shows it so).
+                logger.info("\(line.text)", metadata: ["stream": "\(line.stream.rawValue)", "output": .stringConvertible(true)])
             }
         }
         let eventLoop = eventLoopGroup.next()
@@ -260,7 +261,7 @@ public final class Supervisor: RunExecutor, Sendable {
                 readers.append(token)
                 openStreams += 1
             } else {
-                logger.error("cannot read run output", metadata: ["stream": "\(stream.rawValue)", "error": "\(lastError())"])
+                logger.error("cannot read run output", metadata: ["output_stream": "\(stream.rawValue)", "error": "\(lastError())"])
             }
         }
 

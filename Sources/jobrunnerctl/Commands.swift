@@ -14,20 +14,24 @@ struct TimeRange: ParsableArguments {
     @Option(name: .long, help: "Only runs that started before this (same forms as --since).")
     var until: String?
 
-    /// The query parameters, as RFC 3339 instants.
-    func query() -> [String] {
-        let now = Render.timestamp(Date())
-        let zone = localZone()
-        var parameters: [String] = []
+    func validate() throws {
         for (name, value) in [("since", since), ("until", until)] {
             guard let value else { continue }
             do {
-                parameters.append("\(name)=\(try TimeSpec.parse(value, now: now, zone: zone).description.urlQueryEscaped)")
+                _ = try TimeSpec.parse(value, now: Render.timestamp(Date()), zone: localZone())
             } catch {
-                CLIError(message: "--\(name): \(error.message)", code: 2).exit()
+                throw ValidationError("--\(name): \(error.message)")
             }
         }
-        return parameters
+    }
+
+    /// The query parameters, as RFC 3339 instants (read by ``validate()`` already).
+    func query() -> [String] {
+        let now = Render.timestamp(Date())
+        let zone = localZone()
+        return [("since", since), ("until", until)].compactMap { name, value in
+            value.flatMap { try? TimeSpec.parse($0, now: now, zone: zone) }.map { "\(name)=\($0.description.urlQueryEscaped)" }
+        }
     }
 
     var isEmpty: Bool { since == nil && until == nil }
@@ -117,7 +121,9 @@ struct Logs: AsyncParsableCommand {
         let run: RunInfo
         do {
             if isJob {
-                guard let latest = try await client.get("/v1/runs?job=\(target.urlQueryEscaped)&limit=1", as: RunsResponse.self).runs.first else {
+                // The newest run that started (a fire waiting for its slot has printed nothing).
+                let recent = try await client.get("/v1/runs?job=\(target.urlQueryEscaped)&limit=20", as: RunsResponse.self).runs
+                guard let latest = recent.first(where: { $0.startedAt != nil }) ?? recent.first else {
                     CLIError(message: "job '\(target)' has not run yet (jobrunnerctl show \(target) says when it fires next)").exit()
                 }
                 run = latest
@@ -149,12 +155,19 @@ struct Logs: AsyncParsableCommand {
         }
         if runs.isEmpty { FileHandle.standardError.write(Data("jobrunnerctl: no runs in that time\n".utf8)) }
         let (json, timestamps) = (connection.json, timestamps)
+        var failure: ControlClientError?
         for run in runs.reversed() {
             if !noHeader && !json { writeOut(Render.logHeader(run, now: Date()) + "\n") }
-            _ = try? await client.streamLines("/v1/runs/\(run.id)/output") { text in
-                Self.emit(text, json: json, timestamps: timestamps, colors: colors)
+            do {
+                _ = try await client.streamLines("/v1/runs/\(run.id)/output") { text in
+                    Self.emit(text, json: json, timestamps: timestamps, colors: colors)
+                }
+            } catch {
+                FileHandle.standardError.write(Data("jobrunnerctl: run \(run.id): \(error.message)\n".utf8))
+                failure = error
             }
         }
+        if let failure { CLIError(failure).exit() }
     }
 
     /// Whether `text` is a whole run id (26 characters of the id alphabet): then it is no job.

@@ -140,7 +140,7 @@ import Testing
         #expect(Set(recent.map(\.id)) == [first.id, second.id])
         #expect(try json(RunsResponse.self, try await ctl(daemon, "runs", "--until", "1h", "--json")).runs.isEmpty)
         let bad = try await ctl(daemon, "runs", "--since", "last tuesday")
-        #expect(bad.status == 2)
+        #expect(bad.status == 64, "a usage error: \(bad.output)")
         #expect(bad.output.contains("--since: 'last tuesday' is not a time"))
 
         // Every run's output, as it happens, each line with its job and short run id.
@@ -152,6 +152,10 @@ import Testing
             seen = try? await follower.lines.first(within: .seconds(1), "greet's line") { $0 == "greet[\(run.id.suffix(8))] hello" }
         }
         #expect(seen != nil, "the follower never showed greet's output: \(follower.outputText)")
+        // A follower still connected does not hold up the daemon's stop; its stream ends.
+        daemon.signal(SIGTERM)
+        #expect(try await daemon.waitForExit(within: .seconds(15)) == 0)
+        #expect(try await follower.waitForExit(within: .seconds(5)) == 0)
     }
 
     @Test func runWaitWaitsThroughRetriesAndRetriesKeepTheirTrigger() async throws {
@@ -199,18 +203,21 @@ import Testing
         #expect(entry["duration"] is Double || entry["duration"] is Int, "duration is a number of seconds: \(finished)")
         #expect(entry["cpu_user"] != nil && entry["outcome"] as? String == "failed")
 
-        let text = try DaemonHarness(config: "jobs:\n  greet:\n    shell: \"echo hello\"\n")
+        let text = try DaemonHarness(config: "jobs:\n  greet:\n    shell: \"echo hello\"\n  sneaky:\n    shell: \"printf 'a\\\\033[2Kb\\\\rc\\\\n'\"\n")
         defer { text.cleanUp() }
         try await text.waitUntilReady()
         let run = try self.json(RunInfo.self, try await ctl(text, "run", "greet", "--wait", "--json"))
         // Job output reads as the job's, not as a message of the daemon.
         try await text.sawLog(" greet[\(run.id.suffix(8))] stdout: hello")
+        // Control characters a job prints are escaped: it cannot rewrite the line on a terminal.
+        let sneaky = try self.json(RunInfo.self, try await ctl(text, "run", "sneaky", "--wait", "--json"))
+        try await text.sawLog(" sneaky[\(sneaky.id.suffix(8))] stdout: a\\x1b[2Kb\\rc")
         // Whoever asked for the run is on record.
         try await text.sawLog("control request", "path=/v1/jobs/greet/run", "peer_uid=\(getuid())", "peer_pid=")
         // A reload names what it changed.
         text.writeConfig("jobs:\n  greet:\n    shell: \"echo hello again\"\n  added:\n    shell: \"true\"\n")
         _ = try await ctl(text, "reload")
-        try await text.waitForLog("configuration applied", "added=added", "changed=greet", "removed=none")
+        try await text.waitForLog("configuration applied", "added=added", "changed=greet", "removed=sneaky")
         let finished2 = try await text.sawLog("run finished", "job=greet")
         #expect(DaemonHarness.field("duration", in: finished2).flatMap(Double.init) != nil, "duration in seconds: \(finished2)")
     }

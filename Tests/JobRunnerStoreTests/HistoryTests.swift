@@ -81,6 +81,35 @@ struct RunningWriter {
         #expect(memory.paused == false)
     }
 
+    @Test func outputTimesAndWhatARunCostAreKept() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let history = try openHistory(directory.file("state.sqlite"))
+        let running = RunningWriter(history)
+        var finished = record("backup", "01b", scheduled: 1_800_000_000, outcome: .succeeded)
+        let start = Timestamp(microseconds: 1_800_000_000_250_000)
+        let lines = [OutputLine(stream: .stdout, text: "one", at: start), OutputLine(stream: .stderr, text: "two", at: start),
+                     OutputLine(stream: .stdout, text: "three", at: start.advanced(by: .microseconds(1_500))),
+                     OutputLine(stream: .stdout, text: "back", at: start.advanced(by: .microseconds(-7)))]
+        finished.output = OutputTail(capacity: 1000, lines: lines)
+        finished.usage = ResourceUsage(userMicroseconds: 1_200_000, systemMicroseconds: 30_000, maxResidentBytes: 47_000_000)
+        running.writer.record(.finished(finished))
+        var small = record("backup", "01c", scheduled: 1_800_000_060, outcome: .succeeded)
+        small.usage = ResourceUsage(userMicroseconds: 1_000, systemMicroseconds: 2_000, maxResidentBytes: nil, maxResidentBound: 49_000_000)
+        running.writer.record(.finished(small))
+        await running.stop()
+
+        let stored = try #require(try await history.run(id: finished.id))
+        #expect(stored.output?.lines == lines, "each line with its time, in order (a clock step back included)")
+        #expect(stored.usage == finished.usage)
+        #expect(try await history.run(id: small.id)?.usage == small.usage)
+        // Times cost a few bytes a line: deltas from the line before.
+        let encoded = StoredOutput.encode(lines)
+        #expect(encoded == "O1800000000250000 one\nE0 two\nO1500 three\nO-1507 back")
+        // Rows written before lines had times read back without them.
+        #expect(StoredOutput.decode("o old\ne older") == [OutputLine(stream: .stdout, text: "old"), OutputLine(stream: .stderr, text: "older")])
+    }
+
     @Test func unfinishedRunsAreMarkedInterruptedOnRecovery() async throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

@@ -187,6 +187,29 @@ public enum Render {
         return text.split(separator: "\n").map { indent + $0 }.joined(separator: "\n") + "\n"
     }
 
+    /// `jobrunnerctl next`: the normal form, the zone, and each fire time with its weekday.
+    public static func next(_ response: NextResponse, now: Date) -> String {
+        let nowStamp = timestamp(now)
+        var lines = ["normalized  \(response.normalized)", "time zone   \(response.timeZone)"]
+        if response.next.isEmpty {
+            lines.append("next        never")
+        }
+        for (index, text) in response.next.enumerated() {
+            let weekday = Timestamp(rfc3339: text).map { weekdayName(of: text, instant: $0) } ?? ""
+            let when = relative(text, now: nowStamp)
+            lines.append((index == 0 ? "next        " : "            ") + "\(text)  \(weekday)  \(when)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func weekdayName(of text: String, instant: Timestamp) -> String {
+        // The weekday of the local date written in the text (its first 10 characters).
+        let parts = text.prefix(10).split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 3 else { return "" }
+        let date = LocalDateTime(year: parts[0], month: parts[1], day: parts[2])
+        return ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][date.weekday]
+    }
+
     /// One run on one line (for `run --wait`).
     public static func runLine(_ run: RunInfo, colors: Colors) -> String {
         var text = "\(run.job) \(run.id): \(colors.outcome(run.outcome ?? run.state))"

@@ -59,7 +59,7 @@ struct Next: AsyncParsableCommand {
             do {
                 let path = "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)/next?count=\(count)"
                 guard let response = try await connection.fetch(path, as: NextResponse.self) else { return }
-                print(Self.render(response, now: Date()), terminator: "")
+                print(Render.next(response, now: Date()), terminator: "")
             } catch let error as CLIError {
                 error.exit()
             }
@@ -72,7 +72,7 @@ struct Next: AsyncParsableCommand {
                 let data = try APICoding.encoder(pretty: true).encode(response)
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print(Self.render(response, now: Date()), terminator: "")
+                print(Render.next(response, now: Date()), terminator: "")
             }
         case .failure(let error):
             CLIError(message: error.message, code: 2).exit()
@@ -111,28 +111,6 @@ struct Next: AsyncParsableCommand {
         let times = expression.upcoming(after: start, in: effectiveZone, count: count)
         return .success(NextResponse(normalized: expression.normalized, timeZone: effectiveZone.identifier,
                                      next: times.map { effectiveZone.rfc3339($0) }))
-    }
-
-    static func render(_ response: NextResponse, now: Date) -> String {
-        let nowStamp = Render.timestamp(now)
-        var lines = ["normalized  \(response.normalized)", "time zone   \(response.timeZone)"]
-        if response.next.isEmpty {
-            lines.append("next        never")
-        }
-        for (index, text) in response.next.enumerated() {
-            let weekday = Timestamp(rfc3339: text).map { weekdayName(of: text, instant: $0) } ?? ""
-            let relative = Render.relative(text, now: nowStamp)
-            lines.append((index == 0 ? "next        " : "            ") + "\(text)  \(weekday)  \(relative)")
-        }
-        return lines.joined(separator: "\n") + "\n"
-    }
-
-    static func weekdayName(of text: String, instant: Timestamp) -> String {
-        // The weekday of the local date written in the text (its first 10 characters).
-        let parts = text.prefix(10).split(separator: "-").compactMap { Int($0) }
-        guard parts.count == 3 else { return "" }
-        let date = LocalDateTime(year: parts[0], month: parts[1], day: parts[2])
-        return ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][date.weekday]
     }
 
     /// One JSON query per input line, one JSON answer per output line: how the schedule oracle

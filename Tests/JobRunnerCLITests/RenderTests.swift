@@ -186,6 +186,20 @@ import Testing
             """)
     }
 
+    @Test func nextFireTimesWithTheirWeekdays() {
+        let response = NextResponse(normalized: "30 2 * * *", timeZone: "Europe/Berlin",
+                                    next: ["2026-12-02T02:30:00+01:00", "2026-12-03T02:30:00+01:00"])
+        #expect(Render.next(response, now: Self.now) == """
+            normalized  30 2 * * *
+            time zone   Europe/Berlin
+            next        2026-12-02T02:30:00+01:00  Wed  in 13h30m
+                        2026-12-03T02:30:00+01:00  Thu  in 1d13h
+
+            """)
+        #expect(Render.next(NextResponse(normalized: "@reboot", timeZone: "UTC", next: []), now: Self.now)
+            == "normalized  @reboot\ntime zone   UTC\nnext        never\n")
+    }
+
     @Test func bytesAndSecondsForPeople() {
         #expect(Render.bytes(512) == "512B")
         #expect(Render.bytes(4096) == "4.0K")

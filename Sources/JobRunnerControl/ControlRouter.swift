@@ -53,24 +53,14 @@ enum ControlRouter {
         }
         router.get("/v1/output") { request, _ in
             // Every run's output, live: the same lines as a run's own, with "job" and "run".
-            guard request.uri.queryParameters.get("follow").map({ ["true", "1", "yes"].contains($0) }) == true else {
+            guard isSet(request.uri.queryParameters.get("follow")) else {
                 throw APIError.badRequest("GET /v1/output needs follow=true (a run's kept output is at /v1/runs/{id}/output)")
             }
-            let more = await handler.followAllOutput()
-            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init { writer in
-                for await event in more {
-                    switch event {
-                    case .line(let line): try await writer.write(encodedLine(line))
-                    case .dropped(let count): try await writer.write(encodedLine(DroppedLinesInfo(dropped: count)))
-                    case .idle: try await writer.write(ByteBuffer(string: "\n"))
-                    }
-                }
-                try await writer.finish(nil)
-            })
+            return streamed(kept: [], more: await handler.followAllOutput())
         }
         router.get("/v1/runs/{id}/output") { request, context in
             let id = try await handler.resolveRun(context.parameters.require("id"))
-            let follow = request.uri.queryParameters.get("follow").map { ["true", "1", "yes"].contains($0) } ?? false
+            let follow = isSet(request.uri.queryParameters.get("follow"))
             guard let output = await handler.followOutput(run: id) else {
                 throw APIError.notFound("no run with id '\(id)'")
             }
@@ -79,19 +69,7 @@ enum ControlRouter {
                 return Response(status: .ok, headers: [.contentType: "application/x-ndjson"],
                                 body: .init(contentsOf: kept.map { encodedLine($0) }))
             }
-            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init { writer in
-                for line in kept { try await writer.write(encodedLine(line)) }
-                // Each write waits until the client has taken the last one (backpressure), so
-                // what a slow client has not read waits in the follower's bounded buffer.
-                for await event in more {
-                    switch event {
-                    case .line(let line): try await writer.write(encodedLine(line))
-                    case .dropped(let count): try await writer.write(encodedLine(DroppedLinesInfo(dropped: count)))
-                    case .idle: try await writer.write(ByteBuffer(string: "\n"))
-                    }
-                }
-                try await writer.finish(nil)
-            })
+            return streamed(kept: kept, more: more)
         }
         router.get("/v1/runs/{id}") { _, context in
             let id = try await handler.resolveRun(context.parameters.require("id"))
@@ -117,7 +95,7 @@ enum ControlRouter {
             // its first attempt ends.
             let waitText = request.uri.queryParameters.get("wait").map { String($0) }
             let firstAttempt = waitText == "first"
-            let wait = firstAttempt || waitText.map { ["true", "1", "yes"].contains($0) } ?? false
+            let wait = firstAttempt || isSet(waitText)
             let node = request.uri.queryParameters.get("node").flatMap { $0.isEmpty ? nil : String($0) }
             let run = try await handler.runNow(job: name, wait: wait, firstAttempt: firstAttempt, node: node)
             return APIError.jsonResponse(status: wait ? .ok : .accepted, body: run)
@@ -134,6 +112,28 @@ enum ControlRouter {
             return APIError.jsonResponse(status: response.result == "stopping" ? .accepted : .ok, body: response)
         }
         return router
+    }
+
+    /// A followed output stream: the kept lines, then each event until the sequence ends. Each
+    /// write waits until the client has taken the last one (backpressure), so what a slow client
+    /// has not read waits in the follower's bounded buffer; an idle tick writes an empty line.
+    static func streamed(kept: [OutputLineInfo], more: any AsyncSequence<OutputEvent, Never> & Sendable) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init { writer in
+            for line in kept { try await writer.write(encodedLine(line)) }
+            for await event in more {
+                switch event {
+                case .line(let line): try await writer.write(encodedLine(line))
+                case .dropped(let count): try await writer.write(encodedLine(DroppedLinesInfo(dropped: count)))
+                case .idle: try await writer.write(ByteBuffer(string: "\n"))
+                }
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// A query flag given as `true`, `1` or `yes`.
+    static func isSet(_ value: String?) -> Bool {
+        value.map { ["true", "1", "yes"].contains($0) } ?? false
     }
 
     /// One JSON object and a newline: `{"stream": "stdout", "text": "..."}` or `{"dropped": N}`.

@@ -282,7 +282,9 @@ public final class OutputBroadcast: Sendable {
     private struct State {
         var next: UInt64 = 0
         var all: [UInt64: WeakFollower] = [:]
-        var ticking = false
+        /// The idle ticker while anyone follows: owned here, cancelled when the last follower
+        /// goes or the daemon stops.
+        var ticker: Task<Void, Never>?
         var finished = false
     }
 
@@ -298,8 +300,8 @@ public final class OutputBroadcast: Sendable {
     /// Every line printed from now on, by any run (a finished stream once the daemon stops).
     public func follow() -> Follower<RunOutputLine> {
         let follower = Follower<RunOutputLine>()
-        let startTicking = state.withLock { state -> Bool in
-            guard !state.finished else { return false }
+        state.withLock { state in
+            guard !state.finished else { return }
             state.next += 1
             let token = state.next
             state.all[token] = WeakFollower(follower: follower)
@@ -311,18 +313,16 @@ public final class OutputBroadcast: Sendable {
                     self.count.store(state.all.count, ordering: .relaxed)
                 }
             }
-            defer { state.ticking = true }
-            return !state.ticking
-        }
-        if state.withLock({ $0.finished }) { follower.finish() }
-        if startTicking {
-            Task.detached { [weak self, idleInterval] in
-                while true {
-                    try? await Task.sleep(for: idleInterval)
-                    guard let self, self.tick() else { return }
+            if state.ticker == nil {
+                state.ticker = Task.detached { [weak self, idleInterval] in
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: idleInterval)
+                        guard let self, self.tick() else { return }
+                    }
                 }
             }
         }
+        if state.withLock({ $0.finished }) { follower.finish() }
         return follower
     }
 
@@ -331,7 +331,7 @@ public final class OutputBroadcast: Sendable {
         let current = state.withLock { state -> [Follower<RunOutputLine>]? in
             let alive = state.all.values.compactMap(\.follower)
             if alive.isEmpty || state.finished {
-                state.ticking = false
+                state.ticker = nil
                 return nil
             }
             return alive
@@ -351,6 +351,8 @@ public final class OutputBroadcast: Sendable {
     public func finishAll() {
         let current = state.withLock { state -> [Follower<RunOutputLine>] in
             state.finished = true
+            state.ticker?.cancel()
+            state.ticker = nil
             return state.all.values.compactMap(\.follower)
         }
         for follower in current { follower.finish() }

@@ -76,6 +76,7 @@ let package = Package(
         .target(
             name: "JobRunnerHistory",
             dependencies: [
+                "JobRunnerConfig",
                 "JobRunnerCore",
                 "JobRunnerSchedule",
                 .product(name: "Logging", package: "swift-log"),

@@ -215,10 +215,13 @@ public struct JobInfo: Codable, Sendable, Equatable {
     public var active: [RunInfo]
     /// The rest of the definition, for `jobrunnerctl show` (absent from older daemons).
     public var policies: JobPolicies?
+    /// For a job made of steps: its steps in tree order (a group's steps follow it, one deeper).
+    public var steps: [JobStepInfo]?
 
     public init(name: String, command: [String]?, shell: String?, schedule: String?, timeZone: String, timeoutSeconds: Double?,
                 killGraceSeconds: Double, workingDirectory: String?, environment: [String], state: String, nextFire: String?,
-                source: String, lastRun: RunInfo?, active: [RunInfo], policies: JobPolicies? = nil) {
+                source: String, lastRun: RunInfo?, active: [RunInfo], policies: JobPolicies? = nil, steps: [JobStepInfo]? = nil) {
+        self.steps = steps
         self.policies = policies
         self.name = name
         self.command = command
@@ -252,6 +255,7 @@ public struct JobInfo: Codable, Sendable, Equatable {
         case lastRun = "last_run"
         case active
         case policies
+        case steps
     }
 }
 
@@ -362,12 +366,18 @@ public struct RunInfo: Codable, Sendable, Equatable {
     /// When the kernel's peak cannot be told from the daemon's own memory (a process the daemon
     /// starts shares it until it executes the job): what the run's peak was at most.
     public var maxRssAtMostBytes: Int64?
+    /// A run made of steps: how each step ended, in tree order.
+    public var steps: [StepInfo]?
+    /// A run made of steps: every failure of its steps, for a person (`upload-a exit 3; upload-b cancelled`).
+    public var failures: String?
 
     public init(id: String, job: String, trigger: String, attempt: Int, fireId: String, state: String, scheduledTime: String,
                 queuedAt: String, startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?,
                 exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?, node: String? = nil,
                 cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, maxRssBytes: Int64? = nil,
-                maxRssAtMostBytes: Int64? = nil) {
+                maxRssAtMostBytes: Int64? = nil, steps: [StepInfo]? = nil, failures: String? = nil) {
+        self.steps = steps
+        self.failures = failures
         self.maxRssAtMostBytes = maxRssAtMostBytes
         self.node = node
         self.cpuUserSeconds = cpuUserSeconds
@@ -417,6 +427,92 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case cpuSystemSeconds = "cpu_system_seconds"
         case maxRssBytes = "max_rss_bytes"
         case maxRssAtMostBytes = "max_rss_at_most_bytes"
+        case steps
+        case failures
+    }
+}
+
+/// A step of a job's definition (`GET /v1/jobs/{name}`).
+public struct JobStepInfo: Codable, Sendable, Equatable {
+    public var name: String
+    /// `command`, `shell`, `http` or `parallel`.
+    public var kind: String
+    /// 0 for the job's own steps, one more inside each group.
+    public var depth: Int
+    /// What it runs: the argv or command line (absent for a group).
+    public var command: String?
+    public var timeoutSeconds: Double?
+    /// A group's most steps at once (absent: all).
+    public var max: Int?
+    public var continueOnFailure: Bool
+
+    public init(name: String, kind: String, depth: Int, command: String? = nil, timeoutSeconds: Double? = nil, max: Int? = nil,
+                continueOnFailure: Bool = false) {
+        self.name = name
+        self.kind = kind
+        self.depth = depth
+        self.command = command
+        self.timeoutSeconds = timeoutSeconds
+        self.max = max
+        self.continueOnFailure = continueOnFailure
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind, depth, command, max
+        case timeoutSeconds = "timeout_seconds"
+        case continueOnFailure = "continue_on_failure"
+    }
+}
+
+/// How one step of a run ended.
+public struct StepInfo: Codable, Sendable, Equatable {
+    public var name: String
+    /// `command`, `shell`, `http` or `parallel`.
+    public var kind: String
+    /// 0 for the run's own steps, one more inside each group.
+    public var depth: Int
+    /// As a run's; `skipped` (detail `not started`) for a step that never started.
+    public var outcome: String
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var detail: String?
+    public var startedAt: String?
+    public var endedAt: String?
+    public var durationSeconds: Double?
+    public var pid: Int32?
+    public var cpuUserSeconds: Double?
+    public var cpuSystemSeconds: Double?
+    /// Its failure was recorded, not the run's.
+    public var continueOnFailure: Bool
+
+    public init(name: String, kind: String, depth: Int, outcome: String, exitCode: Int32? = nil, signal: Int32? = nil, detail: String? = nil,
+                startedAt: String? = nil, endedAt: String? = nil, durationSeconds: Double? = nil, pid: Int32? = nil,
+                cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, continueOnFailure: Bool = false) {
+        self.name = name
+        self.kind = kind
+        self.depth = depth
+        self.outcome = outcome
+        self.exitCode = exitCode
+        self.signal = signal
+        self.detail = detail
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.durationSeconds = durationSeconds
+        self.pid = pid
+        self.cpuUserSeconds = cpuUserSeconds
+        self.cpuSystemSeconds = cpuSystemSeconds
+        self.continueOnFailure = continueOnFailure
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind, depth, outcome, signal, detail, pid
+        case exitCode = "exit_code"
+        case startedAt = "started_at"
+        case endedAt = "ended_at"
+        case durationSeconds = "duration_seconds"
+        case cpuUserSeconds = "cpu_user_seconds"
+        case cpuSystemSeconds = "cpu_system_seconds"
+        case continueOnFailure = "continue_on_failure"
     }
 }
 
@@ -508,8 +604,11 @@ public struct OutputLineInfo: Codable, Sendable, Equatable {
     /// In `GET /v1/output?follow=true` (every run's output): whose line it is.
     public var job: String?
     public var run: String?
+    /// In a run made of steps: the step that printed it.
+    public var step: String?
 
-    public init(stream: String, text: String, at: String? = nil, job: String? = nil, run: String? = nil) {
+    public init(stream: String, text: String, at: String? = nil, job: String? = nil, run: String? = nil, step: String? = nil) {
+        self.step = step
         self.stream = stream
         self.text = text
         self.at = at

@@ -112,6 +112,7 @@ public enum Render {
         var lines: [(String, String)] = [("name", job.name)]
         if let command = job.command { lines.append(("command", command.map(shellQuoted).joined(separator: " "))) }
         if let shell = job.shell { lines.append(("shell", shell)) }
+        if let steps = job.steps { lines.append(("steps", stepDefinitions(steps))) }
         lines.append(("schedule", (job.schedule ?? "(manual only)") + " (\(job.timeZone))"))
         lines.append(("state", job.state))
         lines.append(("defined at", job.source))
@@ -157,6 +158,9 @@ public enum Render {
             lines.append(("live", text))
         }
         var text = fields(lines)
+        if let latest = recent.first, let steps = latest.steps {
+            text += "\nsteps of the last run (\(latest.id)):\n" + stepTree(steps, indent: "  ")
+        }
         if recent.isEmpty {
             text += "last runs".padding(toLength: fieldWidth(lines), withPad: " ", startingAt: 0) + "  none\n"
         } else {
@@ -217,7 +221,41 @@ public enum Render {
         if run.attempt > 1 { text += " on attempt \(run.attempt)" }
         if let seconds = run.durationSeconds { text += " after " + secondsText(seconds) }
         if let cost = cost(run) { text += "; " + cost }
+        if let failures = run.failures { text += "; " + failures }
         return text
+    }
+
+    /// A job's steps, one per line, indented by depth: `name: command`, a group's limit.
+    static func stepDefinitions(_ steps: [JobStepInfo]) -> String {
+        steps.map { step in
+            var text = String(repeating: "  ", count: step.depth) + step.name
+            if step.kind == "parallel" {
+                text += " (at once" + (step.max.map { ", at most \($0)" } ?? "") + ")"
+            } else if let command = step.command {
+                text += ": " + command
+            }
+            if let timeout = step.timeoutSeconds { text += " [timeout \(DurationText.format(duration(seconds: timeout)))]" }
+            if step.continueOnFailure { text += " [continue on failure]" }
+            return text
+        }.joined(separator: "\n")
+    }
+
+    /// How a run's steps ended, as a tree: name, outcome, duration, CPU.
+    public static func stepTree(_ steps: [StepInfo], indent: String = "", colors: Colors = Colors(enabled: false)) -> String {
+        var rows: [[String]] = [["STEP", "OUTCOME", "DURATION", "CPU"]]
+        for step in steps {
+            var outcome = step.outcome
+            if let code = step.exitCode, code != 0 { outcome += " (exit status \(code))" }
+            if let signal = step.signal { outcome += " (\(step.detail ?? "signal \(signal)"))" }
+            if step.outcome == "skipped" || step.outcome == "spawn_failed", let detail = step.detail { outcome += " (\(detail))" }
+            if step.continueOnFailure && step.outcome != "succeeded" && step.outcome != "skipped" { outcome += ", continued" }
+            let cpu = step.cpuUserSeconds.map { $0 + (step.cpuSystemSeconds ?? 0) }
+            rows.append([String(repeating: "  ", count: step.depth) + step.name, outcome, step.durationSeconds.map(secondsText) ?? "-",
+                         cpu.map(secondsText) ?? "-"])
+        }
+        let text = table(rows, colorColumn: 1, colors: colors)
+        guard !indent.isEmpty else { return text }
+        return text.split(separator: "\n").map { indent + $0 }.joined(separator: "\n") + "\n"
     }
 
     /// The line `jobrunnerctl logs` starts with: which run, which attempt, why, when, how long,
@@ -231,7 +269,7 @@ public enum Render {
             parts.append("queued \(run.queuedAt), not started" + (run.waitingFor.map { " (waiting for \($0))" } ?? ""))
         }
         if let seconds = run.durationSeconds { parts.append((run.outcome == nil ? "running for " : "took ") + secondsText(seconds)) }
-        parts.append(outcome(run, words: true))
+        parts.append(outcome(run, words: true) + (run.failures.map { ": " + $0 } ?? ""))
         if let cost = cost(run) { parts.append(cost) }
         if let node = run.node { parts.append("node \(node)") }
         return "-- run \(run.id) of \(run.job): " + parts.joined(separator: ", ") + " --"
@@ -241,6 +279,7 @@ public enum Render {
     /// `job[shortid] ` first.
     public static func outputLine(_ line: OutputLineInfo, timestamps: Bool, colors: Colors) -> String {
         var text = line.stream == "stderr" ? colors.dim(line.text) : line.text
+        if let step = line.step { text = "[\(step)] " + text }
         if let job = line.job {
             text = "\(job)[\(line.run.map(shortRunID) ?? "?")] " + text
         }

@@ -11,7 +11,7 @@ import Synchronization
 /// schema it migrates at start, and short messages for its errors.
 public final class ClusterDatabase: Service {
     /// The newest schema this build understands; a newer one in the database stops the daemon.
-    public static let schemaVersion = 4
+    public static let schemaVersion = 5
     /// Everything lives in this schema of the database.
     static let schema = "jobrunner"
 
@@ -223,6 +223,10 @@ public final class ClusterDatabase: Service {
             // What each run cost (wait4's accounting of its process tree).
             "ALTER TABLE jobrunner.runs ADD COLUMN cpu_user_us bigint, ADD COLUMN cpu_system_us bigint, ADD COLUMN max_rss_bytes bigint, "
                 + "ADD COLUMN max_rss_bound_bytes bigint",
+        ],
+        [
+            // How each step of a run made of steps ended (``StoredSteps``).
+            "ALTER TABLE jobrunner.runs ADD COLUMN steps text",
         ],
     ]
 

@@ -33,6 +33,7 @@ public struct ConfigError: Error, Sendable, Hashable, CustomStringConvertible {
         case invalidDuration
         case invalidName
         case duplicateJob
+        case duplicateStep
         case unknownTimeZone
     }
 

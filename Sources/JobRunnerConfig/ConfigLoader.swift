@@ -33,8 +33,11 @@ public struct ConfigLoader: Sendable {
         "timeout", "kill_grace", "environment", "inherit_environment", "working_directory", "enabled",
         "overlap", "max_queue", "max_instances", "pool", "retry",
         "user", "group", "supplementary_groups", "umask", "nice", "limits",
-        "on_failure", "on_success", "hook_timeout", "catch_up", "catch_up_max", "on_reload", "on_remove",
+        "on_failure", "on_success", "hook_timeout", "catch_up", "catch_up_max", "on_reload", "on_remove", "steps",
     ]
+    static let stepKeys = ["name", "command", "shell", "http", "timeout", "continue_on_failure"]
+    static let groupStepKeys = ["name", "parallel", "continue_on_failure"]
+    static let parallelKeys = ["max", "steps"]
     static let retryKeys = ["attempts", "backoff", "max_backoff", "jitter", "on"]
     static let limitKeys = ["nofile", "nproc", "cpu", "as", "core", "fsize"]
 
@@ -413,29 +416,22 @@ public struct ConfigLoader: Sendable {
         reader.checkKeys(pairs, known: Self.jobKeys, context: "in \(context)")
         let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
 
-        // command / shell: exactly one.
+        // command / shell / steps: exactly one.
         var command: JobCommand?
-        let commandPair = keyed["command"]
-        let shellPair = keyed["shell"]
-        if let commandPair, let shellPair {
-            let later = commandPair.keyNode.mark?.line ?? 0 > shellPair.keyNode.mark?.line ?? 0 ? commandPair : shellPair
-            reader.fail(.conflictingKeys, at: later.keyNode, "\(context) has both 'command' and 'shell'; keep one (command: runs an argv directly, shell: runs /bin/sh -c)")
-        } else if let commandPair {
-            if case .scalar = commandPair.value, !NodeReader.isNull(commandPair.value) {
-                reader.fail(.wrongType, at: commandPair.value, "\(context): command: expected a list of strings (an argv such as [\"/usr/bin/rsync\", \"-a\"]); use 'shell:' for a command line")
-            } else if let argv = reader.stringList(commandPair.value, what: "\(context): command") {
-                if argv.isEmpty || argv[0].isEmpty {
-                    reader.fail(.invalidValue, at: commandPair.value, "\(context): command: must name a program to run")
-                } else {
-                    command = .argv(argv)
-                }
+        var steps: [JobStep] = []
+        let found = readCommand(keyed, context: context, reader: &reader)
+        if let stepsPair = keyed["steps"] {
+            if case .found = found {
+                let other = keyed["command"] ?? keyed["shell"]!
+                reader.fail(.conflictingKeys, at: other.keyNode, "\(context) has both '\(other.key)' and 'steps'; a run is one command or a list of steps")
             }
-        } else if let shellPair {
-            if let line = reader.nonEmptyString(shellPair.value, what: "\(context): shell") {
-                command = .shell(line)
-            }
+            var names = StepNames()
+            steps = readSteps(stepsPair.value, what: "\(context): steps", context: context, names: &names, reader: &reader) ?? []
         } else {
-            reader.fail(.missingKey, at: keyNode, "\(context) needs 'command' (an argv list) or 'shell' (a command line)")
+            switch found {
+            case .found(let value): command = value
+            case .absent: reader.fail(.missingKey, at: keyNode, "\(context) needs 'command' (an argv list), 'shell' (a command line) or 'steps'")
+            }
         }
 
         // The job's zone comes first: schedules are computed in it.
@@ -468,7 +464,7 @@ public struct ConfigLoader: Sendable {
             }
         }
 
-        var job = JobDefinition(name: name, command: command ?? .argv(["/bin/true"]), trigger: trigger, timeZone: zone,
+        var job = JobDefinition(name: name, command: command ?? .argv(["/bin/true"]), steps: steps, trigger: trigger, timeZone: zone,
                                 location: reader.location(keyNode))
         if let pair = keyed["run_on_start"], let value = reader.bool(pair.value, what: "\(context): run_on_start") {
             job.runOnStart = value
@@ -520,6 +516,134 @@ public struct ConfigLoader: Sendable {
     // MARK: - Run policies
 
     private typealias Pair = (key: String, keyNode: Node, value: Node)
+
+    /// `command:` (an argv) or `shell:` (a command line), exactly one: nil (with an error) when
+    /// both are there or a value is wrong, `.absent` when neither is.
+    private enum CommandKeys {
+        case absent
+        case found(JobCommand?)
+    }
+
+    private func readCommand(_ keyed: [String: Pair], context: String, reader: inout NodeReader) -> CommandKeys {
+        let commandPair = keyed["command"]
+        let shellPair = keyed["shell"]
+        if let commandPair, let shellPair {
+            let later = commandPair.keyNode.mark?.line ?? 0 > shellPair.keyNode.mark?.line ?? 0 ? commandPair : shellPair
+            reader.fail(.conflictingKeys, at: later.keyNode, "\(context) has both 'command' and 'shell'; keep one (command: runs an argv directly, shell: runs /bin/sh -c)")
+            return .found(nil)
+        } else if let commandPair {
+            if case .scalar = commandPair.value, !NodeReader.isNull(commandPair.value) {
+                reader.fail(.wrongType, at: commandPair.value, "\(context): command: expected a list of strings (an argv such as [\"/usr/bin/rsync\", \"-a\"]); use 'shell:' for a command line")
+            } else if let argv = reader.stringList(commandPair.value, what: "\(context): command") {
+                if argv.isEmpty || argv[0].isEmpty {
+                    reader.fail(.invalidValue, at: commandPair.value, "\(context): command: must name a program to run")
+                } else {
+                    return .found(.argv(argv))
+                }
+            }
+            return .found(nil)
+        } else if let shellPair {
+            return .found(reader.nonEmptyString(shellPair.value, what: "\(context): shell").map { .shell($0) })
+        }
+        return .absent
+    }
+
+    // MARK: - steps:
+
+    /// Names already given to steps of one job (for duplicates) and groups numbered so far.
+    private struct StepNames {
+        var seen: [String: SourceLocation] = [:]
+        var groups = 0
+    }
+
+    /// `steps:` — a non-empty list of steps: `{name, command|shell, timeout, continue_on_failure}`
+    /// or `{parallel: {max, steps}, name, continue_on_failure}`.
+    private func readSteps(_ node: Node, what: String, context: String, names: inout StepNames, reader: inout NodeReader) -> [JobStep]? {
+        guard case .sequence(let sequence) = node else {
+            reader.fail(.wrongType, at: node, "\(what): expected a list of steps, found \(NodeReader.describe(node))")
+            return nil
+        }
+        guard !sequence.isEmpty else {
+            reader.fail(.invalidValue, at: node, "\(what): must list at least one step")
+            return nil
+        }
+        let errorsBefore = reader.errors.count
+        var steps: [JobStep] = []
+        for (index, element) in sequence.enumerated() {
+            if let step = readStep(element, what: "\(what)[\(index + 1)]", context: context, names: &names, reader: &reader) {
+                steps.append(step)
+            }
+        }
+        return reader.errors.count == errorsBefore ? steps : nil
+    }
+
+    private func readStep(_ node: Node, what: String, context: String, names: inout StepNames, reader: inout NodeReader) -> JobStep? {
+        guard let pairs = reader.mapping(node, what: what) else { return nil }
+        let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+        let errorsBefore = reader.errors.count
+        let isGroup = keyed["parallel"] != nil
+        reader.checkKeys(pairs, known: isGroup ? Self.groupStepKeys : Self.stepKeys, context: "in \(what)")
+
+        var name: String?
+        if let pair = keyed["name"], let text = reader.nonEmptyString(pair.value, what: "\(what): name") {
+            if !Self.isValidJobName(text) {
+                reader.fail(.invalidName, at: pair.value, "\(what): step name '\(text)' may only contain letters, digits, '_', '.' and '-'")
+            } else if let first = names.seen[text] {
+                reader.fail(.duplicateStep, at: pair.value, "\(context): duplicate step name '\(text)' (also at \(first.file):\(first.line):\(first.column))")
+            } else {
+                names.seen[text] = reader.location(pair.value)
+                name = text
+            }
+        }
+        var continueOnFailure = false
+        if let pair = keyed["continue_on_failure"], let value = reader.bool(pair.value, what: "\(what): continue_on_failure") {
+            continueOnFailure = value
+        }
+
+        if let groupPair = keyed["parallel"] {
+            names.groups += 1
+            let groupName = name ?? "parallel-\(names.groups)"
+            for kind in ["command", "shell", "http"] where keyed[kind] != nil {
+                reader.fail(.conflictingKeys, at: keyed[kind]!.keyNode, "\(what) has both 'parallel' and '\(kind)'; a step is one of command, shell, http or parallel")
+            }
+            let groupWhat = "\(what): parallel"
+            guard let groupPairs = reader.mapping(groupPair.value, what: groupWhat) else { return nil }
+            reader.checkKeys(groupPairs, known: Self.parallelKeys, context: "in \(groupWhat)")
+            let groupKeyed = Dictionary(groupPairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+            var max: Int?
+            if let pair = groupKeyed["max"] {
+                max = reader.integer(pair.value, what: "\(groupWhat).max (most steps at once, at least 1)", range: 1...10_000)
+            }
+            guard let stepsPair = groupKeyed["steps"] else {
+                reader.fail(.missingKey, at: groupPair.keyNode, "\(groupWhat) needs 'steps' (the steps to run at once)")
+                return nil
+            }
+            guard let steps = readSteps(stepsPair.value, what: "\(groupWhat).steps", context: context, names: &names, reader: &reader),
+                reader.errors.count == errorsBefore
+            else { return nil }
+            return .parallel(groupName, max: max, steps, continueOnFailure: continueOnFailure)
+        }
+
+        if keyed["http"] != nil {
+            reader.fail(.invalidValue, at: keyed["http"]!.keyNode, "\(what): http steps are not supported yet; use command or shell")
+        }
+        var command: JobCommand?
+        switch readCommand(keyed, context: what, reader: &reader) {
+        case .absent:
+            reader.fail(.missingKey, at: node, "\(what) needs 'command' (an argv list), 'shell' (a command line) or 'parallel' (a group)")
+        case .found(let found):
+            command = found
+        }
+        if name == nil, keyed["name"] == nil {
+            reader.fail(.missingKey, at: node, "\(what) needs a 'name' (unique within the job: it names the step in history and logs)")
+        }
+        var timeout: Duration?
+        if let pair = keyed["timeout"] {
+            timeout = duration(pair.value, what: "\(what): timeout", allowZero: false, reader: &reader)
+        }
+        guard reader.errors.count == errorsBefore, let name, let command else { return nil }
+        return .process(name, command, timeout: timeout, continueOnFailure: continueOnFailure)
+    }
 
     private func readRunPolicies(_ job: inout JobDefinition, keyed: [String: Pair], keyNode: Node, context: String,
                                  daemon: DaemonSettings, reader: inout NodeReader) {

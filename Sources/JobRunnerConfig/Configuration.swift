@@ -181,7 +181,10 @@ extension JobTrigger {
 public struct JobDefinition: Sendable, Hashable {
     /// The job's name (its key under `jobs:`), `[A-Za-z0-9_.-]+`.
     public var name: String
+    /// The process a run executes; unused when the job has ``steps``.
     public var command: JobCommand
+    /// A run made of steps (in sequence, groups at once); empty when the run is ``command``.
+    public var steps: [JobStep]
     public var trigger: JobTrigger?
     /// Zone the job's wall-clock schedule is computed in.
     public var timeZone: TimeZoneRules
@@ -242,6 +245,7 @@ public struct JobDefinition: Sendable, Hashable {
     public init(
         name: String,
         command: JobCommand,
+        steps: [JobStep] = [],
         trigger: JobTrigger? = nil,
         timeZone: TimeZoneRules = .utc,
         timeout: Duration? = nil,
@@ -271,6 +275,7 @@ public struct JobDefinition: Sendable, Hashable {
     ) {
         self.name = name
         self.command = command
+        self.steps = steps
         self.trigger = trigger
         self.timeZone = timeZone
         self.timeout = timeout
@@ -300,7 +305,7 @@ public struct JobDefinition: Sendable, Hashable {
     }
 
     public static func == (lhs: JobDefinition, rhs: JobDefinition) -> Bool {
-        lhs.name == rhs.name && lhs.command == rhs.command && lhs.trigger == rhs.trigger
+        lhs.name == rhs.name && lhs.command == rhs.command && lhs.steps == rhs.steps && lhs.trigger == rhs.trigger
             && lhs.timeZone == rhs.timeZone && lhs.timeout == rhs.timeout && lhs.killGrace == rhs.killGrace
             && lhs.environment == rhs.environment && lhs.workingDirectory == rhs.workingDirectory
             && lhs.enabled == rhs.enabled && lhs.randomDelay == rhs.randomDelay

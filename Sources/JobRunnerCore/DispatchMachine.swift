@@ -591,6 +591,7 @@ public struct DispatchMachine: Sendable {
         record.outcome = result.outcome
         record.endedAt = result.endedAt
         record.usage = result.usage
+        record.steps = result.steps
         record.waitingFor = nil
 
         // The retry is on record before the attempt's end, so whoever waits for the fire's

@@ -12,6 +12,8 @@ public final class RunHandle: Sendable {
         case outputClosed
         case drainTimeout
         case notify(NotifyMessage)
+        /// A run made of steps: its tree has ended.
+        case stepsEnded
     }
 
     struct Reported: Sendable {

@@ -13,11 +13,14 @@ public struct OutputLine: Sendable, Hashable {
     public var text: String
     /// When the daemon read it.
     public var at: Timestamp?
+    /// The step that printed it, in a run made of steps.
+    public var step: String?
 
-    public init(stream: OutputStreamKind, text: String, at: Timestamp? = nil) {
+    public init(stream: OutputStreamKind, text: String, at: Timestamp? = nil, step: String? = nil) {
         self.stream = stream
         self.text = text
         self.at = at
+        self.step = step
     }
 }
 

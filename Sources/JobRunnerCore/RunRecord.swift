@@ -49,6 +49,8 @@ public struct RunRecord: Sendable, Identifiable {
     public var node: String?
     /// What the run's processes cost (nil for a run that did not start, and in older history).
     public var usage: ResourceUsage?
+    /// How each step ended, in tree order (empty for a run of one command).
+    public var steps: [StepResult] = []
 
     public init(id: RunID, job: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil,
                 queuedAt: Timestamp) {

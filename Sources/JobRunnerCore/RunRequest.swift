@@ -34,9 +34,12 @@ public struct RunResult: Sendable {
     public var exitStatus: ExitStatus?
     /// What the process cost, once it was reaped.
     public var usage: ResourceUsage?
+    /// How each step ended, in tree order (empty for a run of one command).
+    public var steps: [StepResult]
 
     public init(outcome: RunOutcome, startedAt: Timestamp, endedAt: Timestamp, pid: Int32?, exitStatus: ExitStatus?,
-                usage: ResourceUsage? = nil) {
+                usage: ResourceUsage? = nil, steps: [StepResult] = []) {
+        self.steps = steps
         self.outcome = outcome
         self.startedAt = startedAt
         self.endedAt = endedAt
@@ -61,6 +64,7 @@ public struct RunResult: Sendable {
             if let peak = usage.maxResidentBytes { metadata["max_rss_bytes"] = .number(peak) }
             if let bound = usage.maxResidentBound { metadata["max_rss_at_most_bytes"] = .number(bound) }
         }
+        if let failures = steps.failureSummary { metadata["failures"] = "\(failures)" }
         if outcome == .succeeded {
             logger.notice("\(what) finished", metadata: metadata)
         } else {

@@ -117,7 +117,7 @@ struct EngineControlHandler: ControlHandler {
         guard let record = found else { return nil }
         let lines = record.output?.lines ?? []
         return RunDetail(run: Self.runInfo(record, now: clock.now()),
-                         output: lines.map { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text, at: $0.at?.description) })
+                         output: lines.map { OutputLineInfo(stream: $0.stream.rawValue, text: $0.text, at: $0.at?.description, step: $0.step) })
     }
 
     /// Runs newest first: what memory holds (live runs and the recent finished ones, always
@@ -168,7 +168,7 @@ struct EngineControlHandler: ControlHandler {
             switch event {
             case .line(let tagged):
                 .line(OutputLineInfo(stream: tagged.line.stream.rawValue, text: tagged.line.text, at: tagged.line.at?.description,
-                                     job: tagged.job, run: tagged.run.rawValue))
+                                     job: tagged.job, run: tagged.run.rawValue, step: tagged.line.step))
             case .dropped(let count): .dropped(count)
             case .idle: .idle
             }
@@ -274,7 +274,7 @@ struct EngineControlHandler: ControlHandler {
     func followOutput(run id: String) async -> (kept: [OutputLineInfo], more: (any AsyncSequence<OutputEvent, Never> & Sendable)?)? {
         let runID = RunID(rawValue: id)
         let convert: @Sendable (OutputLine) -> OutputLineInfo = {
-            OutputLineInfo(stream: $0.stream.rawValue, text: $0.text, at: $0.at?.description)
+            OutputLineInfo(stream: $0.stream.rawValue, text: $0.text, at: $0.at?.description, step: $0.step)
         }
         if let record = registry.record(runID) {
             guard let tail = record.output else { return ([], nil) }
@@ -303,6 +303,7 @@ struct EngineControlHandler: ControlHandler {
         var command: [String]?
         var shell: String?
         switch job.command {
+        case _ where !job.steps.isEmpty: break
         case .argv(let argv): command = argv
         case .shell(let line): shell = line
         }
@@ -321,7 +322,8 @@ struct EngineControlHandler: ControlHandler {
             source: "\(job.location.file):\(job.location.line)",
             lastRun: registry.lastRun(job: job.name).map { runInfo($0, now: now) },
             active: registry.active(job: job.name).map { runInfo($0, now: now) },
-            policies: policies(job)
+            policies: policies(job),
+            steps: stepInfos(job)
         )
     }
 
@@ -380,7 +382,36 @@ struct EngineControlHandler: ControlHandler {
             cpuUserSeconds: record.usage?.userSeconds,
             cpuSystemSeconds: record.usage?.systemSeconds,
             maxRssBytes: record.usage?.maxResidentBytes,
-            maxRssAtMostBytes: record.usage?.maxResidentBound
+            maxRssAtMostBytes: record.usage?.maxResidentBound,
+            steps: record.steps.isEmpty ? nil : record.steps.map { stepInfo($0, now: now) },
+            failures: record.steps.failureSummary
         )
+    }
+
+    static func stepInfo(_ step: StepResult, now: Timestamp) -> StepInfo {
+        StepInfo(
+            name: step.name, kind: step.kind.rawValue, depth: step.depth, outcome: step.outcome.name, exitCode: step.outcome.exitCode,
+            signal: step.outcome.signal, detail: step.outcome.detail, startedAt: step.startedAt?.description,
+            endedAt: step.endedAt?.description,
+            durationSeconds: step.startedAt.flatMap { started in step.endedAt.map { started.duration(to: $0).secondsValue } },
+            pid: step.pid, cpuUserSeconds: step.usage?.userSeconds, cpuSystemSeconds: step.usage?.systemSeconds,
+            continueOnFailure: step.continueOnFailure
+        )
+    }
+
+    /// A job's steps, flattened in tree order.
+    static func stepInfos(_ job: JobDefinition) -> [JobStepInfo]? {
+        guard !job.steps.isEmpty else { return nil }
+        return job.steps.flatMap { $0.flattened() }.map { entry in
+            let step = entry.step
+            switch step.work {
+            case .process(let command):
+                return JobStepInfo(name: step.name, kind: step.kind.rawValue, depth: entry.depth, command: command.description,
+                                   timeoutSeconds: step.timeout?.secondsValue, continueOnFailure: step.continueOnFailure)
+            case .parallel(let group):
+                return JobStepInfo(name: step.name, kind: step.kind.rawValue, depth: entry.depth, max: group.max,
+                                   continueOnFailure: step.continueOnFailure)
+            }
+        }
     }
 }

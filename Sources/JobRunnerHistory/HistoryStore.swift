@@ -1,3 +1,4 @@
+import JobRunnerConfig
 import JobRunnerCore
 import JobRunnerSchedule
 
@@ -91,7 +92,8 @@ extension HistoryStore {
 /// Output lines as stored: one per line, `O<µs> ` (stdout) or `E<µs> ` (stderr) first, where
 /// `<µs>` is the microseconds since the previous timed line (the first: since the epoch), so a
 /// run printing many lines at once adds 2 bytes a line, not 17; lines stored before they
-/// carried a time start with `o ` or `e `.
+/// carried a time start with `o ` or `e `. A line a step printed has `@<step>` after the time
+/// (step names have no spaces).
 public enum StoredOutput {
     public static func encode(_ lines: [OutputLine]) -> String {
         var previous: Int64 = 0
@@ -99,7 +101,8 @@ public enum StoredOutput {
             let stream = line.stream == .stdout ? "o" : "e"
             guard let at = line.at else { return stream + " " + line.text.replacingNewlines() }
             defer { previous = at.microseconds }
-            return stream.uppercased() + String(at.microseconds &- previous) + " " + line.text.replacingNewlines()
+            let step = line.step.map { "@" + $0 } ?? ""
+            return stream.uppercased() + String(at.microseconds &- previous) + step + " " + line.text.replacingNewlines()
         }.joined(separator: "\n")
     }
 
@@ -108,14 +111,55 @@ public enum StoredOutput {
         var previous: Int64 = 0
         return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
             let stderr = line.hasPrefix("e") || line.hasPrefix("E")
-            if line.hasPrefix("O") || line.hasPrefix("E"), let space = line.firstIndex(of: " "),
-                let delta = Int64(line[line.index(after: line.startIndex)..<space])
-            {
-                previous = previous &+ delta
-                return OutputLine(stream: stderr ? .stderr : .stdout, text: String(line[line.index(after: space)...]),
-                                  at: Timestamp(microseconds: previous))
+            if line.hasPrefix("O") || line.hasPrefix("E"), let space = line.firstIndex(of: " ") {
+                let head = line[line.index(after: line.startIndex)..<space]
+                let at = head.firstIndex(of: "@")
+                if let delta = Int64(head[..<(at ?? head.endIndex)]) {
+                    previous = previous &+ delta
+                    return OutputLine(stream: stderr ? .stderr : .stdout, text: String(line[line.index(after: space)...]),
+                                      at: Timestamp(microseconds: previous), step: at.map { String(head[head.index(after: $0)...]) })
+                }
             }
             return OutputLine(stream: stderr ? .stderr : .stdout, text: String(line.dropFirst(2)))
+        }
+    }
+}
+
+/// Steps as stored: one line per step in tree order, tab-separated fields (empty for none):
+/// depth, kind, name, outcome, exit code, signal, started and ended (µs since the epoch), pid,
+/// user and system CPU (µs), peak resident bytes, its bound, `1` for continue_on_failure, and
+/// the outcome's detail last (tabs and newlines made spaces).
+public enum StoredSteps {
+    public static func encode(_ steps: [StepResult]) -> String? {
+        guard !steps.isEmpty else { return nil }
+        return steps.map { step in
+            func text<T>(_ value: T?) -> String { value.map { "\($0)" } ?? "" }
+            let fields: [String] = [
+                "\(step.depth)", step.kind.rawValue, step.name, step.outcome.name, text(step.outcome.exitCode), text(step.outcome.signal),
+                text(step.startedAt?.microseconds), text(step.endedAt?.microseconds), text(step.pid),
+                text(step.usage?.userMicroseconds), text(step.usage?.systemMicroseconds), text(step.usage?.maxResidentBytes),
+                text(step.usage?.maxResidentBound), step.continueOnFailure ? "1" : "",
+                String((step.outcome.detail ?? "").map { $0 == "\t" || $0.isNewline ? " " : $0 }),
+            ]
+            return fields.joined(separator: "\t")
+        }.joined(separator: "\n")
+    }
+
+    public static func decode(_ text: String?) -> [StepResult] {
+        guard let text, !text.isEmpty else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count >= 15, let depth = Int(fields[0]), let kind = StepKind(rawValue: fields[1]) else { return nil }
+            let detail = fields[14].isEmpty ? nil : fields[14]
+            let outcome = RunOutcome.stored(name: fields[3], exitCode: Int32(fields[4]), signal: Int32(fields[5]), detail: detail)
+            return StepResult(
+                name: fields[2], kind: kind, depth: depth, outcome: outcome,
+                startedAt: Int64(fields[6]).map { Timestamp(microseconds: $0) }, endedAt: Int64(fields[7]).map { Timestamp(microseconds: $0) },
+                pid: Int32(fields[8]),
+                usage: ResourceUsage.stored(user: Int64(fields[9]), system: Int64(fields[10]), maxResident: Int64(fields[11]),
+                                            bound: Int64(fields[12])),
+                continueOnFailure: fields[13] == "1"
+            )
         }
     }
 }

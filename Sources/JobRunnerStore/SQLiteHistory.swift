@@ -76,6 +76,13 @@ public final class SQLiteHistory: HistoryStore {
             }
             try db.execute(sql: "UPDATE schema_info SET version = 2")
         }
+        migrator.registerMigration("v3") { db in
+            // How each step of a run made of steps ended (``StoredSteps``).
+            try db.alter(table: "runs") { table in
+                table.add(column: "steps", .text)
+            }
+            try db.execute(sql: "UPDATE schema_info SET version = 3")
+        }
         return migrator
     }
 
@@ -184,6 +191,7 @@ public final class SQLiteHistory: HistoryStore {
         record.node = row["node"]
         record.usage = ResourceUsage.stored(user: row["cpu_user_us"], system: row["cpu_system_us"], maxResident: row["max_rss_bytes"],
                                             bound: row["max_rss_bound_bytes"])
+        record.steps = StoredSteps.decode(row["steps"])
         return record
     }
 
@@ -229,22 +237,22 @@ public final class SQLiteHistory: HistoryStore {
         try db.cachedStatement(sql: """
             INSERT INTO runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
                               exit_code, signal, detail, pid, status_text, output, cpu_user_us, cpu_system_us, max_rss_bytes,
-                              max_rss_bound_bytes)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              max_rss_bound_bytes, steps)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET
                 started_at = COALESCE(excluded.started_at, started_at), ended_at = excluded.ended_at,
                 outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
                 detail = excluded.detail, pid = COALESCE(excluded.pid, pid), status_text = excluded.status_text,
                 output = COALESCE(excluded.output, output), cpu_user_us = excluded.cpu_user_us,
                 cpu_system_us = excluded.cpu_system_us, max_rss_bytes = excluded.max_rss_bytes,
-                max_rss_bound_bytes = excluded.max_rss_bound_bytes
+                max_rss_bound_bytes = excluded.max_rss_bound_bytes, steps = COALESCE(excluded.steps, steps)
             """).execute(arguments: [
                 record.id.rawValue, record.fireID.rawValue, record.job, record.trigger.rawValue, record.attempt,
                 record.scheduledTime.microseconds, record.queuedAt.microseconds, record.startedAt?.microseconds,
                 record.endedAt?.microseconds, outcome?.name, outcome?.exitCode, outcome?.signal, outcome?.detail, record.pid,
                 record.progress, record.outcome == nil ? nil : record.output.map { StoredOutput.encode($0.lines) },
                 record.usage?.userMicroseconds, record.usage?.systemMicroseconds, record.usage?.maxResidentBytes,
-                record.usage?.maxResidentBound,
+                record.usage?.maxResidentBound, StoredSteps.encode(record.steps),
             ])
     }
 

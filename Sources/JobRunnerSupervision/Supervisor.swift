@@ -5,6 +5,7 @@ import JobRunnerSchedule
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -88,7 +89,7 @@ public final class Supervisor: RunExecutor, Sendable {
         handle: RunHandle = RunHandle(),
         output tail: OutputTail? = nil,
         onLine: (@Sendable (OutputLine) -> Void)? = nil,
-        onStarted: @Sendable (Int32, Timestamp) -> Void = { _, _ in }
+        onStarted: @escaping @Sendable (Int32, Timestamp) -> Void = { _, _ in }
     ) async -> RunResult {
         var logger = self.logger
         logger[metadataKey: "job"] = "\(request.job.name)"
@@ -108,6 +109,10 @@ public final class Supervisor: RunExecutor, Sendable {
                 onLine?(line)
                 broadcast.publish(job: name, run: id, line)
             }
+        }
+        if !job.steps.isEmpty {
+            return await runSteps(request, environment: environment, handle: handle, logger: logger, tail: tail, onLine: lineHandler,
+                                  onStarted: onStarted)
         }
         return await execute(
             command: job.command, job: job, environment: environment, stdin: nil, timeout: job.timeout,
@@ -175,6 +180,8 @@ public final class Supervisor: RunExecutor, Sendable {
         handle: RunHandle,
         logger: Logger,
         tail: OutputTail?,
+        step: String? = nil,
+        relay: (@Sendable (NotifyMessage) -> Void)? = nil,
         onLine: (@Sendable (OutputLine) -> Void)?,
         onStarted: @Sendable (Int32, Timestamp) -> Void
     ) async -> RunResult {
@@ -246,6 +253,7 @@ public final class Supervisor: RunExecutor, Sendable {
             let now = wallClock()
             for var line in lines {
                 line.at = now
+                line.step = step
                 tail?.append(line)
                 onLine?(line)
                 // `output` marks the entry as a line the job printed (the text log shows it so).
@@ -319,6 +327,7 @@ public final class Supervisor: RunExecutor, Sendable {
                     readers = []
                 case .notify(let message):
                     handle.record(message)
+                    relay?(message)
                     switch message {
                     case .extendTimeout(let extra) where exitStatus == nil && imposed == nil && deadline != nil:
                         let extended = NIODeadline.now() + .microseconds(extra.wholeMicroseconds)
@@ -354,6 +363,103 @@ public final class Supervisor: RunExecutor, Sendable {
             }
         }
         return RunResult(outcome: outcome, startedAt: startedAt, endedAt: endedAt, pid: pid, exitStatus: exitStatus, usage: usage)
+    }
+
+    // MARK: - Steps
+
+    /// A run made of steps: the tree's rules are ``StepTree``'s; each process step is executed
+    /// as a run is (its own session, the job's kill sequence), with `JOBRUNNER_STEP` and its own
+    /// `timeout`. The job's `timeout` covers the whole run (a step's `EXTEND_TIMEOUT_USEC`
+    /// pushes out both); cancelling the run cancels the tree.
+    private func runSteps(
+        _ request: RunRequest, environment: [String: String], handle: RunHandle, logger: Logger, tail: OutputTail?,
+        onLine: (@Sendable (OutputLine) -> Void)?, onStarted: @escaping @Sendable (Int32, Timestamp) -> Void
+    ) async -> RunResult {
+        let job = request.job
+        let mailbox = handle.mailbox
+        let startedAt = wallClock()
+        let firstStep = Mutex<Int32?>(nil)
+        let leaf: StepTree.Leaf = { [self] step, depth in
+            guard case .process(let command) = step.work else {
+                return StepResult(name: step.name, kind: step.kind, depth: depth, outcome: .spawnFailed(reason: "not a process step"))
+            }
+            var stepLogger = logger
+            stepLogger[metadataKey: "step"] = "\(step.name)"
+            var stepEnvironment = environment
+            stepEnvironment["JOBRUNNER_STEP"] = step.name
+            let result = await execute(
+                command: command, job: job, environment: stepEnvironment, stdin: nil, timeout: step.timeout,
+                notify: notifyHub != nil, handle: RunHandle(), logger: stepLogger, tail: tail, step: step.name,
+                relay: { mailbox.post(.notify($0)) }, onLine: onLine,
+                onStarted: { pid, at in
+                    let first = firstStep.withLock { first -> Bool in
+                        guard first == nil else { return false }
+                        first = pid
+                        return true
+                    }
+                    if first { onStarted(pid, at) }
+                }
+            )
+            result.log(stepLogger, "step")
+            return StepResult(name: step.name, kind: step.kind, depth: depth, outcome: result.outcome, startedAt: result.pid == nil ? nil : result.startedAt,
+                              endedAt: result.pid == nil ? nil : result.endedAt, pid: result.pid, usage: result.usage,
+                              continueOnFailure: step.continueOnFailure)
+        }
+
+        let eventLoop = eventLoopGroup.next()
+        var deadline: NIODeadline?
+        var timer: Scheduled<Void>?
+        if let timeout = job.timeout {
+            deadline = .now() + .microseconds(timeout.wholeMicroseconds)
+            timer = eventLoop.scheduleTask(deadline: deadline!) { mailbox.post(.deadline) }
+        }
+        var imposed: RunOutcome?
+        let report = await withTaskCancellationHandler {
+            await withTaskGroup(of: StepTree.Report?.self) { group -> StepTree.Report in
+                group.addTask {
+                    let report = await StepTree.run(job.steps, leaf: leaf)
+                    mailbox.post(.stepsEnded)
+                    return report
+                }
+                func stop(because outcome: RunOutcome) {
+                    imposed = outcome
+                    timer?.cancel()
+                    logger.notice("stopping run", metadata: ["reason": "\(outcome.name)", "kill_grace": .seconds(job.killGrace)])
+                    group.cancelAll()
+                }
+                loop: while true {
+                    switch await mailbox.next() {
+                    case .stepsEnded:
+                        break loop
+                    case .deadline where imposed == nil:
+                        if let current = deadline, current > .now() {
+                            timer = eventLoop.scheduleTask(deadline: current) { mailbox.post(.deadline) }
+                        } else {
+                            stop(because: .timedOut)
+                        }
+                    case .cancel where imposed == nil:
+                        stop(because: .cancelled)
+                    case .notify(let message):
+                        handle.record(message)
+                        if case .extendTimeout(let extra) = message, imposed == nil, let current = deadline {
+                            let extended = NIODeadline.now() + .microseconds(extra.wholeMicroseconds)
+                            if extended > current { deadline = extended }
+                        }
+                    default:
+                        break
+                    }
+                }
+                timer?.cancel()
+                var report: StepTree.Report?
+                for await finished in group { report = report ?? finished }
+                return report!
+            }
+        } onCancel: {
+            mailbox.post(.cancel)
+        }
+        let pid = firstStep.withLock { $0 }
+        return RunResult(outcome: imposed ?? report.failure ?? .succeeded, startedAt: startedAt, endedAt: wallClock(), pid: pid,
+                         exitStatus: nil, usage: report.steps.totalUsage, steps: report.steps)
     }
 
     // MARK: - Helpers

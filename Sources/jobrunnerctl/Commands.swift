@@ -136,7 +136,7 @@ struct Logs: AsyncParsableCommand {
             }
             CLIError(error).exit()
         }
-        if !noHeader && !json { writeOut(Render.logHeader(run, now: Date()) + "\n") }
+        if !noHeader && !json { writeOut(Render.logHeader(run, now: Date()) + "\n" + (run.steps.map { Render.stepTree($0, indent: "   ") } ?? "")) }
         let path = "/v1/runs/\(run.id)/output" + (follow ? "?follow=true" : "")
         do {
             _ = try await client.streamLines(path) { text in Self.emit(text, json: json, timestamps: timestamps, colors: colors) }
@@ -157,7 +157,7 @@ struct Logs: AsyncParsableCommand {
         let (json, timestamps) = (connection.json, timestamps)
         var failure: ControlClientError?
         for run in runs.reversed() {
-            if !noHeader && !json { writeOut(Render.logHeader(run, now: Date()) + "\n") }
+            if !noHeader && !json { writeOut(Render.logHeader(run, now: Date()) + "\n" + (run.steps.map { Render.stepTree($0, indent: "   ") } ?? "")) }
             do {
                 _ = try await client.streamLines("/v1/runs/\(run.id)/output") { text in
                     Self.emit(text, json: json, timestamps: timestamps, colors: colors)

@@ -1,0 +1,78 @@
+/// One step of a run made of steps (`steps:`): a process, or a group of steps run at once.
+///
+/// Steps of a list run in sequence; a ``ParallelGroup`` runs its steps concurrently. The rules
+/// are those of a task group: every step started is awaited, the first failure (of a step
+/// without `continue_on_failure`) stops the sequence and cancels the group's running siblings
+/// with the job's kill sequence, steps not started are skipped, and every failure is recorded.
+public struct JobStep: Sendable, Hashable {
+    public enum Work: Sendable, Hashable {
+        /// A process, in a session of its own, with the run's identity, environment and limits.
+        case process(JobCommand)
+        /// Steps run at once.
+        case parallel(ParallelGroup)
+    }
+
+    /// Unique within the job (`[A-Za-z0-9_.-]+`); a group without one is `parallel-<n>`.
+    public var name: String
+    public var work: Work
+    /// This step's own limit (the job's `timeout` covers the whole run).
+    public var timeout: Duration?
+    /// A failure of this step is recorded but is not the run's and stops nothing.
+    public var continueOnFailure: Bool
+
+    public init(name: String, work: Work, timeout: Duration? = nil, continueOnFailure: Bool = false) {
+        self.name = name
+        self.work = work
+        self.timeout = timeout
+        self.continueOnFailure = continueOnFailure
+    }
+
+    /// A process step.
+    public static func process(_ name: String, _ command: JobCommand, timeout: Duration? = nil,
+                               continueOnFailure: Bool = false) -> JobStep {
+        JobStep(name: name, work: .process(command), timeout: timeout, continueOnFailure: continueOnFailure)
+    }
+
+    /// A group of steps run at once, at most `max` at a time (nil: all).
+    public static func parallel(_ name: String, max: Int? = nil, _ steps: [JobStep], continueOnFailure: Bool = false) -> JobStep {
+        JobStep(name: name, work: .parallel(ParallelGroup(max: max, steps: steps)), continueOnFailure: continueOnFailure)
+    }
+
+    /// The kind of step, as the API and history name it.
+    public var kind: StepKind {
+        switch work {
+        case .process(.argv): .command
+        case .process(.shell): .shell
+        case .parallel: .parallel
+        }
+    }
+
+    /// This step and every step inside it, depth first, with their depth (0 at the top).
+    public func flattened(depth: Int = 0) -> [(step: JobStep, depth: Int)] {
+        var result = [(self, depth)]
+        if case .parallel(let group) = work {
+            for step in group.steps { result += step.flattened(depth: depth + 1) }
+        }
+        return result
+    }
+}
+
+/// `parallel:` — steps run at once.
+public struct ParallelGroup: Sendable, Hashable {
+    /// Most steps running at once (a semaphore); nil means all of them.
+    public var max: Int?
+    public var steps: [JobStep]
+
+    public init(max: Int? = nil, steps: [JobStep]) {
+        self.max = max
+        self.steps = steps
+    }
+}
+
+/// What a step is, by name (as in the API and history).
+public enum StepKind: String, Sendable, Hashable, Codable {
+    case command
+    case shell
+    case http
+    case parallel
+}

@@ -582,7 +582,8 @@ public struct ConfigLoader: Sendable {
         let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
         let errorsBefore = reader.errors.count
         let isGroup = keyed["parallel"] != nil
-        reader.checkKeys(pairs, known: isGroup ? Self.groupStepKeys : Self.stepKeys, context: "in \(what)")
+        // (A group with a command is reported once, as a conflict, not also as an unknown key.)
+        reader.checkKeys(pairs, known: isGroup ? Self.groupStepKeys + ["command", "shell", "http"] : Self.stepKeys, context: "in \(what)")
 
         var name: String?
         if let pair = keyed["name"], let text = reader.nonEmptyString(pair.value, what: "\(what): name") {

@@ -74,7 +74,7 @@ import Testing
                 schedule: "0 3 * * *"
             """))
         #expect(error.code == .missingKey)
-        #expect(error.description == "jobs.yaml:2:3: job 'nightly' needs 'command' (an argv list) or 'shell' (a command line)")
+        #expect(error.description == "jobs.yaml:2:3: job 'nightly' needs 'command' (an argv list), 'shell' (a command line) or 'steps'")
     }
 
     @Test func bothCommandAndShell() throws {

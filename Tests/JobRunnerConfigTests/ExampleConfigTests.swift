@@ -33,5 +33,15 @@ import Testing
         }
         #expect(events.count == 2)
         #expect(events[1].zone?.identifier == "Europe/London")
+        let nightly = try #require(configuration.jobs.first { $0.name == "nightly" })
+        #expect(nightly.steps.map(\.name) == ["dump", "parallel-1", "ping"])
+        #expect(nightly.steps[0] == .process("dump", .shell("pg_dump app > /backup/app.sql"), timeout: .seconds(1800)))
+        guard case .parallel(let group) = nightly.steps[1].work else {
+            Issue.record("expected a parallel group")
+            return
+        }
+        #expect(group.max == 2)
+        #expect(group.steps.map(\.name) == ["upload-a", "upload-b"])
+        #expect(nightly.steps[2].continueOnFailure)
     }
 }

@@ -1,5 +1,6 @@
 import JobRunnerHistory
 import Foundation
+import JobRunnerConfig
 import JobRunnerCore
 import JobRunnerSchedule
 import JobRunnerStore
@@ -108,6 +109,39 @@ struct RunningWriter {
         #expect(encoded == "O1800000000250000 one\nE0 two\nO1500 three\nO-1507 back")
         // Rows written before lines had times read back without them.
         #expect(StoredOutput.decode("o old\ne older") == [OutputLine(stream: .stdout, text: "old"), OutputLine(stream: .stderr, text: "older")])
+    }
+
+    @Test func stepsAndTheStepOfEachLineAreKept() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let history = try openHistory(directory.file("state.sqlite"))
+        let running = RunningWriter(history)
+        var finished = record("nightly", "01s", scheduled: 1_800_000_000, outcome: .failed(exitCode: 3))
+        let at = Timestamp(microseconds: 1_800_000_000_000_000)
+        let lines = [OutputLine(stream: .stdout, text: "dumped 3 tables", at: at, step: "dump"),
+                     OutputLine(stream: .stderr, text: "upload refused", at: at.advanced(by: .microseconds(10)), step: "upload-a")]
+        finished.output = OutputTail(capacity: 1000, lines: lines)
+        finished.steps = [
+            StepResult(name: "dump", kind: .shell, depth: 0, outcome: .succeeded, startedAt: at, endedAt: at.advanced(by: .seconds(2)),
+                       pid: 101, usage: ResourceUsage(userMicroseconds: 5, systemMicroseconds: 6, maxResidentBytes: nil, maxResidentBound: 7)),
+            StepResult(name: "parallel-1", kind: .parallel, depth: 0, outcome: .failed(exitCode: 3), startedAt: at, endedAt: at),
+            StepResult(name: "upload-a", kind: .command, depth: 1, outcome: .failed(exitCode: 3), startedAt: at, endedAt: at, pid: 102),
+            StepResult(name: "upload-b", kind: .command, depth: 1, outcome: .signalled(9), pid: 103),
+            StepResult(name: "late", kind: .command, depth: 1, outcome: .spawnFailed(reason: "no such\tfile\nhere")),
+            StepResult(name: "ping", kind: .shell, depth: 0, outcome: .skipped(reason: StepResult.notStarted), continueOnFailure: true),
+        ]
+        running.writer.record(.finished(finished))
+        await running.stop()
+
+        let stored = try #require(try await history.run(id: finished.id))
+        #expect(stored.output?.lines == lines)
+        var expected = finished.steps
+        expected[4].outcome = .spawnFailed(reason: "no such file here")
+        #expect(stored.steps == expected)
+        #expect(StoredOutput.encode(lines) == "O1800000000000000@dump dumped 3 tables\nE10@upload-a upload refused")
+        // A run of one command has no steps on record.
+        #expect(StoredSteps.encode([]) == nil)
+        #expect(StoredSteps.decode(nil).isEmpty && StoredSteps.decode("garbage\n1\t2").isEmpty)
     }
 
     @Test func unfinishedRunsAreMarkedInterruptedOnRecovery() async throws {

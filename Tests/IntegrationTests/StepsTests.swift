@@ -1,0 +1,88 @@
+import Foundation
+import JobRunnerAPI
+import TestSupport
+import Testing
+
+/// Runs made of steps through a real daemon: retries rerun the tree (counted in a file each
+/// attempt writes), every failure reaches the API, `show`, `logs` and `run --wait`, and the
+/// steps outlive a restart in the history.
+@Suite(.timeLimit(.minutes(2))) struct StepsTests {
+    func ctl(_ daemon: DaemonHarness, _ arguments: String...) async throws -> (status: Int32, output: String) {
+        try await ChildProcess.run(productsDirectory + "/jobrunnerctl", arguments + ["--socket", daemon.socketPath], within: .seconds(60))
+    }
+
+    func json<T: Decodable>(_ type: T.Type, _ result: (status: Int32, output: String)) throws -> T {
+        try APICoding.decoder().decode(type, from: Data(result.output.utf8))
+    }
+
+    @Test func aTreeIsRetriedWholeAndEveryFailureIsShown() async throws {
+        let directory = TemporaryDirectory("jobrunner-steps")
+        defer { directory.remove() }
+        let attempts = directory.file("attempts")
+        let config = """
+            jobs:
+              nightly:
+                kill_grace: 500ms
+                retry: { attempts: 2, backoff: 100ms }
+                steps:
+                  - { name: dump, shell: "echo \\"$JOBRUNNER_ATTEMPT\\" >> \(attempts); echo dumped" }
+                  - parallel:
+                      steps:
+                        - { name: upload-a, shell: "sleep 0.2; echo refused >&2; exit 3" }
+                        - { name: upload-b, shell: "trap '' TERM; sleep 300 & wait; sleep 300" }
+                  - { name: ping, shell: "true" }
+            """
+        let daemon = try DaemonHarness(config: config, in: directory)
+        try await daemon.waitUntilReady()
+
+        let run = try json(RunInfo.self, try await ctl(daemon, "run", "nightly", "--wait", "--json"))
+        #expect(run.outcome == "failed")
+        #expect(run.exitCode == 3)
+        #expect(run.attempt == 2)
+        #expect(run.failures == "upload-a exit 3; upload-b cancelled")
+        // The whole tree ran twice: its first step wrote once per attempt.
+        #expect(try String(contentsOfFile: attempts, encoding: .utf8) == "1\n2\n")
+        let steps = try #require(run.steps)
+        #expect(steps.map { "\($0.depth) \($0.name) \($0.outcome)" } == [
+            "0 dump succeeded", "0 parallel-1 failed", "1 upload-a failed", "1 upload-b cancelled", "0 ping skipped",
+        ])
+        #expect(steps[0].pid != nil && steps[0].cpuUserSeconds != nil && steps[0].durationSeconds != nil)
+        #expect(steps[4].detail == "not started")
+        // Nothing of either attempt is left.
+        #expect(ProcessTable.ofRuns([run.id, run.fireId]).isEmpty)
+
+        // `logs`: the header with every failure, the tree, each line with its step.
+        let logs = try await ctl(daemon, "logs", run.id)
+        #expect(logs.status == 0, "\(logs.output)")
+        let lines = logs.output.split(separator: "\n").map(String.init)
+        #expect(lines.first?.contains("failed (exit status 3): upload-a exit 3; upload-b cancelled") == true, "\(lines)")
+        #expect(lines.contains { $0.contains("STEP") && $0.contains("OUTCOME") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("     upload-b") && $0.contains("cancelled") }, "\(lines)")
+        #expect(lines.contains("[dump] dumped"), "\(lines)")
+        #expect(lines.contains("[upload-a] refused"), "\(lines)")
+
+        // `show`: the definition's tree and how the last run's steps ended.
+        let show = try await ctl(daemon, "show", "nightly")
+        #expect(show.output.contains("upload-a: sleep 0.2; echo refused >&2; exit 3"), "\(show.output)")
+        #expect(show.output.contains("parallel-1 (at once)"), "\(show.output)")
+        #expect(show.output.contains("steps of the last run (\(run.id))"), "\(show.output)")
+
+        // `run --wait` prints the failures on its line.
+        let waited = try await ctl(daemon, "run", "nightly", "--wait")
+        #expect(waited.output.contains("upload-a exit 3; upload-b cancelled"), "\(waited.output)")
+
+        // The daemon's log says which step printed a line, and the steps' end.
+        _ = try await daemon.waitForLog("step finished", "step=upload-b", "outcome=cancelled")
+
+        // After a restart the history still has the steps.
+        daemon.signal(SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+        daemon.cleanUp(keepDirectory: true)
+        let again = try DaemonHarness(config: config, in: directory)
+        defer { again.cleanUp() }
+        try await again.waitUntilReady()
+        let stored = try await ControlClient(socketPath: again.socketPath).get("/v1/runs/\(run.id)", as: RunDetail.self).run
+        #expect(stored.steps == run.steps)
+        #expect(stored.failures == run.failures)
+    }
+}

@@ -1,0 +1,85 @@
+import JobRunnerConfig
+import JobRunnerSchedule
+import Testing
+
+/// `steps:` — what loads, and every mistake reported at its place.
+@Suite struct StepConfigTests {
+    func load(_ yaml: String) throws -> Configuration {
+        try ConfigLoader().parse(yaml, path: "jobs.yaml")
+    }
+
+    func errors(_ yaml: String) -> [ConfigError] {
+        do {
+            _ = try ConfigLoader().parse(yaml, path: "jobs.yaml")
+            Issue.record("expected the configuration to be rejected")
+            return []
+        } catch {
+            return error.errors
+        }
+    }
+
+    @Test func nestedGroupsLoadWithDefaultGroupNames() throws {
+        let job = try #require(try load("""
+            jobs:
+              deploy:
+                steps:
+                  - { name: build, command: [make] }
+                  - parallel:
+                      steps:
+                        - { name: a, shell: "echo a" }
+                        - parallel: { max: 1, steps: [ { name: b1, shell: "echo b1" }, { name: b2, shell: "echo b2" } ] }
+                  - { name: named-group, parallel: { steps: [ { name: c, shell: "echo c" } ] }, continue_on_failure: true }
+            """).jobs.first)
+        #expect(job.steps.map(\.name) == ["build", "parallel-1", "named-group"])
+        #expect(job.steps.flatMap { $0.flattened() }.map { "\($0.depth) \($0.step.name)" } == [
+            "0 build", "0 parallel-1", "1 a", "1 parallel-2", "2 b1", "2 b2", "0 named-group", "1 c",
+        ])
+        #expect(job.steps[2].continueOnFailure)
+    }
+
+    @Test func mistakesAreReportedWhereTheyAre() {
+        let found = errors("""
+            jobs:
+              a:
+                command: [/bin/true]
+                steps:
+                  - { name: x, shell: "true" }
+              b:
+                steps: []
+              c:
+                steps:
+                  - { name: same, shell: "true" }
+                  - parallel: { steps: [ { name: same, shell: "true" } ] }
+              d:
+                steps:
+                  - parallel: { max: 0, steps: [ { name: y, shell: "true" } ] }
+                  - parallel: { steps: [] }
+                  - parallel: { max: 2 }
+              e:
+                steps:
+                  - { name: two, shell: "true", command: [/bin/true] }
+                  - { shell: "true" }
+                  - { name: kinds, shell: "true", parallel: { steps: [ { name: z, shell: "true" } ] } }
+                  - { name: typo, shell: "true", timout: 5s }
+                  - { name: "bad name", shell: "true" }
+                  - { name: nothing }
+            """)
+        let messages = found.map { "\($0.location.line):\($0.location.column) \($0.message)" }
+        func has(_ line: Int, _ fragment: String) -> Bool {
+            messages.contains { $0.hasPrefix("\(line):") && $0.contains(fragment) }
+        }
+        #expect(has(3, "has both 'command' and 'steps'"), "\(messages)")
+        #expect(has(7, "must list at least one step"), "\(messages)")
+        #expect(has(11, "duplicate step name 'same' (also at jobs.yaml:10:"), "\(messages)")
+        #expect(has(14, "max (most steps at once, at least 1)"), "\(messages)")
+        #expect(has(15, "must list at least one step"), "\(messages)")
+        #expect(has(16, "needs 'steps'"), "\(messages)")
+        #expect(has(19, "has both 'command' and 'shell'"), "\(messages)")
+        #expect(has(20, "needs a 'name'"), "\(messages)")
+        #expect(has(21, "has both 'parallel' and 'shell'"), "\(messages)")
+        #expect(has(22, "unknown key 'timout'") && has(22, "did you mean 'timeout'"), "\(messages)")
+        #expect(has(23, "step name 'bad name' may only contain"), "\(messages)")
+        #expect(has(24, "needs 'command' (an argv list), 'shell' (a command line) or 'parallel'"), "\(messages)")
+        #expect(found.count == 12, "\(messages)")
+    }
+}

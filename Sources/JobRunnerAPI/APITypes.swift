@@ -217,10 +217,15 @@ public struct JobInfo: Codable, Sendable, Equatable {
     public var policies: JobPolicies?
     /// For a job made of steps: its steps in tree order (a group's steps follow it, one deeper).
     public var steps: [JobStepInfo]?
+    /// The jobs whose final outcomes fire this one (`after:`), as `job outcome`
+    /// (`build succeeded`, `test any`).
+    public var after: [String]?
 
     public init(name: String, command: [String]?, shell: String?, schedule: String?, timeZone: String, timeoutSeconds: Double?,
                 killGraceSeconds: Double, workingDirectory: String?, environment: [String], state: String, nextFire: String?,
-                source: String, lastRun: RunInfo?, active: [RunInfo], policies: JobPolicies? = nil, steps: [JobStepInfo]? = nil) {
+                source: String, lastRun: RunInfo?, active: [RunInfo], policies: JobPolicies? = nil, steps: [JobStepInfo]? = nil,
+                after: [String]? = nil) {
+        self.after = after
         self.steps = steps
         self.policies = policies
         self.name = name
@@ -256,6 +261,7 @@ public struct JobInfo: Codable, Sendable, Equatable {
         case active
         case policies
         case steps
+        case after
     }
 }
 
@@ -331,7 +337,7 @@ public struct RetryInfo: Codable, Sendable, Equatable {
 public struct RunInfo: Codable, Sendable, Equatable {
     public var id: String
     public var job: String
-    /// `schedule`, `manual` or `startup`.
+    /// `schedule`, `manual`, `startup`, `catch_up` or `after`.
     public var trigger: String
     public var attempt: Int
     /// Shared by every attempt of one fire.
@@ -370,12 +376,15 @@ public struct RunInfo: Codable, Sendable, Equatable {
     public var steps: [StepInfo]?
     /// A run made of steps: every failure of its steps, for a person (`upload-a exit 3; upload-b cancelled`).
     public var failures: String?
+    /// Trigger `after`: `job/run id` of the run whose end fired this one.
+    public var triggeredBy: String?
 
     public init(id: String, job: String, trigger: String, attempt: Int, fireId: String, state: String, scheduledTime: String,
                 queuedAt: String, startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?,
                 exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?, node: String? = nil,
                 cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, maxRssBytes: Int64? = nil,
-                maxRssAtMostBytes: Int64? = nil, steps: [StepInfo]? = nil, failures: String? = nil) {
+                maxRssAtMostBytes: Int64? = nil, steps: [StepInfo]? = nil, failures: String? = nil, triggeredBy: String? = nil) {
+        self.triggeredBy = triggeredBy
         self.steps = steps
         self.failures = failures
         self.maxRssAtMostBytes = maxRssAtMostBytes
@@ -429,6 +438,7 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case maxRssAtMostBytes = "max_rss_at_most_bytes"
         case steps
         case failures
+        case triggeredBy = "triggered_by"
     }
 }
 

@@ -63,13 +63,17 @@ public enum Render {
     /// and disabled jobs only with `all`, after the scheduled ones.
     public static func timers(_ jobs: [JobInfo], now: Date, zone: TimeZoneRules, all: Bool, colors: Colors = Colors(enabled: false)) -> String {
         let nowStamp = timestamp(now)
-        let shown = sortedByNextFire(jobs.filter { all || ($0.schedule != nil && $0.state != "disabled") })
+        let shown = sortedByNextFire(jobs.filter { all || (($0.schedule != nil || $0.after != nil) && $0.state != "disabled") })
         var rows = [["NEXT", "LEFT", "LAST", "PASSED", "LAST OUTCOME", "JOB", "SCHEDULE"]]
         for job in shown {
             let next = job.nextFire.flatMap(Timestamp.init(rfc3339:))
             let last = job.lastRun.flatMap { run in (run.endedAt ?? run.startedAt).flatMap(Timestamp.init(rfc3339:)) }
             var left = next.map { DurationText.approximate(nowStamp.duration(to: $0)) + " left" } ?? "-"
-            if job.state != "enabled" { left = "(\(job.state))" } else if job.schedule == nil { left = "(manual)" }
+            if job.state != "enabled" {
+                left = "(\(job.state))"
+            } else if job.schedule == nil {
+                left = job.after == nil ? "(manual)" : "(after)"
+            }
             var outcome = job.lastRun.map { $0.outcome ?? $0.state } ?? "-"
             if let run = job.lastRun, let code = run.exitCode, code != 0 { outcome += "(\(code))" }
             if job.active.contains(where: { $0.state == "running" }) { outcome = "running" }
@@ -80,7 +84,7 @@ public enum Render {
                 last.map { DurationText.approximate($0.duration(to: nowStamp)) + " ago" } ?? "-",
                 outcome,
                 job.name,
-                job.schedule ?? "(manual)",
+                scheduleText(job),
             ])
         }
         var text = table(rows, colorColumn: 4, colors: colors)
@@ -88,6 +92,12 @@ public enum Render {
         let hidden = jobs.count - shown.count
         if hidden > 0 { text += " \(hidden) manual-only or disabled not shown: pass --all." }
         return text + "\n"
+    }
+
+    /// A job's schedule and the jobs it follows: `0 3 * * *, after build succeeded`.
+    static func scheduleText(_ job: JobInfo) -> String {
+        let after = job.after.map { "after " + $0.joined(separator: ", ") }
+        return [job.schedule, after].compactMap { $0 }.joined(separator: ", ").nonEmpty ?? "(manual)"
     }
 
     /// Next fire first; jobs that do not fire (manual, paused, disabled) last, by name.
@@ -113,7 +123,8 @@ public enum Render {
         if let command = job.command { lines.append(("command", command.map(shellQuoted).joined(separator: " "))) }
         if let shell = job.shell { lines.append(("shell", shell)) }
         if let steps = job.steps { lines.append(("steps", stepDefinitions(steps))) }
-        lines.append(("schedule", (job.schedule ?? "(manual only)") + " (\(job.timeZone))"))
+        lines.append(("schedule", (job.schedule ?? (job.after == nil ? "(manual only)" : "(none of its own)")) + " (\(job.timeZone))"))
+        if let after = job.after { lines.append(("after", after.joined(separator: ", "))) }
         lines.append(("state", job.state))
         lines.append(("defined at", job.source))
         let policies = job.policies
@@ -424,4 +435,8 @@ public enum Render {
             }.joined(separator: "  ")
         }.joined(separator: "\n") + "\n"
     }
+}
+
+extension String {
+    fileprivate var nonEmpty: String? { isEmpty ? nil : self }
 }

@@ -225,8 +225,9 @@ public final class ClusterDatabase: Service {
                 + "ADD COLUMN max_rss_bound_bytes bigint",
         ],
         [
-            // How each step of a run made of steps ended (``StoredSteps``).
-            "ALTER TABLE jobrunner.runs ADD COLUMN steps text",
+            // How each step of a run made of steps ended (``StoredSteps``), and the run whose end
+            // fired a run (`after:`).
+            "ALTER TABLE jobrunner.runs ADD COLUMN steps text, ADD COLUMN triggered_by text",
         ],
     ]
 

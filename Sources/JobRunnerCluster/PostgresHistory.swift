@@ -86,14 +86,14 @@ public struct PostgresHistory: HistoryStore {
         try await connection.query("""
             INSERT INTO jobrunner.runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
                                         exit_code, signal, detail, pid, status_text, output, node, cpu_user_us, cpu_system_us,
-                                        max_rss_bytes, max_rss_bound_bytes, steps)
+                                        max_rss_bytes, max_rss_bound_bytes, steps, triggered_by)
             VALUES (\(record.id.rawValue), \(record.fireID.rawValue), \(record.job), \(record.trigger.rawValue), \(Int64(record.attempt)),
                     \(record.scheduledTime.microseconds), \(record.queuedAt.microseconds), \(record.startedAt?.microseconds),
                     \(record.endedAt?.microseconds), \(outcome?.name), \(outcome?.exitCode.map(Int64.init)),
                     \(outcome?.signal.map(Int64.init)), \(outcome?.detail.map(Self.clean)), \(record.pid.map(Int64.init)),
                     \(record.progress.map(Self.clean)), \(output), \(node), \(record.usage?.userMicroseconds),
                     \(record.usage?.systemMicroseconds), \(record.usage?.maxResidentBytes), \(record.usage?.maxResidentBound),
-                    \(StoredSteps.encode(record.steps).map(Self.clean)))
+                    \(StoredSteps.encode(record.steps).map(Self.clean)), \(record.triggeredBy))
             ON CONFLICT (id) DO UPDATE SET
                 started_at = COALESCE(excluded.started_at, runs.started_at), ended_at = excluded.ended_at,
                 outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
@@ -176,7 +176,7 @@ public struct PostgresHistory: HistoryStore {
 
     static let columns = """
         id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome, exit_code, signal, detail, pid,
-        status_text, output, node, cpu_user_us, cpu_system_us, max_rss_bytes, max_rss_bound_bytes, steps
+        status_text, output, node, cpu_user_us, cpu_system_us, max_rss_bytes, max_rss_bound_bytes, steps, triggered_by
         """
 
     public func runs(_ query: RunQuery) async throws -> [RunRecord] {
@@ -221,7 +221,7 @@ public struct PostgresHistory: HistoryStore {
     private func records(_ rows: PostgresRowSequence) async throws -> [RunRecord] {
         var result: [RunRecord] = []
         typealias Columns = (String, String, String, String, Int64, Int64, Int64, Int64?, Int64?, String?, Int64?, Int64?, String?,
-                             Int64?, String?, String?, String, Int64?, Int64?, Int64?, Int64?, String?)
+                             Int64?, String?, String?, String, Int64?, Int64?, Int64?, Int64?, String?, String?)
         for try await row in rows.decode(Columns.self) {
             var record = RunRecord(id: RunID(rawValue: row.0), job: row.2, trigger: RunTrigger(rawValue: row.3) ?? .schedule,
                                    scheduledTime: Timestamp(microseconds: row.5), attempt: Int(row.4), fireID: RunID(rawValue: row.1),
@@ -240,6 +240,7 @@ public struct PostgresHistory: HistoryStore {
             record.node = row.16
             record.usage = ResourceUsage.stored(user: row.17, system: row.18, maxResident: row.19, bound: row.20)
             record.steps = StoredSteps.decode(row.21)
+            record.triggeredBy = row.22
             result.append(record)
         }
         return result

@@ -34,6 +34,8 @@ public struct ConfigError: Error, Sendable, Hashable, CustomStringConvertible {
         case invalidName
         case duplicateJob
         case duplicateStep
+        case unknownJob
+        case cycle
         case unknownTimeZone
     }
 

@@ -33,7 +33,7 @@ public struct ConfigLoader: Sendable {
         "timeout", "kill_grace", "environment", "inherit_environment", "working_directory", "enabled",
         "overlap", "max_queue", "max_instances", "pool", "retry",
         "user", "group", "supplementary_groups", "umask", "nice", "limits",
-        "on_failure", "on_success", "hook_timeout", "catch_up", "catch_up_max", "on_reload", "on_remove", "steps",
+        "on_failure", "on_success", "hook_timeout", "catch_up", "catch_up_max", "on_reload", "on_remove", "steps", "after",
     ]
     static let stepKeys = ["name", "command", "shell", "http", "timeout", "continue_on_failure"]
     static let groupStepKeys = ["name", "parallel", "continue_on_failure"]
@@ -105,6 +105,7 @@ public struct ConfigLoader: Sendable {
         if let include = top.first(where: { $0.key == "include" }) {
             readIncludes(include.value, mainPath: path, daemon: daemon, reader: &reader, into: &jobs, seen: &seen)
         }
+        checkChains(jobs, defined: seen, reader: &reader)
 
         guard reader.errors.isEmpty else {
             // File order (main file first, then includes as read), then position.
@@ -466,6 +467,9 @@ public struct ConfigLoader: Sendable {
 
         var job = JobDefinition(name: name, command: command ?? .argv(["/bin/true"]), steps: steps, trigger: trigger, timeZone: zone,
                                 location: reader.location(keyNode))
+        if let pair = keyed["after"], !NodeReader.isNull(pair.value) {
+            job.after = readAfter(pair.value, context: context, reader: &reader)
+        }
         if let pair = keyed["run_on_start"], let value = reader.bool(pair.value, what: "\(context): run_on_start") {
             job.runOnStart = value
         }
@@ -511,6 +515,90 @@ public struct ConfigLoader: Sendable {
         readRunPolicies(&job, keyed: keyed, keyNode: keyNode, context: context, daemon: daemon, reader: &reader)
         readIdentity(&job, keyed: keyed, context: context, reader: &reader)
         return reader.errors.count == errorsBefore ? job : nil
+    }
+
+    // MARK: - after:
+
+    /// `after:` — `[build]`, `build`, or `{build: succeeded, test: any}`.
+    private func readAfter(_ node: Node, context: String, reader: inout NodeReader) -> [AfterCondition] {
+        let what = "\(context): after"
+        let outcomes = AfterCondition.Outcome.allCases.map(\.rawValue).joined(separator: ", ")
+        func name(_ node: Node) -> String? {
+            guard let text = reader.nonEmptyString(node, what: what) else { return nil }
+            guard Self.isValidJobName(text) else {
+                reader.fail(.invalidName, at: node, "\(what): '\(text)' is not a job name")
+                return nil
+            }
+            return text
+        }
+        let errorsBefore = reader.errors.count
+        var conditions: [AfterCondition] = []
+        switch node {
+        case .scalar:
+            if let job = name(node) { conditions.append(AfterCondition(job: job, location: reader.location(node))) }
+        case .sequence(let sequence):
+            for element in sequence {
+                if let job = name(element) { conditions.append(AfterCondition(job: job, location: reader.location(element))) }
+            }
+        default:
+            guard let pairs = reader.mapping(node, what: what) else { return [] }
+            for pair in pairs {
+                guard Self.isValidJobName(pair.key) else {
+                    reader.fail(.invalidName, at: pair.keyNode, "\(what): '\(pair.key)' is not a job name")
+                    continue
+                }
+                guard let text = reader.nonEmptyString(pair.value, what: "\(what).\(pair.key)") else { continue }
+                guard let outcome = AfterCondition.Outcome(rawValue: text) else {
+                    reader.fail(.invalidValue, at: pair.value, "\(what).\(pair.key): '\(text)' is not one of \(outcomes)")
+                    continue
+                }
+                conditions.append(AfterCondition(job: pair.key, outcome: outcome, location: reader.location(pair.keyNode)))
+            }
+        }
+        if conditions.isEmpty, reader.errors.count == errorsBefore {
+            reader.fail(.invalidValue, at: node, "\(what): names no job")
+        }
+        var seen: Set<String> = []
+        for condition in conditions where !seen.insert(condition.job).inserted {
+            reader.fail(.duplicateKey, at: condition.location, "\(what): '\(condition.job)' is named twice")
+        }
+        return conditions
+    }
+
+    /// Every `after:` names a job that exists, and no job follows itself through a chain.
+    private func checkChains(_ jobs: [JobDefinition], defined: [String: SourceLocation], reader: inout NodeReader) {
+        for job in jobs {
+            for condition in job.after where defined[condition.job] == nil {
+                var message = "job '\(job.name)': after: no job named '\(condition.job)'"
+                if let suggestion = Suggestion.closest(to: condition.job, among: Array(defined.keys).sorted()) {
+                    message += " (did you mean '\(suggestion)'?)"
+                }
+                reader.fail(.unknownJob, at: condition.location, message)
+            }
+        }
+        // Depth-first: a job met again while on the path closes a cycle.
+        let byName = Dictionary(jobs.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var state: [String: Bool] = [:]  // false: on the path; true: done
+        var reported: Set<String> = []
+        func visit(_ name: String, path: [String]) {
+            if state[name] == true { return }
+            if state[name] == false {
+                let cycle = Array(path[path.firstIndex(of: name)!...]) + [name]
+                let key = Set(cycle).sorted().joined(separator: ",")
+                guard reported.insert(key).inserted, let from = byName[cycle[cycle.count - 2]],
+                    let condition = from.after.first(where: { $0.job == name }), let target = defined[name]
+                else { return }
+                reader.fail(.cycle, at: condition.location,
+                            "job '\(from.name)': after: '\(name)' makes a cycle (\(cycle.joined(separator: " → "))); '\(name)' is defined at \(target.file):\(target.line):\(target.column)")
+                return
+            }
+            state[name] = false
+            for condition in byName[name]?.after ?? [] where byName[condition.job] != nil {
+                visit(condition.job, path: path + [name])
+            }
+            state[name] = true
+        }
+        for job in jobs { visit(job.name, path: []) }
     }
 
     // MARK: - Run policies

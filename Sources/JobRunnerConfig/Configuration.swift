@@ -186,6 +186,8 @@ public struct JobDefinition: Sendable, Hashable {
     /// A run made of steps (in sequence, groups at once); empty when the run is ``command``.
     public var steps: [JobStep]
     public var trigger: JobTrigger?
+    /// Jobs whose final outcomes fire this one (`after:`), besides its own trigger.
+    public var after: [AfterCondition] = []
     /// Zone the job's wall-clock schedule is computed in.
     public var timeZone: TimeZoneRules
     /// After this long a run is sent SIGTERM (its whole process group); nil means no limit.
@@ -305,7 +307,7 @@ public struct JobDefinition: Sendable, Hashable {
     }
 
     public static func == (lhs: JobDefinition, rhs: JobDefinition) -> Bool {
-        lhs.name == rhs.name && lhs.command == rhs.command && lhs.steps == rhs.steps && lhs.trigger == rhs.trigger
+        lhs.name == rhs.name && lhs.command == rhs.command && lhs.steps == rhs.steps && lhs.trigger == rhs.trigger && lhs.after == rhs.after
             && lhs.timeZone == rhs.timeZone && lhs.timeout == rhs.timeout && lhs.killGrace == rhs.killGrace
             && lhs.environment == rhs.environment && lhs.workingDirectory == rhs.workingDirectory
             && lhs.enabled == rhs.enabled && lhs.randomDelay == rhs.randomDelay

@@ -76,3 +76,35 @@ public enum StepKind: String, Sendable, Hashable, Codable {
     case http
     case parallel
 }
+
+/// `after:` — the job fires when a fire of `job` reaches a final outcome (after its retries).
+public struct AfterCondition: Sendable, Hashable {
+    public enum Outcome: String, Sendable, Hashable, CaseIterable {
+        /// The fire succeeded.
+        case succeeded
+        /// It failed for good: a non-zero exit, a signal, a timeout, or it could not start.
+        case failed
+        /// Either (a fire cancelled, skipped or interrupted triggers nothing).
+        case any
+    }
+
+    public var job: String
+    public var outcome: Outcome
+    /// Where it is written (not part of its identity).
+    public var location: SourceLocation
+
+    public init(job: String, outcome: Outcome = .succeeded, location: SourceLocation = SourceLocation(file: "<memory>", line: 1, column: 1)) {
+        self.job = job
+        self.outcome = outcome
+        self.location = location
+    }
+
+    public static func == (lhs: AfterCondition, rhs: AfterCondition) -> Bool {
+        lhs.job == rhs.job && lhs.outcome == rhs.outcome
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(job)
+        hasher.combine(outcome)
+    }
+}

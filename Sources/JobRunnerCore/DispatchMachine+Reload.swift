@@ -79,6 +79,7 @@ extension DispatchMachine {
         if !added.isEmpty { out.append(.journal(.known(jobs: added, at: now))) }
         paused.formIntersection(Set(newJobs.keys))
         jobs = newJobs
+        indexFollowers()
         settings = configuration.daemon
         for job in restarts {
             fire(job, scheduledTime: now, trigger: .manual, queueBehind: true, now: now)

@@ -149,6 +149,9 @@ public struct DispatchMachine: Sendable {
     var byStage: [Stage.Kind: Set<RunID>] = [:]
     var nextOrder: UInt64 = 0
     var paused: Set<String> = []
+    /// For each job, the jobs that follow it (`after:`) and on which outcome: rebuilt whenever
+    /// the configuration is (a removed job's triggers go with it).
+    var followers: [String: [(job: String, outcome: AfterCondition.Outcome)]] = [:]
     public internal(set) var settings: DaemonSettings
     public internal(set) var phase: Phase = .starting
     /// Successful loads of the configuration: 1 at start.
@@ -201,6 +204,34 @@ public struct DispatchMachine: Sendable {
             if job.trigger == .reboot || job.runOnStart { startup.append((job.name, nil, .startup)) }
         }
         out.append(.journal(.known(jobs: configuration.jobs.map(\.name), at: now)))
+        indexFollowers()
+    }
+
+    /// Rebuilds ``followers`` from the jobs' `after:`.
+    mutating func indexFollowers() {
+        followers = [:]
+        for job in jobs.values {
+            for condition in job.definition.after { followers[condition.job, default: []].append((job.definition.name, condition.outcome)) }
+        }
+    }
+
+    /// A fire reached its final outcome: the jobs that follow it on that outcome fire, each
+    /// told which run fired it. Journalled with the run's end, so a crash loses neither or both.
+    mutating func fireFollowers(of job: JobDefinition, run id: RunID, outcome: RunOutcome, now: Timestamp) {
+        guard phase == .running, jobs[job.name]?.definition == job, let list = followers[job.name] else { return }
+        let ended: AfterCondition.Outcome
+        switch outcome {
+        case .succeeded: ended = .succeeded
+        case .failed, .signalled, .timedOut, .spawnFailed: ended = .failed
+        case .cancelled, .skipped, .interrupted: return
+        }
+        for (name, wanted) in list where wanted == .any || wanted == ended {
+            guard let follower = jobs[name]?.definition, follower.enabled else { continue }
+            let record = fire(follower, scheduledTime: now, trigger: .after, triggeredBy: "\(job.name)/\(id)", now: now)
+            log(.info, "fired by another job's end", [
+                "job": "\(name)", "run_id": "\(record.id)", "after": "\(job.name)", "after_run_id": "\(id)", "outcome": "\(outcome.name)",
+            ])
+        }
     }
 
     /// The engine starts: the fires owed from before are dispatched.
@@ -393,11 +424,12 @@ public struct DispatchMachine: Sendable {
     @discardableResult
     mutating func fire(_ job: JobDefinition, scheduledTime: Timestamp, trigger: RunTrigger, occurrence: Timestamp? = nil,
                        queueBehind: Bool = false, dueTime: Timestamp? = nil, busyOn otherNode: String? = nil,
-                       id givenID: RunID? = nil, now: Timestamp) -> RunRecord {
+                       id givenID: RunID? = nil, triggeredBy: String? = nil, now: Timestamp) -> RunRecord {
         let id = givenID ?? ids.next(at: now)
         var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, queuedAt: now)
         record.node = node
-        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime ?? now)
+        record.triggeredBy = triggeredBy
+        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, dueTime: dueTime ?? now, triggeredBy: triggeredBy)
 
         func skip(_ reason: String) -> RunRecord {
             record.outcome = .skipped(reason: reason)
@@ -601,10 +633,11 @@ public struct DispatchMachine: Sendable {
             Self.isRetried(result.outcome, by: retry), current == job
         {
             scheduleRetry(of: job, scheduledTime: request.scheduledTime, after: request.attempt, fireID: request.fireID,
-                          previous: result.outcome.name, trigger: record.trigger, now: now, uptime: uptime)
+                          previous: result.outcome.name, trigger: record.trigger, triggeredBy: request.triggeredBy, now: now, uptime: uptime)
             out.append(.journal(.finished(record)))
         } else {
             out.append(.journal(.finished(record)))
+            if !entry.stopping { fireFollowers(of: job, run: id, outcome: result.outcome, now: now) }
             // The hook runs once what the run left behind is swept (``DispatchEvent/swept(_:)``).
             switch result.outcome {
             case .succeeded:
@@ -625,17 +658,19 @@ public struct DispatchMachine: Sendable {
 
     /// Queues attempt `attempt + 1` of a fire behind the job's backoff.
     mutating func scheduleRetry(of job: JobDefinition, scheduledTime: Timestamp, after attempt: Int, fireID: RunID, previous: String,
-                                trigger: RunTrigger, now: Timestamp, uptime: Duration) {
+                                trigger: RunTrigger, triggeredBy: String? = nil, now: Timestamp, uptime: Duration) {
         guard let retry = job.retry else { return }
         var delay = retry.delay(beforeAttempt: attempt + 1)
         if retry.jitter, delay > .zero {
             delay = .microseconds(Int64.random(in: 0..<delay.wholeMicroseconds))
         }
         let id = ids.next(at: now)
-        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, attempt: attempt + 1, fireID: fireID)
+        let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, attempt: attempt + 1, fireID: fireID,
+                                 triggeredBy: triggeredBy)
         var record = RunRecord(id: id, job: job.name, trigger: trigger, scheduledTime: scheduledTime, attempt: request.attempt,
                                fireID: fireID, queuedAt: now)
         record.node = node
+        record.triggeredBy = triggeredBy
         let waitingFor = "retry backoff (\(DurationText.format(delay)))"
         insert(Fire(request: request, record: record, occurrence: nil), stage: .retrying(until: uptime + delay), waitingFor: waitingFor)
         record.waitingFor = waitingFor
@@ -703,7 +738,7 @@ public struct DispatchMachine: Sendable {
         switch entry.fire.record.trigger {
         case .schedule, .catchUp, .startup:
             return ClaimRequest(job: entry.fire.jobName, occurrence: entry.fire.occurrence ?? entry.fire.request.scheduledTime)
-        case .manual:
+        case .manual, .after:
             return nil
         }
     }

@@ -10,6 +10,8 @@ public enum RunTrigger: String, Sendable, Hashable, Codable {
     case startup
     /// An occurrence missed while the daemon was down, run by the job's `catch_up` policy.
     case catchUp = "catch_up"
+    /// A fire of a job it follows (`after:`) reached its final outcome.
+    case after
 }
 
 /// Where a run is in its life.
@@ -51,6 +53,8 @@ public struct RunRecord: Sendable, Identifiable {
     public var usage: ResourceUsage?
     /// How each step ended, in tree order (empty for a run of one command).
     public var steps: [StepResult] = []
+    /// A fire triggered by another (`after:`): `job/run id` of the run whose end fired it.
+    public var triggeredBy: String?
 
     public init(id: RunID, job: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil,
                 queuedAt: Timestamp) {

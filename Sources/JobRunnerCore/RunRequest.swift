@@ -13,8 +13,13 @@ public struct RunRequest: Sendable {
     /// When the run was due to start (the occurrence plus any random delay): lateness is
     /// measured from here.
     public var dueTime: Timestamp
+    /// A fire triggered by another (`after:`): `job/run id` of the run whose end fired it (given
+    /// to the run as `JOBRUNNER_TRIGGERED_BY`).
+    public var triggeredBy: String?
 
-    public init(id: RunID, job: JobDefinition, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil, dueTime: Timestamp? = nil) {
+    public init(id: RunID, job: JobDefinition, scheduledTime: Timestamp, attempt: Int = 1, fireID: RunID? = nil, dueTime: Timestamp? = nil,
+                triggeredBy: String? = nil) {
+        self.triggeredBy = triggeredBy
         self.id = id
         self.job = job
         self.scheduledTime = scheduledTime

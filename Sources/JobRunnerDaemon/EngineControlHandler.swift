@@ -323,7 +323,8 @@ struct EngineControlHandler: ControlHandler {
             lastRun: registry.lastRun(job: job.name).map { runInfo($0, now: now) },
             active: registry.active(job: job.name).map { runInfo($0, now: now) },
             policies: policies(job),
-            steps: stepInfos(job)
+            steps: stepInfos(job),
+            after: job.after.isEmpty ? nil : job.after.map { "\($0.job) \($0.outcome.rawValue)" }
         )
     }
 
@@ -384,7 +385,8 @@ struct EngineControlHandler: ControlHandler {
             maxRssBytes: record.usage?.maxResidentBytes,
             maxRssAtMostBytes: record.usage?.maxResidentBound,
             steps: record.steps.isEmpty ? nil : record.steps.map { stepInfo($0, now: now) },
-            failures: record.steps.failureSummary
+            failures: record.steps.failureSummary,
+            triggeredBy: record.triggeredBy
         )
     }
 

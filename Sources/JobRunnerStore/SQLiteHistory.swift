@@ -77,9 +77,11 @@ public final class SQLiteHistory: HistoryStore {
             try db.execute(sql: "UPDATE schema_info SET version = 2")
         }
         migrator.registerMigration("v3") { db in
-            // How each step of a run made of steps ended (``StoredSteps``).
+            // How each step of a run made of steps ended (``StoredSteps``), and the run whose end
+            // fired a run (`after:`).
             try db.alter(table: "runs") { table in
                 table.add(column: "steps", .text)
+                table.add(column: "triggered_by", .text)
             }
             try db.execute(sql: "UPDATE schema_info SET version = 3")
         }
@@ -192,6 +194,7 @@ public final class SQLiteHistory: HistoryStore {
         record.usage = ResourceUsage.stored(user: row["cpu_user_us"], system: row["cpu_system_us"], maxResident: row["max_rss_bytes"],
                                             bound: row["max_rss_bound_bytes"])
         record.steps = StoredSteps.decode(row["steps"])
+        record.triggeredBy = row["triggered_by"]
         return record
     }
 
@@ -237,8 +240,8 @@ public final class SQLiteHistory: HistoryStore {
         try db.cachedStatement(sql: """
             INSERT INTO runs (id, fire_id, job, trigger, attempt, scheduled_at, queued_at, started_at, ended_at, outcome,
                               exit_code, signal, detail, pid, status_text, output, cpu_user_us, cpu_system_us, max_rss_bytes,
-                              max_rss_bound_bytes, steps)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              max_rss_bound_bytes, steps, triggered_by)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET
                 started_at = COALESCE(excluded.started_at, started_at), ended_at = excluded.ended_at,
                 outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal,
@@ -252,7 +255,7 @@ public final class SQLiteHistory: HistoryStore {
                 record.endedAt?.microseconds, outcome?.name, outcome?.exitCode, outcome?.signal, outcome?.detail, record.pid,
                 record.progress, record.outcome == nil ? nil : record.output.map { StoredOutput.encode($0.lines) },
                 record.usage?.userMicroseconds, record.usage?.systemMicroseconds, record.usage?.maxResidentBytes,
-                record.usage?.maxResidentBound, StoredSteps.encode(record.steps),
+                record.usage?.maxResidentBound, StoredSteps.encode(record.steps), record.triggeredBy,
             ])
     }
 

@@ -102,6 +102,7 @@ public final class Supervisor: RunExecutor, Sendable {
         environment["JOBRUNNER_SCHEDULED_TIME"] = request.scheduledTime.description
         environment["JOBRUNNER_ATTEMPT"] = "\(request.attempt)"
         if let nodeName { environment["JOBRUNNER_NODE"] = nodeName }
+        if let cause = request.triggeredBy { environment["JOBRUNNER_TRIGGERED_BY"] = cause }
 
         var lineHandler = onLine
         if let broadcast {
@@ -154,6 +155,7 @@ public final class Supervisor: RunExecutor, Sendable {
         environment["JOBRUNNER_OUTCOME"] = result.outcome.name
         environment["JOBRUNNER_EXIT_CODE"] = result.outcome.exitCode.map { "\($0)" } ?? ""
         if let nodeName { environment["JOBRUNNER_NODE"] = nodeName }
+        if let cause = request.triggeredBy { environment["JOBRUNNER_TRIGGERED_BY"] = cause }
         let bytes = Array(output.utf8)
         let memfd = bytes.withUnsafeBytes { jr_memfd_with_contents($0.baseAddress, $0.count) }
         let stdin = memfd >= 0 ? Descriptor(memfd) : nil

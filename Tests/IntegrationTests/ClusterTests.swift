@@ -484,7 +484,7 @@ import Testing
 
             let check = try await ChildProcess.run(productsDirectory + "/jobrunnerd", ["--check-cluster", "--config", first.configPath])
             #expect(check.status == 0, "\(check.output)")
-            #expect(check.output.contains("schema:   version 4"))
+            #expect(check.output.contains("schema:   version 5"))
             #expect(check.output.contains("left"), "the stopped node is listed: \(check.output)")
             _ = try await server.query("INSERT INTO jobrunner.schema_info (version) VALUES (99)")
             let newer = try DaemonHarness(config: config)

@@ -85,4 +85,48 @@ import Testing
         #expect(stored.steps == run.steps)
         #expect(stored.failures == run.failures)
     }
+
+    @Test func aJobFollowsAnotherOnceItsFireEndsForGood() async throws {
+        let directory = TemporaryDirectory("jobrunner-chain")
+        defer { directory.remove() }
+        let attempts = directory.file("attempts")
+        let followed = directory.file("followed")
+        let alerted = directory.file("alerted")
+        // build fails its first attempt and succeeds its second; report follows its success,
+        // alert its failure.
+        let config = """
+            jobs:
+              build:
+                retry: { attempts: 2, backoff: 100ms }
+                shell: "echo x >> \(attempts); [ $(wc -l < \(attempts)) -ge 2 ]"
+              report:
+                after: [build]
+                shell: "echo \\"$JOBRUNNER_TRIGGERED_BY\\" >> \(followed)"
+              alert:
+                after: { build: failed }
+                shell: "echo \\"$JOBRUNNER_TRIGGERED_BY\\" >> \(alerted)"
+            """
+        let daemon = try DaemonHarness(config: config, in: directory)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let build = try json(RunInfo.self, try await ctl(daemon, "run", "build", "--wait", "--json"))
+        #expect(build.outcome == "succeeded" && build.attempt == 2)
+        try await poll("report ran", within: .seconds(10)) {
+            (try? String(contentsOfFile: followed, encoding: .utf8))?.hasSuffix("\n") == true
+        }
+        let report = try #require(try json(RunsResponse.self, try await ctl(daemon, "runs", "report", "--json")).runs.first)
+        try await poll("report ended", within: .seconds(10)) {
+            (try? await ControlClient(socketPath: daemon.socketPath).get("/v1/runs/\(report.id)", as: RunDetail.self).run.outcome) != nil
+        }
+        // Exactly once, counted in what the follower wrote, and told which run fired it.
+        #expect(try String(contentsOfFile: followed, encoding: .utf8) == "build/\(build.id)\n")
+        #expect(report.trigger == "after" && report.triggeredBy == "build/\(build.id)")
+        #expect(!FileManager.default.fileExists(atPath: alerted), "build's failed first attempt was not its final outcome")
+
+        // `timers` shows what a job follows.
+        let timers = try await ctl(daemon, "timers")
+        #expect(timers.output.contains("after build succeeded"), "\(timers.output)")
+        let show = try await ctl(daemon, "show", "alert")
+        #expect(show.output.contains("build failed"), "\(show.output)")
+    }
 }

@@ -83,3 +83,49 @@ import Testing
         #expect(found.count == 12, "\(messages)")
     }
 }
+
+/// `after:` — the forms it takes, and chains that cannot work refused at load.
+@Suite struct ChainConfigTests {
+    func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try ConfigLoader().parse(yaml, path: "jobs.yaml")
+            Issue.record("expected the configuration to be rejected")
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    @Test func everyFormLoads() throws {
+        let configuration = try ConfigLoader().parse("""
+            jobs:
+              build: { shell: "true" }
+              test: { shell: "true", after: build }
+              report: { shell: "true", after: [build, test] }
+              alert: { shell: "true", schedule: "0 * * * *", after: { build: failed, test: any } }
+            """, path: "jobs.yaml")
+        let after = Dictionary(uniqueKeysWithValues: configuration.jobs.map { ($0.name, $0.after.map { "\($0.job) \($0.outcome)" }) })
+        #expect(after["test"] == ["build succeeded"])
+        #expect(after["report"] == ["build succeeded", "test succeeded"])
+        #expect(after["alert"] == ["build failed", "test any"])
+        #expect(configuration.jobs.first { $0.name == "alert" }?.trigger != nil, "a follower may have its own schedule")
+    }
+
+    @Test func unknownJobsCyclesAndTyposAreRefusedWithBothPlaces() {
+        let found = errors("""
+            jobs:
+              build: { shell: "true", after: deploy }
+              test: { shell: "true", after: [biuld, build] }
+              deploy: { shell: "true", after: { test: succeeded } }
+              loner: { shell: "true", after: loner }
+              odd: { shell: "true", after: { build: maybe } }
+              twice: { shell: "true", after: [build, build] }
+            """)
+        #expect(found.contains("jobs.yaml:3:34: job 'test': after: no job named 'biuld' (did you mean 'build'?)"), "\(found)")
+        #expect(found.contains("jobs.yaml:3:41: job 'test': after: 'build' makes a cycle (build → deploy → test → build); 'build' is defined at jobs.yaml:2:3"), "\(found)")
+        #expect(found.contains { $0.hasPrefix("jobs.yaml:5:") && $0.contains("'loner' makes a cycle (loner → loner); 'loner' is defined at jobs.yaml:5:3") }, "\(found)")
+        #expect(found.contains("jobs.yaml:6:41: job 'odd': after.build: 'maybe' is not one of succeeded, failed, any"), "\(found)")
+        #expect(found.contains { $0.hasPrefix("jobs.yaml:7:") && $0.contains("'build' is named twice") }, "\(found)")
+        #expect(found.count == 5, "\(found)")
+    }
+}

@@ -1,0 +1,90 @@
+import JobRunnerConfig
+import JobRunnerCore
+import JobRunnerSchedule
+import TestSupport
+import Testing
+
+/// `after:` in the engine's rules: which final outcomes fire which jobs, after retries, and
+/// what a reload does to the chain.
+@Suite struct ChainTests {
+    static func follower(_ name: String, after conditions: [(String, AfterCondition.Outcome)]) throws -> JobDefinition {
+        var definition = try job(name, shell: "true")
+        definition.after = conditions.map { AfterCondition(job: $0.0, outcome: $0.1) }
+        return definition
+    }
+
+    static func build() throws -> JobDefinition {
+        var build = try job("build", shell: "true")
+        build.retry = RetryPolicy(attempts: 2, backoff: .seconds(10), on: [.failure])
+        return build
+    }
+
+    static func jobs() throws -> [JobDefinition] {
+        [try build(), try follower("report", after: [("build", .succeeded)]), try follower("alert", after: [("build", .failed)]),
+         try follower("audit", after: [("build", .any)])]
+    }
+
+    @Test func aSuccessFiresTheJobsThatFollowItOnSuccessWithTheirCause() throws {
+        var drive = Drive(try Self.jobs())
+        let (record, actions) = drive.machine.runNow(job: "build", now: drive.now)
+        _ = drive.record(actions)
+        let build = try #require(record)
+        let fired = Drive.starts(drive.end(build.id, .succeeded))
+        #expect(Set(fired.map(\.job.name)) == ["report", "audit"])
+        #expect(fired.allSatisfy { $0.triggeredBy == "build/\(build.id)" })
+        let records = Drive.fired(drive.actions).filter { $0.trigger == .after }
+        #expect(records.count == 2 && records.allSatisfy { $0.triggeredBy == "build/\(build.id)" })
+        // The followers' own ends fire nothing (nobody follows them).
+        for request in fired { #expect(Drive.starts(drive.end(request.id, .succeeded)).isEmpty) }
+    }
+
+    @Test func onlyTheFinalOutcomeAfterRetriesCounts() throws {
+        var drive = Drive(try Self.jobs())
+        let (record, actions) = drive.machine.runNow(job: "build", now: drive.now)
+        _ = drive.record(actions)
+        let first = try #require(record)
+        // The first attempt fails: it is retried, and nothing follows yet.
+        #expect(Drive.starts(drive.end(first.id, .failed(exitCode: 1))).isEmpty)
+        let second = try #require(Drive.starts(drive.advance(by: .seconds(10))).first)
+        #expect(second.attempt == 2)
+        // The retry fails too: that is the fire's final outcome.
+        let fired = Drive.starts(drive.end(second.id, .failed(exitCode: 2)))
+        #expect(Set(fired.map(\.job.name)) == ["alert", "audit"])
+        #expect(fired.allSatisfy { $0.triggeredBy == "build/\(second.id)" })
+    }
+
+    @Test func cancelledOrDisabledOrRemovedFollowersDoNotFire() throws {
+        var jobs = try Self.jobs()
+        jobs[3].enabled = false
+        var drive = Drive(jobs)
+        let (record, actions) = drive.machine.runNow(job: "build", now: drive.now)
+        _ = drive.record(actions)
+        let build = try #require(record)
+        // A cancelled run (stopped by request) fires nothing.
+        _ = drive.machine.cancel(run: build.id, now: drive.now)
+        #expect(Drive.starts(drive.end(build.id, .cancelled)).isEmpty)
+
+        // A reload that removes `report` drops its trigger.
+        let (_, reloaded) = drive.machine.apply(Configuration(path: "t.yaml", daemon: drive.machine.settings,
+                                                              jobs: [try Self.build(), try Self.follower("alert", after: [("build", .failed)])]),
+                                                now: drive.now, uptime: drive.uptime)
+        _ = drive.record(reloaded)
+        let (again, more) = drive.machine.runNow(job: "build", now: drive.now)
+        _ = drive.record(more)
+        #expect(Drive.starts(drive.end(try #require(again).id, .succeeded)).isEmpty)
+    }
+
+    @Test func aRetriedFollowerKeepsItsCause() throws {
+        var report = try Self.follower("report", after: [("build", .succeeded)])
+        report.retry = RetryPolicy(attempts: 2, backoff: .seconds(5), on: [.failure])
+        var drive = Drive([try Self.build(), report])
+        let (record, actions) = drive.machine.runNow(job: "build", now: drive.now)
+        _ = drive.record(actions)
+        let build = try #require(record)
+        let follower = try #require(Drive.starts(drive.end(build.id, .succeeded)).first)
+        _ = drive.end(follower.id, .failed(exitCode: 1))
+        let retry = try #require(Drive.starts(drive.advance(by: .seconds(5))).first)
+        #expect(retry.attempt == 2 && retry.triggeredBy == "build/\(build.id)")
+        #expect(Drive.fired(drive.actions).last { $0.job == "report" }?.trigger == .after)
+    }
+}

@@ -217,6 +217,8 @@ public struct JobInfo: Codable, Sendable, Equatable {
     public var policies: JobPolicies?
     /// For a job made of steps: its steps in tree order (a group's steps follow it, one deeper).
     public var steps: [JobStepInfo]?
+    /// For an http job: `METHOD url` (header values are never shown).
+    public var http: String?
     /// The jobs whose final outcomes fire this one (`after:`), as `job outcome`
     /// (`build succeeded`, `test any`).
     public var after: [String]?
@@ -224,7 +226,8 @@ public struct JobInfo: Codable, Sendable, Equatable {
     public init(name: String, command: [String]?, shell: String?, schedule: String?, timeZone: String, timeoutSeconds: Double?,
                 killGraceSeconds: Double, workingDirectory: String?, environment: [String], state: String, nextFire: String?,
                 source: String, lastRun: RunInfo?, active: [RunInfo], policies: JobPolicies? = nil, steps: [JobStepInfo]? = nil,
-                after: [String]? = nil) {
+                after: [String]? = nil, http: String? = nil) {
+        self.http = http
         self.after = after
         self.steps = steps
         self.policies = policies
@@ -262,6 +265,7 @@ public struct JobInfo: Codable, Sendable, Equatable {
         case policies
         case steps
         case after
+        case http
     }
 }
 
@@ -378,12 +382,16 @@ public struct RunInfo: Codable, Sendable, Equatable {
     public var failures: String?
     /// Trigger `after`: `job/run id` of the run whose end fired this one.
     public var triggeredBy: String?
+    /// Outcome `http_status`: the status the request got.
+    public var httpStatus: Int?
 
     public init(id: String, job: String, trigger: String, attempt: Int, fireId: String, state: String, scheduledTime: String,
                 queuedAt: String, startedAt: String?, endedAt: String?, durationSeconds: Double?, pid: Int32?, outcome: String?,
                 exitCode: Int32?, signal: Int32?, detail: String?, statusText: String?, waitingFor: String?, node: String? = nil,
                 cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, maxRssBytes: Int64? = nil,
-                maxRssAtMostBytes: Int64? = nil, steps: [StepInfo]? = nil, failures: String? = nil, triggeredBy: String? = nil) {
+                maxRssAtMostBytes: Int64? = nil, steps: [StepInfo]? = nil, failures: String? = nil, triggeredBy: String? = nil,
+                httpStatus: Int? = nil) {
+        self.httpStatus = httpStatus
         self.triggeredBy = triggeredBy
         self.steps = steps
         self.failures = failures
@@ -439,6 +447,7 @@ public struct RunInfo: Codable, Sendable, Equatable {
         case steps
         case failures
         case triggeredBy = "triggered_by"
+        case httpStatus = "http_status"
     }
 }
 
@@ -494,10 +503,13 @@ public struct StepInfo: Codable, Sendable, Equatable {
     public var cpuSystemSeconds: Double?
     /// Its failure was recorded, not the run's.
     public var continueOnFailure: Bool
+    /// An HTTP step's answer's status.
+    public var httpStatus: Int?
 
     public init(name: String, kind: String, depth: Int, outcome: String, exitCode: Int32? = nil, signal: Int32? = nil, detail: String? = nil,
                 startedAt: String? = nil, endedAt: String? = nil, durationSeconds: Double? = nil, pid: Int32? = nil,
-                cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, continueOnFailure: Bool = false) {
+                cpuUserSeconds: Double? = nil, cpuSystemSeconds: Double? = nil, continueOnFailure: Bool = false, httpStatus: Int? = nil) {
+        self.httpStatus = httpStatus
         self.name = name
         self.kind = kind
         self.depth = depth
@@ -523,6 +535,7 @@ public struct StepInfo: Codable, Sendable, Equatable {
         case cpuUserSeconds = "cpu_user_seconds"
         case cpuSystemSeconds = "cpu_system_seconds"
         case continueOnFailure = "continue_on_failure"
+        case httpStatus = "http_status"
     }
 }
 

@@ -122,6 +122,7 @@ public enum Render {
         var lines: [(String, String)] = [("name", job.name)]
         if let command = job.command { lines.append(("command", command.map(shellQuoted).joined(separator: " "))) }
         if let shell = job.shell { lines.append(("shell", shell)) }
+        if let http = job.http { lines.append(("http", http)) }
         if let steps = job.steps { lines.append(("steps", stepDefinitions(steps))) }
         lines.append(("schedule", (job.schedule ?? (job.after == nil ? "(manual only)" : "(none of its own)")) + " (\(job.timeZone))"))
         if let after = job.after { lines.append(("after", after.joined(separator: ", "))) }
@@ -258,7 +259,11 @@ public enum Render {
             var outcome = step.outcome
             if let code = step.exitCode, code != 0 { outcome += " (exit status \(code))" }
             if let signal = step.signal { outcome += " (\(step.detail ?? "signal \(signal)"))" }
-            if step.outcome == "skipped" || step.outcome == "spawn_failed", let detail = step.detail { outcome += " (\(detail))" }
+            if ["skipped", "spawn_failed", "http_status", "request_failed"].contains(step.outcome), let detail = step.detail {
+                outcome += " (\(detail))"
+            } else if let status = step.httpStatus {
+                outcome += " (HTTP \(status))"
+            }
             if step.continueOnFailure && step.outcome != "succeeded" && step.outcome != "skipped" { outcome += ", continued" }
             let cpu = step.cpuUserSeconds.map { $0 + (step.cpuSystemSeconds ?? 0) }
             rows.append([String(repeating: "  ", count: step.depth) + step.name, outcome, step.durationSeconds.map(secondsText) ?? "-",
@@ -311,6 +316,8 @@ public enum Render {
         var text = run.outcome ?? run.state
         if let code = run.exitCode, code != 0 { text += words ? " (exit status \(code))" : "(\(code))" }
         if let signal = run.signal { text += words ? " (signal \(signal))" : "(signal \(signal))" }
+        if let status = run.httpStatus { text += words ? " (HTTP \(status))" : "(\(status))" }
+        if run.outcome == "request_failed", words, let detail = run.detail { text += " (\(detail))" }
         return text
     }
 

@@ -60,7 +60,7 @@ public struct PostgresHistory: HistoryStore {
             }
         case .started(let id, let pid, let at):
             try await connection.query("""
-                UPDATE jobrunner.runs SET started_at = \(at.microseconds), pid = \(Int64(pid))
+                UPDATE jobrunner.runs SET started_at = \(at.microseconds), pid = \(pid > 0 ? Int64(pid) : nil)
                 WHERE id = \(id.rawValue) AND ended_at IS NULL
                 """, logger: logger)
         case .finished(let record):

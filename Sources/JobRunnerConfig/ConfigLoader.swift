@@ -33,8 +33,10 @@ public struct ConfigLoader: Sendable {
         "timeout", "kill_grace", "environment", "inherit_environment", "working_directory", "enabled",
         "overlap", "max_queue", "max_instances", "pool", "retry",
         "user", "group", "supplementary_groups", "umask", "nice", "limits",
-        "on_failure", "on_success", "hook_timeout", "catch_up", "catch_up_max", "on_reload", "on_remove", "steps", "after",
+        "on_failure", "on_success", "hook_timeout", "catch_up", "catch_up_max", "on_reload", "on_remove", "steps", "after", "http",
     ]
+    /// Keys about the run's process, refused for an http job.
+    static let processOnlyKeys = ["user", "group", "supplementary_groups", "limits", "umask", "nice", "working_directory", "inherit_environment"]
     static let stepKeys = ["name", "command", "shell", "http", "timeout", "continue_on_failure"]
     static let groupStepKeys = ["name", "parallel", "continue_on_failure"]
     static let parallelKeys = ["max", "steps"]
@@ -417,21 +419,31 @@ public struct ConfigLoader: Sendable {
         reader.checkKeys(pairs, known: Self.jobKeys, context: "in \(context)")
         let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
 
-        // command / shell / steps: exactly one.
+        // command / shell / steps / http: exactly one.
         var command: JobCommand?
         var steps: [JobStep] = []
+        var http: HTTPCall?
         let found = readCommand(keyed, context: context, reader: &reader)
-        if let stepsPair = keyed["steps"] {
-            if case .found = found {
-                let other = keyed["command"] ?? keyed["shell"]!
-                reader.fail(.conflictingKeys, at: other.keyNode, "\(context) has both '\(other.key)' and 'steps'; a run is one command or a list of steps")
-            }
+        let works = ["command", "shell", "steps", "http"].compactMap { keyed[$0] }
+            .sorted { ($0.keyNode.mark?.line ?? 0, $0.keyNode.mark?.column ?? 0) < ($1.keyNode.mark?.line ?? 0, $1.keyNode.mark?.column ?? 0) }
+        // (command and shell together are readCommand's to report.)
+        func kind(_ key: String) -> String { key == "shell" ? "command" : key }
+        if let first = works.first, let later = works.first(where: { kind($0.key) != kind(first.key) }) {
+            reader.fail(.conflictingKeys, at: later.keyNode,
+                        "\(context) has both '\(first.key)' and '\(later.key)'; a run is one of command, shell, steps or http")
+        } else if let stepsPair = keyed["steps"] {
             var names = StepNames()
             steps = readSteps(stepsPair.value, what: "\(context): steps", context: context, names: &names, reader: &reader) ?? []
+        } else if let httpPair = keyed["http"] {
+            http = readHTTP(httpPair.value, what: "\(context): http", reader: &reader)
+            for key in Self.processOnlyKeys where keyed[key] != nil {
+                reader.fail(.conflictingKeys, at: keyed[key]!.keyNode,
+                            "\(context): '\(key)' makes no sense for an http job (the request is made inside the daemon)")
+            }
         } else {
             switch found {
             case .found(let value): command = value
-            case .absent: reader.fail(.missingKey, at: keyNode, "\(context) needs 'command' (an argv list), 'shell' (a command line) or 'steps'")
+            case .absent: reader.fail(.missingKey, at: keyNode, "\(context) needs 'command' (an argv list), 'shell' (a command line), 'steps' or 'http'")
             }
         }
 
@@ -467,6 +479,7 @@ public struct ConfigLoader: Sendable {
 
         var job = JobDefinition(name: name, command: command ?? .argv(["/bin/true"]), steps: steps, trigger: trigger, timeZone: zone,
                                 location: reader.location(keyNode))
+        job.http = http
         if let pair = keyed["after"], !NodeReader.isNull(pair.value) {
             job.after = readAfter(pair.value, context: context, reader: &reader)
         }
@@ -601,6 +614,101 @@ public struct ConfigLoader: Sendable {
         for job in jobs { visit(job.name, path: []) }
     }
 
+    // MARK: - http:
+
+    static let httpKeys = ["url", "method", "headers", "header_files", "body", "expect_status", "ca_file", "follow_redirects"]
+    static let httpMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    /// `http: {url, method, headers, header_files, body, expect_status, ca_file, follow_redirects}`.
+    private func readHTTP(_ node: Node, what: String, reader: inout NodeReader) -> HTTPCall? {
+        guard let pairs = reader.mapping(node, what: what) else { return nil }
+        reader.checkKeys(pairs, known: Self.httpKeys, context: "in \(what)")
+        let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+        let errorsBefore = reader.errors.count
+        guard let urlPair = keyed["url"] else {
+            reader.fail(.missingKey, at: node, "\(what) needs 'url' (http:// or https://)")
+            return nil
+        }
+        guard let url = reader.nonEmptyString(urlPair.value, what: "\(what).url") else { return nil }
+        let lowered = url.lowercased()
+        if !(lowered.hasPrefix("http://") || lowered.hasPrefix("https://")) || url.contains(where: { $0.isWhitespace }) {
+            reader.fail(.invalidValue, at: urlPair.value, "\(what).url: '\(url)' is not an http:// or https:// URL")
+        }
+        var call = HTTPCall(url: url)
+        if let pair = keyed["method"], let method = reader.nonEmptyString(pair.value, what: "\(what).method") {
+            if Self.httpMethods.contains(method.uppercased()) {
+                call.method = method.uppercased()
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(what).method: '\(method)' is not one of \(Self.httpMethods.joined(separator: ", "))")
+            }
+        }
+        func headers(_ key: String) -> [HTTPCall.Header] {
+            guard let pair = keyed[key], !NodeReader.isNull(pair.value), let entries = reader.mapping(pair.value, what: "\(what).\(key)") else {
+                return []
+            }
+            var result: [HTTPCall.Header] = []
+            for entry in entries {
+                let valid = !entry.key.isEmpty && entry.key.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "!#$%&'*+-.^_`|~".contains($0)) }
+                guard valid else {
+                    reader.fail(.invalidValue, at: entry.keyNode, "\(what).\(key): '\(entry.key)' is not a header name")
+                    continue
+                }
+                guard let value = reader.string(entry.value, what: "\(what).\(key).\(entry.key)") else { continue }
+                if value.contains(where: { $0 == "\r" || $0 == "\n" }) {
+                    reader.fail(.invalidValue, at: entry.value, "\(what).\(key).\(entry.key): a header value cannot hold a line break")
+                    continue
+                }
+                if key == "header_files", !value.hasPrefix("/") {
+                    reader.fail(.invalidValue, at: entry.value, "\(what).header_files.\(entry.key): '\(value)' must be an absolute path")
+                    continue
+                }
+                result.append(HTTPCall.Header(entry.key, value))
+            }
+            return result
+        }
+        call.headers = headers("headers")
+        call.headerFiles = headers("header_files")
+        if let pair = keyed["body"] { call.body = reader.string(pair.value, what: "\(what).body") }
+        if let pair = keyed["expect_status"] {
+            call.expectStatus = statusRanges(pair.value, what: "\(what).expect_status", reader: &reader) ?? HTTPCall.defaultExpectStatus
+        }
+        if let pair = keyed["ca_file"], let path = reader.nonEmptyString(pair.value, what: "\(what).ca_file") {
+            if path.hasPrefix("/") {
+                call.caFile = path
+            } else {
+                reader.fail(.invalidValue, at: pair.value, "\(what).ca_file: '\(path)' must be an absolute path")
+            }
+        }
+        if let pair = keyed["follow_redirects"], let value = reader.bool(pair.value, what: "\(what).follow_redirects") {
+            call.followRedirects = value
+        }
+        return reader.errors.count == errorsBefore ? call : nil
+    }
+
+    /// `[200-299, 304]`, `200`, or `"200-204"`: statuses 100–599.
+    private func statusRanges(_ node: Node, what: String, reader: inout NodeReader) -> [ClosedRange<Int>]? {
+        var items: [Node] = []
+        if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
+        guard !items.isEmpty else {
+            reader.fail(.invalidValue, at: node, "\(what): must list at least one status")
+            return nil
+        }
+        var ranges: [ClosedRange<Int>] = []
+        for item in items {
+            guard case .scalar(let scalar) = item else {
+                reader.fail(.wrongType, at: item, "\(what): expected a status (200) or a range (200-299), found \(NodeReader.describe(item))")
+                return nil
+            }
+            let parts = scalar.string.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.filter { $0 != " " }) }
+            guard (1...2).contains(parts.count), let low = parts.first!, let high = parts.last!, 100 <= low, low <= high, high <= 599 else {
+                reader.fail(.invalidValue, at: item, "\(what): '\(scalar.string)' is not a status (100-599) or a range of them (200-299)")
+                return nil
+            }
+            ranges.append(low...high)
+        }
+        return ranges
+    }
+
     // MARK: - Run policies
 
     private typealias Pair = (key: String, keyNode: Node, value: Node)
@@ -713,15 +821,22 @@ public struct ConfigLoader: Sendable {
             return .parallel(groupName, max: max, steps, continueOnFailure: continueOnFailure)
         }
 
-        if keyed["http"] != nil {
-            reader.fail(.invalidValue, at: keyed["http"]!.keyNode, "\(what): http steps are not supported yet; use command or shell")
-        }
-        var command: JobCommand?
-        switch readCommand(keyed, context: what, reader: &reader) {
-        case .absent:
-            reader.fail(.missingKey, at: node, "\(what) needs 'command' (an argv list), 'shell' (a command line) or 'parallel' (a group)")
-        case .found(let found):
-            command = found
+        var work: JobStep.Work?
+        let found = readCommand(keyed, context: what, reader: &reader)
+        if let httpPair = keyed["http"] {
+            if case .found = found {
+                let other = keyed["command"] ?? keyed["shell"]!
+                reader.fail(.conflictingKeys, at: httpPair.keyNode, "\(what) has both '\(other.key)' and 'http'; a step is one of command, shell, http or parallel")
+            } else if let call = readHTTP(httpPair.value, what: "\(what): http", reader: &reader) {
+                work = .http(call)
+            }
+        } else {
+            switch found {
+            case .absent:
+                reader.fail(.missingKey, at: node, "\(what) needs 'command' (an argv list), 'shell' (a command line), 'http' (a request) or 'parallel' (a group)")
+            case .found(let command):
+                work = command.map { .process($0) }
+            }
         }
         if name == nil, keyed["name"] == nil {
             reader.fail(.missingKey, at: node, "\(what) needs a 'name' (unique within the job: it names the step in history and logs)")
@@ -730,8 +845,8 @@ public struct ConfigLoader: Sendable {
         if let pair = keyed["timeout"] {
             timeout = duration(pair.value, what: "\(what): timeout", allowZero: false, reader: &reader)
         }
-        guard reader.errors.count == errorsBefore, let name, let command else { return nil }
-        return .process(name, command, timeout: timeout, continueOnFailure: continueOnFailure)
+        guard reader.errors.count == errorsBefore, let name, let work else { return nil }
+        return JobStep(name: name, work: work, timeout: timeout, continueOnFailure: continueOnFailure)
     }
 
     private func readRunPolicies(_ job: inout JobDefinition, keyed: [String: Pair], keyNode: Node, context: String,

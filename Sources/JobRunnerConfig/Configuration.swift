@@ -185,6 +185,8 @@ public struct JobDefinition: Sendable, Hashable {
     public var command: JobCommand
     /// A run made of steps (in sequence, groups at once); empty when the run is ``command``.
     public var steps: [JobStep]
+    /// A run that is one HTTP request, made in-process (`http:` in place of `command`).
+    public var http: HTTPCall?
     public var trigger: JobTrigger?
     /// Jobs whose final outcomes fire this one (`after:`), besides its own trigger.
     public var after: [AfterCondition] = []
@@ -307,7 +309,7 @@ public struct JobDefinition: Sendable, Hashable {
     }
 
     public static func == (lhs: JobDefinition, rhs: JobDefinition) -> Bool {
-        lhs.name == rhs.name && lhs.command == rhs.command && lhs.steps == rhs.steps && lhs.trigger == rhs.trigger && lhs.after == rhs.after
+        lhs.name == rhs.name && lhs.command == rhs.command && lhs.steps == rhs.steps && lhs.http == rhs.http && lhs.trigger == rhs.trigger && lhs.after == rhs.after
             && lhs.timeZone == rhs.timeZone && lhs.timeout == rhs.timeout && lhs.killGrace == rhs.killGrace
             && lhs.environment == rhs.environment && lhs.workingDirectory == rhs.workingDirectory
             && lhs.enabled == rhs.enabled && lhs.randomDelay == rhs.randomDelay

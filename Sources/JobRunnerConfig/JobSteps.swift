@@ -8,6 +8,8 @@ public struct JobStep: Sendable, Hashable {
     public enum Work: Sendable, Hashable {
         /// A process, in a session of its own, with the run's identity, environment and limits.
         case process(JobCommand)
+        /// A request made in-process on the daemon's pooled HTTP client.
+        case http(HTTPCall)
         /// Steps run at once.
         case parallel(ParallelGroup)
     }
@@ -33,6 +35,11 @@ public struct JobStep: Sendable, Hashable {
         JobStep(name: name, work: .process(command), timeout: timeout, continueOnFailure: continueOnFailure)
     }
 
+    /// An HTTP step.
+    public static func http(_ name: String, _ call: HTTPCall, timeout: Duration? = nil, continueOnFailure: Bool = false) -> JobStep {
+        JobStep(name: name, work: .http(call), timeout: timeout, continueOnFailure: continueOnFailure)
+    }
+
     /// A group of steps run at once, at most `max` at a time (nil: all).
     public static func parallel(_ name: String, max: Int? = nil, _ steps: [JobStep], continueOnFailure: Bool = false) -> JobStep {
         JobStep(name: name, work: .parallel(ParallelGroup(max: max, steps: steps)), continueOnFailure: continueOnFailure)
@@ -43,6 +50,7 @@ public struct JobStep: Sendable, Hashable {
         switch work {
         case .process(.argv): .command
         case .process(.shell): .shell
+        case .http: .http
         case .parallel: .parallel
         }
     }
@@ -107,4 +115,55 @@ public struct AfterCondition: Sendable, Hashable {
         hasher.combine(job)
         hasher.combine(outcome)
     }
+}
+
+/// `http:` — a request made in-process (a step, or a job's whole work): an expected status is
+/// success, any other status a failure carrying it, a connection or TLS error a failure
+/// carrying the reason.
+public struct HTTPCall: Sendable, Hashable {
+    public var url: String
+    public var method: String
+    /// Headers sent as written (name, value), in order.
+    public var headers: [Header]
+    /// Headers whose values are read from files at each request (a token, a secret): the value
+    /// is the file's first line, and is never shown by the API or logs.
+    public var headerFiles: [Header]
+    public var body: String?
+    /// Statuses that mean success (default 200–299).
+    public var expectStatus: [ClosedRange<Int>]
+    /// PEM certificates to trust instead of the system's store.
+    public var caFile: String?
+    public var followRedirects: Bool
+
+    public struct Header: Sendable, Hashable {
+        public var name: String
+        public var value: String
+
+        public init(_ name: String, _ value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public static let defaultExpectStatus = [200...299]
+
+    public init(url: String, method: String = "GET", headers: [Header] = [], headerFiles: [Header] = [], body: String? = nil,
+                expectStatus: [ClosedRange<Int>] = Self.defaultExpectStatus, caFile: String? = nil, followRedirects: Bool = true) {
+        self.url = url
+        self.method = method
+        self.headers = headers
+        self.headerFiles = headerFiles
+        self.body = body
+        self.expectStatus = expectStatus
+        self.caFile = caFile
+        self.followRedirects = followRedirects
+    }
+
+    /// Whether `status` means success.
+    public func expects(_ status: Int) -> Bool {
+        expectStatus.contains { $0.contains(status) }
+    }
+
+    /// `POST https://monitor.example/ping`, for a person (no header values).
+    public var description: String { "\(method) \(url)" }
 }

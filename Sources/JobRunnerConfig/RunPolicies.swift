@@ -35,6 +35,10 @@ public enum RetryCondition: String, Sendable, Hashable, CaseIterable {
     case timeout
     /// A signal the daemon did not send ended it.
     case signal
+    /// An HTTP request got a 5xx or 429 status (honouring `Retry-After` up to `max_backoff`).
+    case status
+    /// An HTTP request could not connect: refused, reset, or its host not found.
+    case connect
 }
 
 /// `retry:` — exponential backoff with optional full jitter.

@@ -220,10 +220,12 @@ public struct DispatchMachine: Sendable {
     mutating func fireFollowers(of job: JobDefinition, run id: RunID, outcome: RunOutcome, now: Timestamp) {
         guard phase == .running, jobs[job.name]?.definition == job, let list = followers[job.name] else { return }
         let ended: AfterCondition.Outcome
-        switch outcome {
-        case .succeeded: ended = .succeeded
-        case .failed, .signalled, .timedOut, .spawnFailed: ended = .failed
-        case .cancelled, .skipped, .interrupted: return
+        if outcome == .succeeded {
+            ended = .succeeded
+        } else if outcome.isFailure {
+            ended = .failed
+        } else {
+            return
         }
         for (name, wanted) in list where wanted == .any || wanted == ended {
             guard let follower = jobs[name]?.definition, follower.enabled else { continue }
@@ -604,7 +606,7 @@ public struct DispatchMachine: Sendable {
     /// A run's process started.
     mutating func runStarted(_ id: RunID, pid: Int32, at: Timestamp) {
         guard var entry = work[id] else { return }
-        entry.pid = pid
+        entry.pid = pid > 0 ? pid : nil
         entry.startedAt = at
         work[id] = entry
         out.append(.journal(.started(id: id, pid: pid, at: at)))
@@ -633,19 +635,17 @@ public struct DispatchMachine: Sendable {
             Self.isRetried(result.outcome, by: retry), current == job
         {
             scheduleRetry(of: job, scheduledTime: request.scheduledTime, after: request.attempt, fireID: request.fireID,
-                          previous: result.outcome.name, trigger: record.trigger, triggeredBy: request.triggeredBy, now: now, uptime: uptime)
+                          previous: result.outcome.name, trigger: record.trigger, triggeredBy: request.triggeredBy,
+                          retryAfter: result.retryAfter, now: now, uptime: uptime)
             out.append(.journal(.finished(record)))
         } else {
             out.append(.journal(.finished(record)))
             if !entry.stopping { fireFollowers(of: job, run: id, outcome: result.outcome, now: now) }
             // The hook runs once what the run left behind is swept (``DispatchEvent/swept(_:)``).
-            switch result.outcome {
-            case .succeeded:
+            if result.outcome == .succeeded {
                 if let hook = job.onSuccess { hooks[id] = .runHook(hook, kind: "on_success", request: request, result: result) }
-            case .failed, .signalled, .timedOut, .spawnFailed:
+            } else if result.outcome.isFailure {
                 if let hook = job.onFailure { hooks[id] = .runHook(hook, kind: "on_failure", request: request, result: result) }
-            case .cancelled, .skipped, .interrupted:
-                break
             }
         }
         // The fire queued behind it, if the job has room now.
@@ -658,12 +658,15 @@ public struct DispatchMachine: Sendable {
 
     /// Queues attempt `attempt + 1` of a fire behind the job's backoff.
     mutating func scheduleRetry(of job: JobDefinition, scheduledTime: Timestamp, after attempt: Int, fireID: RunID, previous: String,
-                                trigger: RunTrigger, triggeredBy: String? = nil, now: Timestamp, uptime: Duration) {
+                                trigger: RunTrigger, triggeredBy: String? = nil, retryAfter: Duration? = nil, now: Timestamp,
+                                uptime: Duration) {
         guard let retry = job.retry else { return }
         var delay = retry.delay(beforeAttempt: attempt + 1)
         if retry.jitter, delay > .zero {
             delay = .microseconds(Int64.random(in: 0..<delay.wholeMicroseconds))
         }
+        // The server said when to come back (`Retry-After`): then, within max_backoff.
+        if let retryAfter { delay = min(max(retryAfter, .zero), retry.maxBackoff) }
         let id = ids.next(at: now)
         let request = RunRequest(id: id, job: job, scheduledTime: scheduledTime, attempt: attempt + 1, fireID: fireID,
                                  triggeredBy: triggeredBy)
@@ -692,6 +695,9 @@ public struct DispatchMachine: Sendable {
         case .failed, .spawnFailed: policy.on.contains(.failure)
         case .timedOut: policy.on.contains(.timeout)
         case .signalled: policy.on.contains(.signal)
+        // A server error or "too many requests" may pass; another status will not.
+        case .httpStatus(let status): policy.on.contains(.status) && (status >= 500 || status == 429)
+        case .requestFailed(_, let connection): connection && policy.on.contains(.connect)
         default: false
         }
     }

@@ -22,6 +22,25 @@ public enum EngineMetrics {
         var cpuSeconds = 0.0
         var lastMaxResident: Int64?
         var costed = false
+        /// HTTP requests by step ("" for an http job) and status (or outcome without one).
+        var requests: [String: [String: Int]] = [:]
+        var requestBuckets = [Int](repeating: 0, count: EngineMetrics.requestBuckets.count)
+        var requestCount = 0
+        var requestSum = 0.0
+    }
+
+    /// Upper bounds of the `jobrunner_http_request_duration_seconds` buckets.
+    static let requestBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+    /// One HTTP request of a job (its step's, or the job's own).
+    public static func httpRequest(job: String, step: String?, status: String, duration: Duration) {
+        let seconds = Double(duration.wholeMicroseconds) / 1_000_000
+        stats.withLock { all in
+            all[job, default: JobStats()].requests[step ?? "", default: [:]][status, default: 0] += 1
+            all[job]!.requestCount += 1
+            all[job]!.requestSum += seconds
+            if let bucket = requestBuckets.firstIndex(where: { seconds <= $0 }) { all[job]!.requestBuckets[bucket] += 1 }
+        }
     }
 
     private static let stats = Mutex<[String: JobStats]>([:])
@@ -118,6 +137,27 @@ public enum EngineMetrics {
                 if let bytes = stats.lastMaxResident { text += "jobrunner_run_max_rss_bytes{job=\"\(job)\"} \(bytes)\n" }
             }
         }
+        family("jobrunner_http_requests_total", "counter") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) {
+                for (step, statuses) in stats.requests.sorted(by: { $0.key < $1.key }) {
+                    for (status, count) in statuses.sorted(by: { $0.key < $1.key }) {
+                        text += "jobrunner_http_requests_total{job=\"\(job)\",step=\"\(step)\",status=\"\(status)\"} \(count)\n"
+                    }
+                }
+            }
+        }
+        family("jobrunner_http_request_duration_seconds", "histogram") { text in
+            for (job, stats) in all.sorted(by: { $0.key < $1.key }) where stats.requestCount > 0 {
+                var cumulative = 0
+                for (bound, count) in zip(requestBuckets, stats.requestBuckets) {
+                    cumulative += count
+                    text += "jobrunner_http_request_duration_seconds_bucket{job=\"\(job)\",le=\"\(bound)\"} \(cumulative)\n"
+                }
+                text += "jobrunner_http_request_duration_seconds_bucket{job=\"\(job)\",le=\"+Inf\"} \(stats.requestCount)\n"
+                text += "jobrunner_http_request_duration_seconds_sum{job=\"\(job)\"} \(stats.requestSum)\n"
+                text += "jobrunner_http_request_duration_seconds_count{job=\"\(job)\"} \(stats.requestCount)\n"
+            }
+        }
         return text
     }
 
@@ -131,6 +171,8 @@ public enum EngineMetrics {
         "jobrunner_running_runs": "Runs of a job whose process is alive.",
         "jobrunner_run_cpu_seconds_total": "CPU seconds (user and system) of a job's finished runs and the processes they waited for.",
         "jobrunner_run_max_rss_bytes": "Peak resident memory of the largest process of a job's latest finished run (absent when not above the daemon's own).",
+        "jobrunner_http_requests_total": "HTTP requests of http jobs and steps, by job, step (empty for an http job) and status (or outcome when no answer came).",
+        "jobrunner_http_request_duration_seconds": "How long HTTP requests of a job took.",
         "jobrunner_fire_lateness_seconds": "How late fires started after their due time.",
         "jobrunner_waiting_fires": "Fires waiting for a slot, a pool or a previous run.",
         "jobrunner_config_generation": "Configuration generation: 1 at start, +1 per successful reload.",

@@ -6,7 +6,8 @@ import JobRunnerSchedule
 /// doubles that end runs when told.
 public protocol RunExecutor: Sendable {
     /// Runs the request to its end and returns how it ended; never throws (a failed start is an
-    /// outcome). `started` is called once its process runs. Cancelling the handle (or the task)
+    /// outcome). `started` is called once its process runs (with pid 0 for work done inside the
+    /// daemon: an HTTP request). Cancelling the handle (or the task)
     /// starts the kill sequence; the call still returns only once the run has ended. Lines it
     /// prints go to `output`.
     func run(_ request: RunRequest, handle: RunHandle, output: OutputTail,

@@ -71,6 +71,11 @@ public enum RunOutcome: Sendable, Hashable, CustomStringConvertible {
     case skipped(reason: String)
     /// The daemon stopped while the run was in progress.
     case interrupted
+    /// An HTTP request got a status it did not expect.
+    case httpStatus(Int)
+    /// An HTTP request got no answer: `connection` when it could not connect (refused, reset,
+    /// host not found), otherwise TLS or protocol trouble.
+    case requestFailed(reason: String, connection: Bool)
 
     /// The outcome's stable name, as in the API and metrics.
     public var name: String {
@@ -83,7 +88,24 @@ public enum RunOutcome: Sendable, Hashable, CustomStringConvertible {
         case .spawnFailed: "spawn_failed"
         case .skipped: "skipped"
         case .interrupted: "interrupted"
+        case .httpStatus: "http_status"
+        case .requestFailed: "request_failed"
         }
+    }
+
+    /// Whether this is a failure of the work itself (what `on_failure` and `after: failed`
+    /// answer to), as opposed to a stop, a skip or a success.
+    public var isFailure: Bool {
+        switch self {
+        case .failed, .signalled, .timedOut, .spawnFailed, .httpStatus, .requestFailed: true
+        case .succeeded, .cancelled, .skipped, .interrupted: false
+        }
+    }
+
+    /// The HTTP status, when a request got one it did not expect.
+    public var httpStatus: Int? {
+        if case .httpStatus(let status) = self { return status }
+        return nil
     }
 
     /// The exit code, when the process exited on its own.
@@ -104,7 +126,8 @@ public enum RunOutcome: Sendable, Hashable, CustomStringConvertible {
     /// Extra words for a person: the reason of a skip or spawn failure.
     public var detail: String? {
         switch self {
-        case .spawnFailed(let reason), .skipped(let reason): reason
+        case .spawnFailed(let reason), .skipped(let reason), .requestFailed(let reason, _): reason
+        case .httpStatus(let status): "HTTP \(status)"
         case .failed(let code): "exit status \(code)"
         case .signalled(let signal): signalName(signal)
         default: nil
@@ -121,6 +144,8 @@ public enum RunOutcome: Sendable, Hashable, CustomStringConvertible {
         case .spawnFailed(let reason): "spawn_failed(\(reason))"
         case .skipped(let reason): "skipped(\(reason))"
         case .interrupted: "interrupted"
+        case .httpStatus(let status): "http_status(\(status))"
+        case .requestFailed(let reason, _): "request_failed(\(reason))"
         }
     }
 }

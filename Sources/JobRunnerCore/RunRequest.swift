@@ -41,6 +41,8 @@ public struct RunResult: Sendable {
     public var usage: ResourceUsage?
     /// How each step ended, in tree order (empty for a run of one command).
     public var steps: [StepResult]
+    /// An HTTP answer's `Retry-After`: when a retry may come (within `max_backoff`).
+    public var retryAfter: Duration?
 
     public init(outcome: RunOutcome, startedAt: Timestamp, endedAt: Timestamp, pid: Int32?, exitStatus: ExitStatus?,
                 usage: ResourceUsage? = nil, steps: [StepResult] = []) {

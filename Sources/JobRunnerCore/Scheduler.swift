@@ -256,7 +256,7 @@ public actor Scheduler: Service {
             EngineMetrics.runFinished(job: record.job, outcome: record.outcome ?? .interrupted, duration: nil, at: record.endedAt ?? clock.now())
         case .started(let id, let pid, let at):
             registry.update(id) { record in
-                record.pid = pid
+                record.pid = pid > 0 ? pid : nil
                 record.startedAt = at
             }
             journal?.record(event)

@@ -17,6 +17,8 @@ public struct StepResult: Sendable, Hashable {
     public var usage: ResourceUsage?
     /// Its failure is recorded but was not the run's.
     public var continueOnFailure: Bool
+    /// An HTTP step's answer's status.
+    public var httpStatus: Int?
 
     public init(name: String, kind: StepKind, depth: Int, outcome: RunOutcome, startedAt: Timestamp? = nil, endedAt: Timestamp? = nil,
                 pid: Int32? = nil, usage: ResourceUsage? = nil, continueOnFailure: Bool = false) {
@@ -51,6 +53,8 @@ extension [StepResult] {
             case .failed(let code): text += "exit \(code)"
             case .signalled(let signal): text += signalName(signal)
             case .spawnFailed(let reason): text += "could not start (\(reason))"
+            case .httpStatus(let status): text += "HTTP \(status)"
+            case .requestFailed(let reason, _): text += reason
             default: text += step.outcome.name.replacingUnderscores()
             }
             return step.continueOnFailure ? text + " (continued)" : text

@@ -210,8 +210,10 @@ public enum Daemon {
         let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
         let registry = RunRegistry()
         let broadcast = OutputBroadcast()
+        let http = HTTPCaller(eventLoopGroup: eventLoopGroup, blockingPool: pool)
         let supervisor = Supervisor(eventLoopGroup: eventLoopGroup, blockingPool: pool, notify: true,
-                                    nodeName: cluster?.settings.nodeName, broadcast: broadcast, logger: logger, wallClock: { clock.now() })
+                                    nodeName: cluster?.settings.nodeName, broadcast: broadcast, http: http, logger: logger,
+                                    wallClock: { clock.now() })
         let statusBox = StatusBox()
         let writer = HistoryWriter(
             history: history,
@@ -285,6 +287,7 @@ public enum Daemon {
             exitCode = DaemonExitCode.failure
         }
         if activated == nil { unlink(options.socketPath) }
+        await http.shutdown()
         try? await pool.shutdownGracefully()
         logger.info("stopped", metadata: ["exit_code": .number(exitCode)])
         return exitCode

@@ -303,7 +303,7 @@ struct EngineControlHandler: ControlHandler {
         var command: [String]?
         var shell: String?
         switch job.command {
-        case _ where !job.steps.isEmpty: break
+        case _ where !job.steps.isEmpty || job.http != nil: break
         case .argv(let argv): command = argv
         case .shell(let line): shell = line
         }
@@ -324,7 +324,8 @@ struct EngineControlHandler: ControlHandler {
             active: registry.active(job: job.name).map { runInfo($0, now: now) },
             policies: policies(job),
             steps: stepInfos(job),
-            after: job.after.isEmpty ? nil : job.after.map { "\($0.job) \($0.outcome.rawValue)" }
+            after: job.after.isEmpty ? nil : job.after.map { "\($0.job) \($0.outcome.rawValue)" },
+            http: job.http?.description
         )
     }
 
@@ -386,7 +387,8 @@ struct EngineControlHandler: ControlHandler {
             maxRssAtMostBytes: record.usage?.maxResidentBound,
             steps: record.steps.isEmpty ? nil : record.steps.map { stepInfo($0, now: now) },
             failures: record.steps.failureSummary,
-            triggeredBy: record.triggeredBy
+            triggeredBy: record.triggeredBy,
+            httpStatus: record.outcome?.httpStatus
         )
     }
 
@@ -397,7 +399,7 @@ struct EngineControlHandler: ControlHandler {
             endedAt: step.endedAt?.description,
             durationSeconds: step.startedAt.flatMap { started in step.endedAt.map { started.duration(to: $0).secondsValue } },
             pid: step.pid, cpuUserSeconds: step.usage?.userSeconds, cpuSystemSeconds: step.usage?.systemSeconds,
-            continueOnFailure: step.continueOnFailure
+            continueOnFailure: step.continueOnFailure, httpStatus: step.httpStatus
         )
     }
 
@@ -409,6 +411,9 @@ struct EngineControlHandler: ControlHandler {
             switch step.work {
             case .process(let command):
                 return JobStepInfo(name: step.name, kind: step.kind.rawValue, depth: entry.depth, command: command.description,
+                                   timeoutSeconds: step.timeout?.secondsValue, continueOnFailure: step.continueOnFailure)
+            case .http(let call):
+                return JobStepInfo(name: step.name, kind: step.kind.rawValue, depth: entry.depth, command: call.description,
                                    timeoutSeconds: step.timeout?.secondsValue, continueOnFailure: step.continueOnFailure)
             case .parallel(let group):
                 return JobStepInfo(name: step.name, kind: step.kind.rawValue, depth: entry.depth, max: group.max,

@@ -127,8 +127,8 @@ public enum StoredOutput {
 
 /// Steps as stored: one line per step in tree order, tab-separated fields (empty for none):
 /// depth, kind, name, outcome, exit code, signal, started and ended (µs since the epoch), pid,
-/// user and system CPU (µs), peak resident bytes, its bound, `1` for continue_on_failure, and
-/// the outcome's detail last (tabs and newlines made spaces).
+/// user and system CPU (µs), peak resident bytes, its bound, `1` for continue_on_failure, the
+/// outcome's detail (tabs and newlines made spaces), and an HTTP step's status.
 public enum StoredSteps {
     public static func encode(_ steps: [StepResult]) -> String? {
         guard !steps.isEmpty else { return nil }
@@ -139,7 +139,7 @@ public enum StoredSteps {
                 text(step.startedAt?.microseconds), text(step.endedAt?.microseconds), text(step.pid),
                 text(step.usage?.userMicroseconds), text(step.usage?.systemMicroseconds), text(step.usage?.maxResidentBytes),
                 text(step.usage?.maxResidentBound), step.continueOnFailure ? "1" : "",
-                String((step.outcome.detail ?? "").map { $0 == "\t" || $0.isNewline ? " " : $0 }),
+                String((step.outcome.detail ?? "").map { $0 == "\t" || $0.isNewline ? " " : $0 }), text(step.httpStatus),
             ]
             return fields.joined(separator: "\t")
         }.joined(separator: "\n")
@@ -152,7 +152,7 @@ public enum StoredSteps {
             guard fields.count >= 15, let depth = Int(fields[0]), let kind = StepKind(rawValue: fields[1]) else { return nil }
             let detail = fields[14].isEmpty ? nil : fields[14]
             let outcome = RunOutcome.stored(name: fields[3], exitCode: Int32(fields[4]), signal: Int32(fields[5]), detail: detail)
-            return StepResult(
+            var step = StepResult(
                 name: fields[2], kind: kind, depth: depth, outcome: outcome,
                 startedAt: Int64(fields[6]).map { Timestamp(microseconds: $0) }, endedAt: Int64(fields[7]).map { Timestamp(microseconds: $0) },
                 pid: Int32(fields[8]),
@@ -160,6 +160,8 @@ public enum StoredSteps {
                                             bound: Int64(fields[12])),
                 continueOnFailure: fields[13] == "1"
             )
+            if fields.count > 15 { step.httpStatus = Int(fields[15]) }
+            return step
         }
     }
 }
@@ -175,6 +177,8 @@ extension RunOutcome {
         case "cancelled": .cancelled
         case "spawn_failed": .spawnFailed(reason: detail ?? "")
         case "skipped": .skipped(reason: detail ?? "")
+        case "http_status": .httpStatus(Int(detail?.split(separator: " ").last ?? "") ?? 0)
+        case "request_failed": .requestFailed(reason: detail ?? "", connection: false)
         default: .interrupted
         }
     }

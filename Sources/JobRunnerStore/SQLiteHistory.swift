@@ -212,7 +212,7 @@ public final class SQLiteHistory: HistoryStore {
             try upsert(record, in: db)
             if let occurrence { try handled(job: record.job, occurrence: occurrence, in: db) }
         case .started(let id, let pid, let at):
-            try db.cachedStatement(sql: "UPDATE runs SET started_at = ?, pid = ? WHERE id = ?").execute(arguments: [at.microseconds, pid, id.rawValue])
+            try db.cachedStatement(sql: "UPDATE runs SET started_at = ?, pid = ? WHERE id = ?").execute(arguments: [at.microseconds, pid > 0 ? pid : nil, id.rawValue])
         case .finished(let record):
             try upsert(record, in: db)
         case .known(let jobs, let at):

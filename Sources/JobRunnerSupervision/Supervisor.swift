@@ -38,6 +38,8 @@ public final class Supervisor: RunExecutor, Sendable {
     private let forceDescriptorLoop: Bool
     /// Where every run's output goes as it is printed (`logs -f` of all runs).
     private let broadcast: OutputBroadcast?
+    /// Where `http` steps and jobs make their requests (nil: such runs fail to start).
+    private let http: HTTPCaller?
 
     /// - Parameters:
     ///   - blockingPool: where sweeps of /proc run; without one, escaped processes are not hunted.
@@ -50,12 +52,14 @@ public final class Supervisor: RunExecutor, Sendable {
         environment daemonEnvironment: [String: String]? = nil,
         nodeName: String? = nil,
         broadcast: OutputBroadcast? = nil,
+        http: HTTPCaller? = nil,
         descriptorFallbackForTests: Bool = false,
         logger: Logger,
         wallClock: @escaping @Sendable () -> Timestamp
     ) {
         self.nodeName = nodeName
         self.broadcast = broadcast
+        self.http = http
         self.forceDescriptorLoop = descriptorFallbackForTests
         self.eventLoopGroup = eventLoopGroup
         self.reaper = reaper
@@ -110,6 +114,10 @@ public final class Supervisor: RunExecutor, Sendable {
                 onLine?(line)
                 broadcast.publish(job: name, run: id, line)
             }
+        }
+        if let call = job.http {
+            return await self.request(call, job: job, step: nil, timeout: job.timeout, logger: logger, tail: tail, onLine: lineHandler,
+                                      onStarted: onStarted).result
         }
         if !job.steps.isEmpty {
             return await runSteps(request, environment: environment, handle: handle, logger: logger, tail: tail, onLine: lineHandler,
@@ -382,11 +390,22 @@ public final class Supervisor: RunExecutor, Sendable {
         let startedAt = wallClock()
         let firstStep = Mutex<Int32?>(nil)
         let leaf: StepTree.Leaf = { [self] step, depth in
-            guard case .process(let command) = step.work else {
-                return StepResult(name: step.name, kind: step.kind, depth: depth, outcome: .spawnFailed(reason: "not a process step"))
-            }
             var stepLogger = logger
             stepLogger[metadataKey: "step"] = "\(step.name)"
+            let command: JobCommand
+            switch step.work {
+            case .process(let given):
+                command = given
+            case .http(let call):
+                let (result, status) = await self.request(call, job: job, step: step.name, timeout: step.timeout, logger: stepLogger, tail: tail,
+                                                          onLine: onLine, onStarted: { _, _ in })
+                var stepResult = StepResult(name: step.name, kind: step.kind, depth: depth, outcome: result.outcome, startedAt: result.startedAt,
+                                            endedAt: result.endedAt, continueOnFailure: step.continueOnFailure)
+                stepResult.httpStatus = status
+                return stepResult
+            case .parallel:
+                return StepResult(name: step.name, kind: step.kind, depth: depth, outcome: .spawnFailed(reason: "a group is not a leaf"))
+            }
             var stepEnvironment = environment
             stepEnvironment["JOBRUNNER_STEP"] = step.name
             let result = await execute(
@@ -462,6 +481,45 @@ public final class Supervisor: RunExecutor, Sendable {
         let pid = firstStep.withLock { $0 }
         return RunResult(outcome: imposed ?? report.failure ?? .succeeded, startedAt: startedAt, endedAt: wallClock(), pid: pid,
                          exitStatus: nil, usage: report.steps.totalUsage, steps: report.steps)
+    }
+
+    // MARK: - HTTP
+
+    /// Makes an `http` request for a run or a step: its answer is its output (status line,
+    /// headers, the first `output_tail` bytes of body), its outcome as ``HTTPCaller`` says.
+    private func request(
+        _ call: HTTPCall, job: JobDefinition, step: String?, timeout: Duration?, logger: Logger, tail: OutputTail?,
+        onLine: (@Sendable (OutputLine) -> Void)?, onStarted: @Sendable (Int32, Timestamp) -> Void
+    ) async -> (result: RunResult, status: Int?) {
+        let startedAt = wallClock()
+        guard let http else {
+            return (RunResult(outcome: .spawnFailed(reason: "this daemon makes no HTTP requests"), startedAt: startedAt, endedAt: startedAt,
+                              pid: nil, exitStatus: nil), nil)
+        }
+        onStarted(0, startedAt)
+        logger.info("request started", metadata: ["method": "\(call.method)", "url": "\(call.url)"])
+        let clock = ContinuousClock()
+        let began = clock.now
+        let answer = await http.call(call, timeout: timeout, outputLimit: tail?.capacity ?? DaemonSettings.defaultOutputTail)
+        let took = began.duration(to: clock.now)
+        let now = wallClock()
+        for text in answer.lines {
+            let line = OutputLine(stream: .stdout, text: text, at: now, step: step)
+            tail?.append(line)
+            onLine?(line)
+        }
+        EngineMetrics.httpRequest(job: job.name, step: step, status: answer.status.map(String.init) ?? answer.outcome.name, duration: took)
+        var metadata: Logger.Metadata = ["outcome": "\(answer.outcome.name)", "duration": .seconds(took)]
+        if let status = answer.status { metadata["status"] = .number(status) }
+        if let detail = answer.outcome.detail, answer.status == nil { metadata["detail"] = "\(detail)" }
+        if answer.outcome == .succeeded {
+            logger.notice("request finished", metadata: metadata)
+        } else {
+            logger.warning("request finished", metadata: metadata)
+        }
+        var result = RunResult(outcome: answer.outcome, startedAt: startedAt, endedAt: now, pid: nil, exitStatus: nil)
+        result.retryAfter = answer.retryAfter
+        return (result, answer.status)
     }
 
     // MARK: - Helpers

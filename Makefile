@@ -32,7 +32,7 @@ APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
 # fsynced before its process starts, seen in the system calls), and qemu for the
 # clock-step test's virtual machine (its kernel and busybox are unpacked from Debian's archive by
 # the test itself, not installed).
-TEST_APT_PACKAGES := postgresql qemu-system-x86 strace
+TEST_APT_PACKAGES := postgresql qemu-system-x86 strace openssl curl
 
 PYTHON ?= python3
 # Reference implementations the schedule maths is checked against (PyPI).

@@ -38,6 +38,8 @@ public final class HTTPCaller: Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: Self.perHostLimit)
         configuration.timeout = .init(connect: Self.connectTimeout)
+        // A refused connection fails the request now, not after retrying until the connect timeout.
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.decompression = .disabled
         configuration.redirectConfiguration = .follow(max: 10, allowCycles: false)
         following = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
@@ -87,12 +89,15 @@ public final class HTTPCaller: Sendable {
             let response = try await client.execute(request, deadline: deadline)
             var lines = ["HTTP/\(response.version.major).\(response.version.minor) \(response.status.code) \(response.status.reasonPhrase)"]
             lines += response.headers.map { "\($0.name): \($0.value)" }
+            // The body gets what the status line, the headers and a blank line leave of the
+            // output's bytes (each line costs its bytes and a newline).
+            let budget = max(0, outputLimit - lines.reduce(0) { $0 + $1.utf8.count + 1 } - 2)
             var kept: [UInt8] = []
             var read = 0
             for try await chunk in response.body {
                 read += chunk.readableBytes
-                if kept.count < outputLimit { kept += chunk.readableBytesView.prefix(outputLimit - kept.count) }
-                if read > outputLimit + Self.drainLimit { break }
+                if kept.count < budget { kept += chunk.readableBytesView.prefix(budget - kept.count) }
+                if read > budget + Self.drainLimit { break }
             }
             if !kept.isEmpty {
                 lines.append("")
@@ -106,8 +111,19 @@ public final class HTTPCaller: Sendable {
             return Answer(outcome: call.expects(status) ? .succeeded : .httpStatus(status), status: status, retryAfter: retryAfter,
                           lines: lines)
         } catch {
-            return Answer(outcome: Self.outcome(of: error), lines: [])
+            var outcome = Self.outcome(of: error)
+            if case .requestFailed(let reason, true) = outcome {
+                outcome = .requestFailed(reason: "could not connect to \(Self.authority(of: call.url)): \(reason)", connection: true)
+            }
+            return Answer(outcome: outcome, lines: [])
         }
+    }
+
+    /// `host:port` of a URL, for messages.
+    static func authority(of url: String) -> String {
+        let parts = url.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count >= 3, parts[0].hasSuffix(":"), parts[1].isEmpty else { return url }
+        return String(parts[2].prefix { $0 != "?" && $0 != "#" })
     }
 
     /// What a failed request's error means.
@@ -117,18 +133,21 @@ public final class HTTPCaller: Sendable {
             switch error {
             case .cancelled: return .cancelled
             case .deadlineExceeded, .readTimeout, .writeTimeout: return .timedOut
-            case .connectTimeout: return .requestFailed(reason: "could not connect within \(connectTimeout.nanoseconds / 1_000_000_000) s", connection: true)
+            case .connectTimeout: return .requestFailed(reason: "no connection within \(connectTimeout.nanoseconds / 1_000_000_000) s", connection: true)
             case .remoteConnectionClosed: return .requestFailed(reason: "the server closed the connection", connection: true)
             case .tlsHandshakeTimeout: return .requestFailed(reason: "TLS handshake timed out", connection: false)
             default: return .requestFailed(reason: "\(error)", connection: false)
             }
         }
         if let error = error as? NIOConnectionError {
-            let reason = error.connectionErrors.first.map { "\($0.error)" } ?? (error.dnsAError ?? error.dnsAAAAError).map { "host not found (\($0))" }
-            return .requestFailed(reason: "could not connect to \(error.host):\(error.port): \(reason ?? "\(error)")", connection: true)
+            if let first = error.connectionErrors.first { return outcome(of: first.error) }
+            return .requestFailed(reason: "host not found", connection: true)
         }
-        if let error = error as? IOError, [ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, EPIPE].contains(error.errnoCode) {
-            return .requestFailed(reason: "\(error)", connection: true)
+        if let error = error as? IOError, [ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, EPIPE, ETIMEDOUT].contains(error.errnoCode) {
+            return .requestFailed(reason: String(cString: strerror(error.errnoCode)), connection: true)
+        }
+        if let error = error as? SocketAddressError {
+            return .requestFailed(reason: "host not found (\(error))", connection: true)
         }
         if error is NIOSSLError || error is BoringSSLError {
             return .requestFailed(reason: "TLS: \(error)", connection: false)

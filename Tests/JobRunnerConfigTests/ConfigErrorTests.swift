@@ -74,7 +74,7 @@ import Testing
                 schedule: "0 3 * * *"
             """))
         #expect(error.code == .missingKey)
-        #expect(error.description == "jobs.yaml:2:3: job 'nightly' needs 'command' (an argv list), 'shell' (a command line) or 'steps'")
+        #expect(error.description == "jobs.yaml:2:3: job 'nightly' needs 'command' (an argv list), 'shell' (a command line), 'steps' or 'http'")
     }
 
     @Test func bothCommandAndShell() throws {

@@ -41,11 +41,14 @@ public let testEnvironment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C
 
 /// A supervisor whose runs inherit from `environment` as if it were the daemon's (tests never
 /// change the test process's own environment: another thread may be reading it).
-public func makeSupervisor(environment: [String: String] = testEnvironment) -> Supervisor {
-    Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, environment: environment, logger: testLogger, wallClock: {
+public func makeSupervisor(environment: [String: String] = testEnvironment, http: HTTPCaller? = nil) -> Supervisor {
+    Supervisor(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, environment: environment, http: http, logger: testLogger, wallClock: {
         Timestamp(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
     })
 }
+
+/// The tests' HTTP client: one for the whole test process, as the daemon has one.
+public let testHTTPCaller = HTTPCaller(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
 
 public func request(_ job: JobDefinition) -> RunRequest {
     RunRequest(id: RunIDGenerator().next(at: Timestamp(seconds: 1_800_000_000)), job: job, scheduledTime: Timestamp(seconds: 1_800_000_000))

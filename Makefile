@@ -31,7 +31,8 @@ APT_PACKAGES := libsystemd-dev libsqlite3-dev pkg-config
 # Only the tests need these: a private PostgreSQL server for the cluster suite, strace (a fire is
 # fsynced before its process starts, seen in the system calls), and qemu for the
 # clock-step test's virtual machine (its kernel and busybox are unpacked from Debian's archive by
-# the test itself, not installed).
+# the test itself, not installed); openssl makes the HTTP tests' CA and certificate, and curl is
+# what the HTTP benchmark compares a call with.
 TEST_APT_PACKAGES := postgresql qemu-system-x86 strace openssl curl
 
 PYTHON ?= python3

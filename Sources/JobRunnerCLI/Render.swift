@@ -230,6 +230,8 @@ public enum Render {
     public static func runLine(_ run: RunInfo, colors: Colors) -> String {
         var text = "\(run.job) \(run.id): \(colors.outcome(run.outcome ?? run.state))"
         if let code = run.exitCode, code != 0 { text += " (exit status \(code))" }
+        if let status = run.httpStatus { text += " (HTTP \(status))" }
+        if run.outcome == "request_failed", let detail = run.detail { text += " (\(detail))" }
         if run.attempt > 1 { text += " on attempt \(run.attempt)" }
         if let seconds = run.durationSeconds { text += " after " + secondsText(seconds) }
         if let cost = cost(run) { text += "; " + cost }

@@ -129,4 +129,56 @@ import Testing
         let show = try await ctl(daemon, "show", "alert")
         #expect(show.output.contains("build failed"), "\(show.output)")
     }
+
+    @Test func httpJobsRetryOnStatusAfterRetryAfterAndKeepTheirSecrets() async throws {
+        let directory = TemporaryDirectory("jobrunner-http")
+        defer { directory.remove() }
+        let server = try await TestHTTPServer(in: directory)
+        defer { server.stop() }
+        let token = directory.write("token", "Bearer do-not-show-me\n")
+        // The retry's own backoff is 60 s: it comes after 1 s because the server said so.
+        let config = """
+            jobs:
+              busy:
+                http: { url: "\(server.url("/busy/daemon/1"))", method: POST }
+                retry: { attempts: 2, backoff: 60s, max_backoff: 60s, on: [status] }
+              secret:
+                http: { url: "\(server.url("/ok"))", header_files: { Authorization: \(token) } }
+              missing:
+                http: { url: "\(server.url("/status/404"))" }
+            """
+        let daemon = try DaemonHarness(config: config, in: directory)
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+
+        let busy = try json(RunInfo.self, try await ctl(daemon, "run", "busy", "--wait", "--json"))
+        #expect(busy.outcome == "succeeded" && busy.attempt == 2)
+        let first = try #require(try json(RunsResponse.self, try await ctl(daemon, "runs", "busy", "--json")).runs.last)
+        #expect(first.outcome == "http_status" && first.httpStatus == 429 && first.detail == "HTTP 429")
+        let gap = try #require(Ledger.micros(rfc3339: busy.startedAt ?? "")) - (try #require(Ledger.micros(rfc3339: first.endedAt ?? "")))
+        #expect(gap >= 900_000 && gap < 10_000_000, "the retry came \(gap) µs after the 429")
+        #expect(busy.pid == nil)
+
+        let missing = try json(RunInfo.self, try await ctl(daemon, "run", "missing", "--wait", "--json"))
+        #expect(missing.outcome == "http_status" && missing.httpStatus == 404)
+        let waited = try await ctl(daemon, "run", "missing", "--wait")
+        #expect(waited.output.contains("http_status (HTTP 404)"), "\(waited.output)")
+
+        let secret = try json(RunInfo.self, try await ctl(daemon, "run", "secret", "--wait", "--json"))
+        #expect(secret.outcome == "succeeded")
+        let logs = try await ctl(daemon, "logs", secret.id)
+        #expect(logs.output.contains("HTTP/1.1 200 OK") && logs.output.contains("hello"), "\(logs.output)")
+        let show = try await ctl(daemon, "show", "secret")
+        #expect(show.output.contains("GET \(server.url("/ok"))"), "\(show.output)")
+        let jobJSON = try await ctl(daemon, "show", "secret", "--json")
+        _ = try await daemon.waitForLog("request finished", "job=secret")
+        for text in [show.output, jobJSON.output, daemon.log.all.joined(separator: "\n")] {
+            #expect(!text.contains("do-not-show-me"), "a header file's value was shown")
+        }
+
+        let metrics = String(decoding: try await ControlClient(socketPath: daemon.socketPath).request(.get, "/metrics").body, as: UTF8.self)
+        #expect(metrics.contains("jobrunner_http_requests_total{job=\"busy\",step=\"\",status=\"429\"} 1"), "\(metrics)")
+        #expect(metrics.contains("jobrunner_http_requests_total{job=\"busy\",step=\"\",status=\"200\"} 1"))
+        #expect(metrics.contains("jobrunner_http_request_duration_seconds_count{job=\"busy\"} 2"))
+    }
 }

@@ -129,3 +129,75 @@ import Testing
         #expect(found.count == 5, "\(found)")
     }
 }
+
+/// `http:` as a job's work or a step, and what it refuses.
+@Suite struct HTTPConfigTests {
+    @Test func aJobAndAStepLoad() throws {
+        let configuration = try ConfigLoader().parse("""
+            jobs:
+              warm:
+                every: 5m
+                http:
+                  url: "http://127.0.0.1:8080/cron"
+                  method: post
+                  headers: { X-Source: jobrunner }
+                  header_files: { Authorization: /etc/jobrunner/token }
+                  body: "{}"
+                  expect_status: [200-299, 304]
+                  follow_redirects: false
+                retry: { attempts: 3, backoff: 5s, on: [failure, status, connect] }
+              nightly:
+                steps:
+                  - { name: dump, shell: "true" }
+                  - { name: ping, http: { url: "https://monitor.example/ping", ca_file: /etc/ssl/monitor.pem }, timeout: 10s }
+            """, path: "jobs.yaml")
+        let warm = try #require(configuration.jobs.first)
+        let call = try #require(warm.http)
+        #expect(call.method == "POST")
+        #expect(call.headers == [.init("X-Source", "jobrunner")])
+        #expect(call.headerFiles == [.init("Authorization", "/etc/jobrunner/token")])
+        #expect(call.expectStatus == [200...299, 304...304])
+        #expect(!call.followRedirects && call.body == "{}")
+        #expect(call.expects(304) && !call.expects(302))
+        #expect(warm.retry?.on == [.failure, .status, .connect])
+        let ping = try #require(configuration.jobs.last?.steps.last)
+        #expect(ping == .http("ping", HTTPCall(url: "https://monitor.example/ping", caFile: "/etc/ssl/monitor.pem"), timeout: .seconds(10)))
+    }
+
+    @Test func mistakesAreReportedWhereTheyAre() {
+        do {
+            _ = try ConfigLoader().parse("""
+                jobs:
+                  a:
+                    http: { url: "ftp://x/y" }
+                    user: nobody
+                  b:
+                    command: [/bin/true]
+                    http: { url: "http://x/" }
+                  c:
+                    http: { url: "http://x/", method: FETCH, expect_status: [200-99], header_files: { Token: relative/path } }
+                  d:
+                    http: { method: GET }
+                  e:
+                    http: { url: "http://x/", headers: { "bad name": v } }
+                  f:
+                    steps:
+                      - { name: s, http: { url: "http://x/" }, shell: "true" }
+                """, path: "jobs.yaml")
+            Issue.record("expected the configuration to be rejected")
+        } catch {
+            let messages = error.errors.map(\.description)
+            func has(_ line: Int, _ fragment: String) -> Bool { messages.contains { $0.hasPrefix("jobs.yaml:\(line):") && $0.contains(fragment) } }
+            #expect(has(3, "'ftp://x/y' is not an http:// or https:// URL"), "\(messages)")
+            #expect(has(4, "'user' makes no sense for an http job"), "\(messages)")
+            #expect(has(7, "has both 'command' and 'http'"), "\(messages)")
+            #expect(has(9, "method: 'FETCH' is not one of GET"), "\(messages)")
+            #expect(has(9, "'200-99' is not a status (100-599) or a range of them"), "\(messages)")
+            #expect(has(9, "'relative/path' must be an absolute path"), "\(messages)")
+            #expect(has(11, "needs 'url'"), "\(messages)")
+            #expect(has(13, "'bad name' is not a header name"), "\(messages)")
+            #expect(has(16, "has both 'shell' and 'http'"), "\(messages)")
+            #expect(messages.count == 9, "\(messages)")
+        }
+    }
+}

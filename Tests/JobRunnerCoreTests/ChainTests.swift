@@ -88,3 +88,55 @@ import Testing
         #expect(Drive.fired(drive.actions).last { $0.job == "report" }?.trigger == .after)
     }
 }
+
+/// Retries of HTTP outcomes: `status` (5xx and 429, after `Retry-After` within max_backoff)
+/// and `connect`.
+@Suite struct HTTPRetryTests {
+    static func caller(on: Set<RetryCondition>) throws -> JobDefinition {
+        var call = try job("call", shell: "true")
+        call.http = HTTPCall(url: "http://127.0.0.1/")
+        call.retry = RetryPolicy(attempts: 2, backoff: .seconds(10), maxBackoff: .seconds(60), on: on)
+        return call
+    }
+
+    func firstAttemptEnds(_ result: RunResult, on: Set<RetryCondition>) throws -> (Drive, [DispatchAction], RunID) {
+        var drive = Drive([try Self.caller(on: on)])
+        let (record, actions) = drive.machine.runNow(job: "call", now: drive.now)
+        _ = drive.record(actions)
+        let id = try #require(record).id
+        let after = drive.send(.ended(id, result)) + drive.send(.swept(id))
+        return (drive, after, id)
+    }
+
+    func result(_ outcome: RunOutcome, retryAfter: Duration? = nil) -> RunResult {
+        var result = RunResult(outcome: outcome, startedAt: Timestamp(seconds: 1), endedAt: Timestamp(seconds: 1), pid: nil, exitStatus: nil)
+        result.retryAfter = retryAfter
+        return result
+    }
+
+    @Test func serverErrorsAndTooManyRequestsAreRetriedOtherStatusesNot() throws {
+        for (status, retried) in [(503, true), (500, true), (429, true), (404, false), (302, false)] {
+            let (_, after, _) = try firstAttemptEnds(result(.httpStatus(status)), on: [.status])
+            #expect(Drive.fired(after).contains { $0.attempt == 2 } == retried, "status \(status)")
+        }
+        let (_, notAsked, _) = try firstAttemptEnds(result(.httpStatus(503)), on: [.failure])
+        #expect(!Drive.fired(notAsked).contains { $0.attempt == 2 }, "status is not retried unless asked")
+    }
+
+    @Test func connectionFailuresAreRetriedOnConnectButTLSTroubleIsNot() throws {
+        let (_, refused, _) = try firstAttemptEnds(result(.requestFailed(reason: "refused", connection: true)), on: [.connect])
+        #expect(Drive.fired(refused).contains { $0.attempt == 2 })
+        let (_, tls, _) = try firstAttemptEnds(result(.requestFailed(reason: "TLS", connection: false)), on: [.connect])
+        #expect(!Drive.fired(tls).contains { $0.attempt == 2 })
+    }
+
+    @Test func retryAfterSetsTheDelayWithinMaxBackoff() throws {
+        var (drive, after, _) = try firstAttemptEnds(result(.httpStatus(429), retryAfter: .seconds(2)), on: [.status])
+        #expect(Drive.fired(after).first?.waitingFor == "retry backoff (2s)")
+        #expect(Drive.starts(drive.advance(by: .seconds(1))).isEmpty)
+        #expect(Drive.starts(drive.advance(by: .seconds(1))).count == 1)
+
+        let (_, capped, _) = try firstAttemptEnds(result(.httpStatus(503), retryAfter: .seconds(3600)), on: [.status])
+        #expect(Drive.fired(capped).first?.waitingFor == "retry backoff (1m)")
+    }
+}

@@ -432,6 +432,56 @@ import Testing
         }
     }
 
+    @Test func aFollowerFiresOnceForEveryFireOfItsJobWhicheverNodeRanIt() async throws {
+        try await withPostgresServer { server in
+            let lines = server.directory + "/followed"
+            // tick runs on either node each second; follow is a run of steps fired by each of
+            // its fires, and writes which fire fired it.
+            let jobs = """
+                  tick: { shell: "true", every: 1s, overlap: allow }
+                  follow:
+                    after: [tick]
+                    overlap: allow
+                    max_instances: 10
+                    steps:
+                      - { name: write, shell: "echo \\"$JOBRUNNER_TRIGGERED_BY $JOBRUNNER_NODE\\" >> \(lines)" }
+                      - { name: done, shell: "true" }
+                """
+            let stoppedAt = try await Self.withNodes(["a", "b"], config: Self.config(server, jobs: jobs)) { nodes in
+                try await poll("followers on both nodes", within: .seconds(60), every: .milliseconds(250)) {
+                    let text = (try? String(contentsOfFile: lines, encoding: .utf8)) ?? ""
+                    let perNode = Set(text.split(separator: "\n").compactMap { $0.split(separator: " ").last })
+                    return perNode.count == 2 && text.split(separator: "\n").count >= 12
+                }
+                // The steps of a follower that ran on one node, read through the other.
+                let rows = try await server.query("SELECT id, node FROM jobrunner.runs WHERE job = 'follow' AND outcome = 'succeeded' LIMIT 1")
+                let (id, ranOn) = (rows[0][0], rows[0][1])
+                let other = try #require(nodes[ranOn == "a" ? "b" : "a"])
+                let detail = try await ControlClient(socketPath: other.socketPath).get("/v1/runs/\(id)", as: RunDetail.self).run
+                #expect(detail.steps?.map { "\($0.name) \($0.outcome)" } == ["write succeeded", "done succeeded"])
+                #expect(detail.trigger == "after" && detail.triggeredBy?.hasPrefix("tick/") == true)
+                return Self.nowMicros()
+            }
+            // Counted in what the followers wrote: no fire of tick was followed twice.
+            let written = try String(contentsOfFile: lines, encoding: .utf8).split(separator: "\n").map { String($0.split(separator: " ")[0]) }
+            let doubled = Dictionary(grouping: written, by: { $0 }).filter { $0.value.count > 1 }.keys
+            #expect(doubled.isEmpty, "fires followed more than once: \(doubled)")
+            // Every succeeded fire of tick has its follower on record (but those that ended once
+            // the nodes were stopping: a stopping node starts nothing), and each follower that
+            // succeeded wrote its line once.
+            let ticks = Set(try await server.query(
+                "SELECT 'tick/' || id FROM jobrunner.runs WHERE job = 'tick' AND outcome = 'succeeded' AND ended_at < \(stoppedAt)"
+            ).map { $0[0] })
+            let followed = try await server.query("SELECT triggered_by, outcome FROM jobrunner.runs WHERE job = 'follow'")
+            let unfollowed = ticks.subtracting(followed.map { $0[0] })
+            #expect(unfollowed.isEmpty, "fires of tick nobody followed: \(unfollowed.sorted().prefix(5))")
+            let succeeded = Set(followed.filter { $0[1] == "succeeded" }.map { $0[0] })
+            #expect(succeeded.isSubset(of: Set(written)), "a follower succeeded without writing its line")
+            let allTicks = Set(try await server.query("SELECT 'tick/' || id FROM jobrunner.runs WHERE job = 'tick' AND outcome = 'succeeded'").map { $0[0] })
+            #expect(Set(written).isSubset(of: allTicks), "a line names no succeeded fire of tick")
+        }
+    }
+
     @Test func clusterWidePoolHoldsAcrossNodes() async throws {
         try await withPostgresServer { server in
             let config = """

@@ -65,12 +65,14 @@ def baseline(*arguments):
 
 # MARK: - Figures
 
-def burst_runs(daemon_config_extra, count, inflight, command='["/bin/true"]', nodes=1, cluster_url=None):
+def burst_runs(daemon_config_extra, count, inflight, command='["/bin/true"]', nodes=1, cluster_url=None, work=None, probe=None):
     """`count` jobs due at one instant; returns (seconds from the instant to the last end, rows).
     Every run must have succeeded exactly once (a spawn failure is not a dispatch), and in a
-    cluster every node must have run some."""
+    cluster every node must have run some. `work` replaces `command:` (an `http:` job);
+    `probe(daemon, "before"/"after")` is called just before the instant and once all ended."""
     cron, at = next_cron_second(lead=4 if nodes == 1 else 6)
-    jobs = "\n".join(f"  j{i}: {{ command: {command}, schedule: \"{cron}\" }}" for i in range(count))
+    work = work or f"command: {command}"
+    jobs = "\n".join(f"  j{i}: {{ {work}, schedule: \"{cron}\" }}" for i in range(count))
     daemon = f"daemon:\n  max_concurrent_runs: {inflight}\n{daemon_config_extra}"
     if cluster_url:
         daemon += f"  cluster: {{ database: \"{cluster_url}\", lease: 10s }}\n"
@@ -81,6 +83,9 @@ def burst_runs(daemon_config_extra, count, inflight, command='["/bin/true"]', no
             d.ready()
         if time.time() > at - 0.5:
             raise MeasurementError("daemons were not ready before the burst instant; raise the lead time")
+        if probe:
+            time.sleep(max(0, at - 0.2 - time.time()))
+            probe(daemons[0], "before")
         if cluster_url:
             wait_until(lambda: int(psql(cluster_url, f"SELECT count(*) FROM jobrunner.runs WHERE scheduled_at = {at * 1000000} AND ended_at IS NOT NULL")[0][0]) >= count,
                        120, "the burst to finish")
@@ -98,6 +103,8 @@ def burst_runs(daemon_config_extra, count, inflight, command='["/bin/true"]', no
             return int(stats[0]) / 1e6, dict(nodes_used=int(stats[1]), claim_us=[int(c[0]) for c in claims]), at
         wait_until(lambda: daemons[0].history(f"SELECT count(*) FROM runs WHERE scheduled_at = {at * 1000000} AND ended_at IS NOT NULL")[0][0] >= count,
                    120, "the burst to finish")
+        if probe:
+            probe(daemons[0], "after")
         rows = daemons[0].history(f"SELECT started_at, ended_at, output, outcome, job FROM runs WHERE scheduled_at = {at * 1000000}")
         bad = [r for r in rows if r[3] != "succeeded"]
         if bad or len(rows) != count or len({r[4] for r in rows}) != count:
@@ -417,6 +424,59 @@ def figure_cluster():
         stop_postgres()
 
 
+def _cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def figure_http():
+    """HTTP jobs against a local server: how many calls a second the daemon makes, and the CPU a
+    call costs it, next to `curl` started as a process per call (what `shell: curl …` costs)."""
+    curl = shutil.which("curl")
+    if not curl:
+        raise MeasurementError("curl is not installed (make bench installs it)")
+    n = 50 if ARGS.smoke else 1000
+    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "HTTP", "server.py")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        url = f"http://127.0.0.1:{port}/ok"
+        # The baseline: curl as a process per call, 8 at once (as a job runner would start them).
+        before = os.times()
+        started = time.monotonic()
+        pending = []
+        for _ in range(n):
+            pending.append(subprocess.Popen([curl, "-fsS", "-o", "/dev/null", url]))
+            if len(pending) >= 8:
+                if pending.pop(0).wait() != 0:
+                    raise MeasurementError("curl failed against the test server")
+        for p in pending:
+            if p.wait() != 0:
+                raise MeasurementError("curl failed against the test server")
+        curl_seconds = time.monotonic() - started
+        after = os.times()
+        curl_cpu = (after.children_user - before.children_user + after.children_system - before.children_system) / n
+        # The daemon: n http jobs due at one instant, 8 in flight.
+        cpu = {}
+
+        def measure(daemon, phase):
+            cpu[phase] = _cpu_seconds(daemon.proc.pid)
+        took, _, _ = burst_runs("", n, 8, work=f'http: {{ url: "{url}" }}', probe=measure)
+        rate = n / took
+        ours_cpu = (cpu["after"] - cpu["before"]) / n
+        record("HTTP jobs, 8 in flight, against a local server", round(rate), "calls/s", round(n / curl_seconds),
+               "curl as a process per call, 8 at once", round(rate / (n / curl_seconds), 2), "-", None,
+               note="the test server is Python's http.server, on the same 2 cores; it bounds both")
+        record("CPU per HTTP call (daemon, with its history)", round(ours_cpu * 1e6), "µs", round(curl_cpu * 1e6),
+               "curl's own CPU per call (its process)", round(ours_cpu / curl_cpu, 2) if curl_cpu > 0 else None, "< 1×",
+               ours_cpu < curl_cpu)
+    finally:
+        server.kill()
+        server.wait()
+
+
 FIGURES = {
     "dispatch": figure_dispatch,
     "lateness": figure_lateness,
@@ -425,6 +485,7 @@ FIGURES = {
     "status": figure_status_under_load,
     "reload": figure_reload,
     "cluster": figure_cluster,
+    "http": figure_http,
 }
 
 

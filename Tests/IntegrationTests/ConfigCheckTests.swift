@@ -13,7 +13,7 @@ import Testing
     @Test func validConfigExitsZero() async throws {
         let result = try await runDaemon(["--check-config", "--config", repositoryRoot + "/config/jobrunner.full.yaml"])
         #expect(result.status == 0)
-        #expect(result.output.contains("OK, 5 jobs"))
+        #expect(result.output.contains("OK, 7 jobs"))
     }
 
     @Test func invalidConfigPrintsEveryErrorAndExits78() async throws {

@@ -43,5 +43,9 @@ import Testing
         #expect(group.max == 2)
         #expect(group.steps.map(\.name) == ["upload-a", "upload-b"])
         #expect(nightly.steps[2].continueOnFailure)
+        let warm = try #require(configuration.jobs.first { $0.name == "warm" })
+        #expect(warm.http?.headerFiles == [.init("Authorization", "/etc/jobrunner/token")])
+        #expect(warm.retry?.on.contains(.status) == true)
+        #expect(configuration.jobs.first { $0.name == "report-after-nightly" }?.after == [AfterCondition(job: "nightly")])
     }
 }

@@ -146,6 +146,9 @@ import Testing
                 http: { url: "\(server.url("/ok"))", header_files: { Authorization: \(token) } }
               missing:
                 http: { url: "\(server.url("/status/404"))" }
+              flaky:
+                http: { url: "\(server.url("/flaky/daemon/1"))" }
+                retry: { attempts: 3, backoff: 100ms, on: [status] }
             """
         let daemon = try DaemonHarness(config: config, in: directory)
         defer { daemon.cleanUp() }
@@ -158,6 +161,12 @@ import Testing
         let gap = try #require(Ledger.micros(rfc3339: busy.startedAt ?? "")) - (try #require(Ledger.micros(rfc3339: first.endedAt ?? "")))
         #expect(gap >= 900_000 && gap < 10_000_000, "the retry came \(gap) µs after the 429")
         #expect(busy.pid == nil)
+
+        // 500, then 200 on the retry; the server counted two requests.
+        let flaky = try json(RunInfo.self, try await ctl(daemon, "run", "flaky", "--wait", "--json"))
+        #expect(flaky.outcome == "succeeded" && flaky.attempt == 2)
+        let counted = try await ChildProcess.run("/usr/bin/env", ["curl", "-s", server.url("/count/flaky/daemon/1")], within: .seconds(10))
+        #expect(counted.output == "2\n", "\(counted.output)")
 
         let missing = try json(RunInfo.self, try await ctl(daemon, "run", "missing", "--wait", "--json"))
         #expect(missing.outcome == "http_status" && missing.httpStatus == 404)

@@ -82,6 +82,22 @@ import Testing
         #expect(await Self.notifying.run(request(huge)).outcome == .succeeded)
     }
 
+    @Test func aStepsExtendTimeoutPushesOutItsOwnAndTheRunsTimeoutsAndStatusReachesTheRun() async throws {
+        let steps: [JobStep] = [
+            .process("slow", .shell("systemd-notify --status=halfway; systemd-notify EXTEND_TIMEOUT_USEC=5000000; sleep 1.5"),
+                     timeout: .milliseconds(700)),
+        ]
+        let handle = RunHandle()
+        let extended = JobDefinition(name: "extended", command: .argv(["/bin/false"]), steps: steps, timeout: .milliseconds(700))
+        let result = await Self.notifying.run(request(extended), handle: handle)
+        #expect(result.outcome == .succeeded, "\(result.steps)")
+        #expect(handle.statusText == "halfway")
+        // Without the extension both timeouts hold.
+        let plain = JobDefinition(name: "plain", command: .argv(["/bin/false"]), steps: [.process("slow", .shell("sleep 1.5"))],
+                                  timeout: .milliseconds(700))
+        #expect(await Self.notifying.run(request(plain)).outcome == .timedOut)
+    }
+
     @Test(.enabled(if: getuid() == 0, "sends as another user only when the tests run as root"))
     func datagramsFromAnotherUserAreDropped() async throws {
         // The run (as root here) waits for a message from nobody; nobody's datagram is dropped,

@@ -165,6 +165,45 @@ import Testing
         #expect(Render.outputLine(stderr, timestamps: false, colors: Colors(enabled: true)) == "\u{1B}[2mwarning\u{1B}[0m")
     }
 
+    @Test func aRunsStepsAsATreeAndAJobsStepsAndChain() {
+        let steps = [
+            StepInfo(name: "dump", kind: "shell", depth: 0, outcome: "succeeded", durationSeconds: 2.5, cpuUserSeconds: 1.5, cpuSystemSeconds: 0.25),
+            StepInfo(name: "uploads", kind: "parallel", depth: 0, outcome: "failed", exitCode: 3, detail: "exit status 3", durationSeconds: 0.5),
+            StepInfo(name: "upload-a", kind: "command", depth: 1, outcome: "failed", exitCode: 3, detail: "exit status 3", durationSeconds: 0.5,
+                     cpuUserSeconds: 0.01, cpuSystemSeconds: 0),
+            StepInfo(name: "upload-b", kind: "command", depth: 1, outcome: "cancelled", durationSeconds: 0.4),
+            StepInfo(name: "ping", kind: "http", depth: 0, outcome: "http_status", detail: "HTTP 503", continueOnFailure: true, httpStatus: 503),
+            StepInfo(name: "last", kind: "shell", depth: 0, outcome: "skipped", detail: "not started"),
+        ]
+        #expect(Render.stepTree(steps, indent: "  ") == """
+              STEP        OUTCOME                            DURATION  CPU
+              dump        succeeded                          2.50s     1.75s
+              uploads     failed (exit status 3)             0.500s    -
+                upload-a  failed (exit status 3)             0.500s    0.010s
+                upload-b  cancelled                          0.400s    -
+              ping        http_status (HTTP 503), continued  -         -
+              last        skipped (not started)              -         -
+
+            """)
+        let definitions = [
+            JobStepInfo(name: "dump", kind: "shell", depth: 0, command: "pg_dump app", timeoutSeconds: 1800),
+            JobStepInfo(name: "parallel-1", kind: "parallel", depth: 0, max: 2),
+            JobStepInfo(name: "upload-a", kind: "command", depth: 1, command: "/usr/local/bin/upload a"),
+            JobStepInfo(name: "ping", kind: "http", depth: 0, command: "POST https://monitor.example/ping", continueOnFailure: true),
+        ]
+        #expect(Render.stepDefinitions(definitions) == """
+            dump: pg_dump app [timeout 30m]
+            parallel-1 (at once, at most 2)
+              upload-a: /usr/local/bin/upload a
+            ping: POST https://monitor.example/ping [continue on failure]
+            """)
+        var follower = Self.job("report", schedule: nil, next: nil)
+        follower.after = ["nightly succeeded"]
+        #expect(Render.scheduleText(follower) == "after nightly succeeded")
+        follower.schedule = "0 * * * *"
+        #expect(Render.scheduleText(follower) == "0 * * * *, after nightly succeeded")
+    }
+
     @Test func runLineForRunWait() {
         var retried = Self.backupRun
         retried.attempt = 3

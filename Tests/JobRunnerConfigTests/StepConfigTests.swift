@@ -68,7 +68,7 @@ import Testing
         func has(_ line: Int, _ fragment: String) -> Bool {
             messages.contains { $0.hasPrefix("\(line):") && $0.contains(fragment) }
         }
-        #expect(has(3, "has both 'command' and 'steps'"), "\(messages)")
+        #expect(has(4, "has both 'command' and 'steps'"), "\(messages)")
         #expect(has(7, "must list at least one step"), "\(messages)")
         #expect(has(11, "duplicate step name 'same' (also at jobs.yaml:10:"), "\(messages)")
         #expect(has(14, "max (most steps at once, at least 1)"), "\(messages)")
@@ -79,7 +79,7 @@ import Testing
         #expect(has(21, "has both 'parallel' and 'shell'"), "\(messages)")
         #expect(has(22, "unknown key 'timout'") && has(22, "did you mean 'timeout'"), "\(messages)")
         #expect(has(23, "step name 'bad name' may only contain"), "\(messages)")
-        #expect(has(24, "needs 'command' (an argv list), 'shell' (a command line) or 'parallel'"), "\(messages)")
+        #expect(has(24, "needs 'command' (an argv list), 'shell' (a command line), 'http' (a request) or 'parallel'"), "\(messages)")
         #expect(found.count == 12, "\(messages)")
     }
 }

@@ -654,8 +654,8 @@ public struct ConfigLoader: Sendable {
                     continue
                 }
                 guard let value = reader.string(entry.value, what: "\(what).\(key).\(entry.key)") else { continue }
-                if value.contains(where: { $0 == "\r" || $0 == "\n" }) {
-                    reader.fail(.invalidValue, at: entry.value, "\(what).\(key).\(entry.key): a header value cannot hold a line break")
+                if value.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7F }) {
+                    reader.fail(.invalidValue, at: entry.value, "\(what).\(key).\(entry.key): a header value cannot hold a line break or control character")
                     continue
                 }
                 if key == "header_files", !value.hasPrefix("/") {
@@ -798,8 +798,15 @@ public struct ConfigLoader: Sendable {
         }
 
         if let groupPair = keyed["parallel"] {
-            names.groups += 1
-            let groupName = name ?? "parallel-\(names.groups)"
+            // An unnamed group takes the next free `parallel-<n>`, which no later step may take.
+            var groupName = name ?? ""
+            if name == nil, keyed["name"] == nil {
+                repeat {
+                    names.groups += 1
+                    groupName = "parallel-\(names.groups)"
+                } while names.seen[groupName] != nil
+                names.seen[groupName] = reader.location(groupPair.keyNode)
+            }
             for kind in ["command", "shell", "http"] where keyed[kind] != nil {
                 reader.fail(.conflictingKeys, at: keyed[kind]!.keyNode, "\(what) has both 'parallel' and '\(kind)'; a step is one of command, shell, http or parallel")
             }

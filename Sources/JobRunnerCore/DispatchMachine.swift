@@ -218,7 +218,8 @@ public struct DispatchMachine: Sendable {
     /// A fire reached its final outcome: the jobs that follow it on that outcome fire, each
     /// told which run fired it. Journalled with the run's end, so a crash loses neither or both.
     mutating func fireFollowers(of job: JobDefinition, run id: RunID, outcome: RunOutcome, now: Timestamp) {
-        guard phase == .running, jobs[job.name]?.definition == job, let list = followers[job.name] else { return }
+        // The job as it is now (a reload may have changed it while this run went on, or removed it).
+        guard phase == .running, jobs[job.name] != nil, let list = followers[job.name] else { return }
         let ended: AfterCondition.Outcome
         if outcome == .succeeded {
             ended = .succeeded

@@ -12,8 +12,8 @@ public final class RunHandle: Sendable {
         case outputClosed
         case drainTimeout
         case notify(NotifyMessage)
-        /// A run made of steps: its tree has ended.
-        case stepsEnded
+        /// Work done inside the daemon (a tree of steps, a request) has ended.
+        case workEnded
     }
 
     struct Reported: Sendable {

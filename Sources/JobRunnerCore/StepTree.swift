@@ -19,6 +19,8 @@ public struct StepResult: Sendable, Hashable {
     public var continueOnFailure: Bool
     /// An HTTP step's answer's status.
     public var httpStatus: Int?
+    /// An HTTP step's answer's `Retry-After` (not kept in the history).
+    public var retryAfter: Duration?
 
     public init(name: String, kind: StepKind, depth: Int, outcome: RunOutcome, startedAt: Timestamp? = nil, endedAt: Timestamp? = nil,
                 pid: Int32? = nil, usage: ResourceUsage? = nil, continueOnFailure: Bool = false) {

@@ -116,8 +116,15 @@ public final class Supervisor: RunExecutor, Sendable {
             }
         }
         if let call = job.http {
-            return await self.request(call, job: job, step: nil, timeout: job.timeout, logger: logger, tail: tail, onLine: lineHandler,
-                                      onStarted: onStarted).result
+            // Cancellable and bounded by the job's timeout like any run (the request's own
+            // deadline is the same timeout).
+            let (answer, imposed) = await supervised(job: job, handle: handle, logger: logger) { [self, lineHandler, logger] in
+                await self.request(call, job: job, step: nil, timeout: job.timeout, logger: logger, tail: tail, onLine: lineHandler,
+                                   onStarted: onStarted).result
+            }
+            var result = answer
+            if let imposed { result.outcome = imposed }
+            return result
         }
         if !job.steps.isEmpty {
             return await runSteps(request, environment: environment, handle: handle, logger: logger, tail: tail, onLine: lineHandler,
@@ -388,7 +395,17 @@ public final class Supervisor: RunExecutor, Sendable {
         let job = request.job
         let mailbox = handle.mailbox
         let startedAt = wallClock()
-        let firstStep = Mutex<Int32?>(nil)
+        // The engine hears of the run's start once, at its first step's (an HTTP step has no
+        // process: pid 0); the run's pid is its first process step's.
+        let firstStep = Mutex<(reported: Bool, pid: Int32?)>((false, nil))
+        let stepStarted: @Sendable (Int32, Timestamp) -> Void = { pid, at in
+            let report = firstStep.withLock { first -> Bool in
+                if first.pid == nil, pid > 0 { first.pid = pid }
+                defer { first.reported = true }
+                return !first.reported
+            }
+            if report { onStarted(pid, at) }
+        }
         let leaf: StepTree.Leaf = { [self] step, depth in
             var stepLogger = logger
             stepLogger[metadataKey: "step"] = "\(step.name)"
@@ -398,10 +415,11 @@ public final class Supervisor: RunExecutor, Sendable {
                 command = given
             case .http(let call):
                 let (result, status) = await self.request(call, job: job, step: step.name, timeout: step.timeout, logger: stepLogger, tail: tail,
-                                                          onLine: onLine, onStarted: { _, _ in })
+                                                          onLine: onLine, onStarted: stepStarted)
                 var stepResult = StepResult(name: step.name, kind: step.kind, depth: depth, outcome: result.outcome, startedAt: result.startedAt,
                                             endedAt: result.endedAt, continueOnFailure: step.continueOnFailure)
                 stepResult.httpStatus = status
+                stepResult.retryAfter = result.retryAfter
                 return stepResult
             case .parallel:
                 return StepResult(name: step.name, kind: step.kind, depth: depth, outcome: .spawnFailed(reason: "a group is not a leaf"))
@@ -411,15 +429,7 @@ public final class Supervisor: RunExecutor, Sendable {
             let result = await execute(
                 command: command, job: job, environment: stepEnvironment, stdin: nil, timeout: step.timeout,
                 notify: notifyHub != nil, handle: RunHandle(), logger: stepLogger, tail: tail, step: step.name,
-                relay: { mailbox.post(.notify($0)) }, onLine: onLine,
-                onStarted: { pid, at in
-                    let first = firstStep.withLock { first -> Bool in
-                        guard first == nil else { return false }
-                        first = pid
-                        return true
-                    }
-                    if first { onStarted(pid, at) }
-                }
+                relay: { mailbox.post(.notify($0)) }, onLine: onLine, onStarted: stepStarted
             )
             result.log(stepLogger, "step")
             return StepResult(name: step.name, kind: step.kind, depth: depth, outcome: result.outcome, startedAt: result.pid == nil ? nil : result.startedAt,
@@ -427,6 +437,28 @@ public final class Supervisor: RunExecutor, Sendable {
                               continueOnFailure: step.continueOnFailure)
         }
 
+        let (report, imposed) = await supervised(job: job, handle: handle, logger: logger) {
+            await StepTree.run(job.steps, leaf: leaf)
+        }
+        let pid = firstStep.withLock { $0.pid }
+        var result = RunResult(outcome: imposed ?? report.failure ?? .succeeded, startedAt: startedAt, endedAt: wallClock(), pid: pid,
+                               exitStatus: nil, usage: report.steps.totalUsage, steps: report.steps)
+        // A failing HTTP step's `Retry-After` is the run's.
+        if imposed == nil, let failure = report.failure {
+            result.retryAfter = report.steps.first { $0.outcome == failure && $0.retryAfter != nil }?.retryAfter
+        }
+        return result
+    }
+
+    /// Supervises work done inside the daemon (a run's tree of steps, an HTTP request) as
+    /// `execute` supervises a process: the job's `timeout` (pushed out by a step's
+    /// `EXTEND_TIMEOUT_USEC`) and a cancel of the run's handle or task cancel the work, which
+    /// must then end promptly; the run's outcome is then `timed_out` or `cancelled`. Notify
+    /// messages relayed to the handle's mailbox are recorded on it.
+    private func supervised<Value: Sendable>(
+        job: JobDefinition, handle: RunHandle, logger: Logger, _ work: @escaping @Sendable () async -> Value
+    ) async -> (value: Value, imposed: RunOutcome?) {
+        let mailbox = handle.mailbox
         let eventLoop = eventLoopGroup.next()
         var deadline: NIODeadline?
         var timer: Scheduled<Void>?
@@ -435,12 +467,12 @@ public final class Supervisor: RunExecutor, Sendable {
             timer = eventLoop.scheduleTask(deadline: deadline!) { mailbox.post(.deadline) }
         }
         var imposed: RunOutcome?
-        let report = await withTaskCancellationHandler {
-            await withTaskGroup(of: StepTree.Report?.self) { group -> StepTree.Report in
+        let value = await withTaskCancellationHandler {
+            await withTaskGroup(of: Value.self) { group -> Value in
                 group.addTask {
-                    let report = await StepTree.run(job.steps, leaf: leaf)
-                    mailbox.post(.stepsEnded)
-                    return report
+                    let value = await work()
+                    mailbox.post(.workEnded)
+                    return value
                 }
                 func stop(because outcome: RunOutcome) {
                     imposed = outcome
@@ -450,7 +482,7 @@ public final class Supervisor: RunExecutor, Sendable {
                 }
                 loop: while true {
                     switch await mailbox.next() {
-                    case .stepsEnded:
+                    case .workEnded:
                         break loop
                     case .deadline where imposed == nil:
                         if let current = deadline, current > .now() {
@@ -471,17 +503,15 @@ public final class Supervisor: RunExecutor, Sendable {
                     }
                 }
                 timer?.cancel()
-                var report: StepTree.Report?
-                for await finished in group { report = report ?? finished }
-                return report!
+                // The one child has ended (it posted `.workEnded` last).
+                return await group.next()!
             }
         } onCancel: {
             mailbox.post(.cancel)
         }
-        let pid = firstStep.withLock { $0 }
-        return RunResult(outcome: imposed ?? report.failure ?? .succeeded, startedAt: startedAt, endedAt: wallClock(), pid: pid,
-                         exitStatus: nil, usage: report.steps.totalUsage, steps: report.steps)
+        return (value, imposed)
     }
+
 
     // MARK: - HTTP
 

@@ -16,6 +16,10 @@ prints the port it listens on (127.0.0.1), then serves until killed. Paths:
     /big/N                 200 with N bytes of "x"
     /count/PATH            200 with how many requests PATH has had
     /accepts               200 with how many connections were accepted so far
+    /stall                 200 with its headers and 10 of 100 bytes, then nothing
+    /sleep/SECONDS         200 after SECONDS
+    /most                  200 with the most requests /sleep had in flight at once
+    /away/PORT/PATH        302 to http://127.0.0.1:PORT/PATH (another server)
 """
 import http.server
 import socketserver
@@ -27,6 +31,8 @@ import time
 lock = threading.Lock()
 accepts = 0
 counts = {}
+sleeping = 0
+most = 0
 
 
 def seen(key):
@@ -95,6 +101,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with lock:
                 count = counts.get("/" + "/".join(parts[1:]), 0)
             self.answer(200, b"%d\n" % count)
+        elif kind == "stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.wfile.flush()
+            time.sleep(3600)
+        elif kind == "sleep":
+            global sleeping, most
+            with lock:
+                sleeping += 1
+                most = max(most, sleeping)
+            time.sleep(float(parts[1]))
+            with lock:
+                sleeping -= 1
+            self.answer(200, b"slept\n")
+        elif kind == "most":
+            with lock:
+                self.answer(200, b"%d\n" % most)
+        elif kind == "away":
+            self.answer(302, b"", [("Location", "http://127.0.0.1:%s/%s" % (parts[1], "/".join(parts[2:])))])
         elif kind == "accepts":
             with lock:
                 self.answer(200, b"%d\n" % accepts)

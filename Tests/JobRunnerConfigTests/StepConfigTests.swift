@@ -37,6 +37,29 @@ import Testing
         #expect(job.steps[2].continueOnFailure)
     }
 
+    @Test func aStepCannotTakeTheNameOfAnUnnamedGroup() throws {
+        let first = try ConfigLoader().parse("""
+            jobs:
+              a:
+                steps:
+                  - { name: parallel-1, shell: "true" }
+                  - parallel: { steps: [ { name: x, shell: "true" } ] }
+            """, path: "jobs.yaml")
+        #expect(first.jobs[0].steps.map(\.name) == ["parallel-1", "parallel-2"])
+        do {
+            _ = try ConfigLoader().parse("""
+                jobs:
+                  a:
+                    steps:
+                      - parallel: { steps: [ { name: x, shell: "true" } ] }
+                      - { name: parallel-1, shell: "true" }
+                """, path: "jobs.yaml")
+            Issue.record("expected a duplicate")
+        } catch {
+            #expect(error.errors.map(\.description) == ["jobs.yaml:5:17: job 'a': duplicate step name 'parallel-1' (also at jobs.yaml:4:9)"])
+        }
+    }
+
     @Test func mistakesAreReportedWhereTheyAre() {
         let found = errors("""
             jobs:

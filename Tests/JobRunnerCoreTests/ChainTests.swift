@@ -140,3 +140,22 @@ import Testing
         #expect(Drive.fired(capped).first?.waitingFor == "retry backoff (1m)")
     }
 }
+
+/// A reload that changes the followed job while its run goes on keeps the chain.
+@Suite struct ChainReloadTests {
+    @Test func aRunOfAJobChangedByReloadStillFiresItsFollowers() throws {
+        var build = try job("build", shell: "true")
+        var report = try job("report", shell: "true")
+        report.after = [AfterCondition(job: "build")]
+        var drive = Drive([build, report])
+        let (record, actions) = drive.machine.runNow(job: "build", now: drive.now)
+        _ = drive.record(actions)
+        let id = try #require(record).id
+        _ = drive.send(.started(id, pid: 42, at: drive.now))
+        build.timeout = .seconds(60)
+        let (_, reloaded) = drive.machine.apply(Configuration(path: "t.yaml", daemon: drive.machine.settings, jobs: [build, report]),
+                                                now: drive.now, uptime: drive.uptime)
+        _ = drive.record(reloaded)
+        #expect(Drive.starts(drive.end(id, .succeeded)).map(\.job.name) == ["report"])
+    }
+}

@@ -189,4 +189,68 @@ import Testing
         #expect(tail.lines.first { $0.step == "ping" }?.text == "HTTP/1.1 500 Internal Server Error")
         #expect(ProcessTable.ofRun(run.id.rawValue).isEmpty)
     }
+
+    @Test func aStalledBodyTimesOutAndACancelOfTheRunsHandleStopsAnHTTPJob() async throws {
+        let directory = TemporaryDirectory("jobrunner-http")
+        defer { directory.remove() }
+        let server = try await TestHTTPServer(in: directory)
+        defer { server.stop() }
+        let started = ContinuousClock.now
+        let (stalled, _) = await run(HTTPCall(url: server.url("/stall")), timeout: .milliseconds(400))
+        #expect(stalled.outcome == .timedOut)
+        #expect(ContinuousClock.now - started < .seconds(3))
+
+        let handle = RunHandle()
+        let supervisor = self.supervisor
+        let job = httpJob(HTTPCall(url: server.url("/hang")))
+        let task = Task { await supervisor.run(request(job), handle: handle) }
+        try await poll("the server has the request", within: .seconds(5)) {
+            await run(HTTPCall(url: server.url("/count/hang"))).1.last?.text == "1"
+        }
+        handle.cancel()
+        #expect(await task.value.outcome == .cancelled)
+    }
+
+    @Test func atMostEightRequestsToOneHostAreInFlightAndTheRestWait() async throws {
+        let directory = TemporaryDirectory("jobrunner-http")
+        defer { directory.remove() }
+        let server = try await TestHTTPServer(in: directory)
+        defer { server.stop() }
+        let job = JobDefinition(name: "many", command: .argv(["/bin/false"]), steps: [
+            .parallel("all", (1...12).map { .http("s\($0)", HTTPCall(url: server.url("/sleep/0.5"))) }),
+        ])
+        let result = await supervisor.run(request(job))
+        #expect(result.outcome == .succeeded, "\(result.steps.failureSummary ?? "")")
+        let most = await run(HTTPCall(url: server.url("/most"))).1.last?.text
+        // Never more than the limit; and they did overlap (the limit is what held them).
+        let atOnce = Int(most ?? "") ?? 0
+        #expect(atOnce <= HTTPCaller.perHostLimit && atOnce >= 4, "\(atOnce) at once")
+    }
+
+    @Test func headerValuesNeverFollowARedirectToAnotherServerNorShowInAFailure() async throws {
+        let directory = TemporaryDirectory("jobrunner-http")
+        defer { directory.remove() }
+        let server = try await TestHTTPServer(in: directory)
+        defer { server.stop() }
+        let other = try await TestHTTPServer(in: TemporaryDirectory("jobrunner-http-other"))
+        defer { other.stop() }
+        let token = directory.write("token", "Bearer s3cret\n")
+        let away = HTTPCall(url: server.url("/away/\(other.port)/header/Authorization"), headerFiles: [.init("Authorization", token)])
+        let (kept, lines) = await run(away)
+        #expect(kept.outcome == .httpStatus(302))
+        #expect(lines.contains { $0.text.contains("not following the redirect to http://127.0.0.1:\(other.port)") }, "\(lines.map(\.text))")
+        #expect(await run(HTTPCall(url: other.url("/count/header/Authorization"))).1.last?.text == "0", "the other server saw nothing")
+        // Without header values the redirect is followed; within the origin it is followed with them.
+        #expect(await run(HTTPCall(url: server.url("/away/\(other.port)/ok"))).0.outcome == .succeeded)
+        let same = HTTPCall(url: server.url("/redirect"), headerFiles: [.init("Authorization", token)])
+        #expect(await run(same).1.last?.text == "hello")
+
+        _ = directory.write("token", "Bearer s3cret\u{1}x\n")
+        let (refused, _) = await run(HTTPCall(url: server.url("/ok"), headerFiles: [.init("Authorization", token)]))
+        guard case .requestFailed(let reason, false) = refused.outcome else {
+            Issue.record("expected request_failed, got \(refused.outcome)")
+            return
+        }
+        #expect(reason.contains("control character") && !reason.contains("s3cret"), "\(reason)")
+    }
 }

@@ -831,20 +831,20 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     UPDATE jobrunner.runs r SET ended_at = \(end.at), outcome = 'interrupted', detail = 'node ' || r.node || ' ' || \(end.reason)
                     WHERE r.ended_at IS NULL AND r.node = ANY(\(runsOf)::text[])
                     RETURNING r.id, r.job, r.node, r.trigger, r.scheduled_at, r.attempt, r.fire_id,
-                              r.started_at IS NOT NULL OR r.dispatched_at IS NOT NULL
+                              r.started_at IS NOT NULL OR r.dispatched_at IS NOT NULL, r.triggered_by
                     """, logger: logger)
             } else {
                 rows = try await connection.query("""
                     SELECT r.id, r.job, r.node, r.trigger, r.scheduled_at, r.attempt, r.fire_id,
-                           r.started_at IS NOT NULL OR r.dispatched_at IS NOT NULL
+                           r.started_at IS NOT NULL OR r.dispatched_at IS NOT NULL, r.triggered_by
                     FROM jobrunner.runs r WHERE r.ended_at IS NULL AND r.node = ANY(\(runsOf)::text[])
                     """, logger: logger)
             }
-            for try await row in rows.decode((String, String, String, String, Int64, Int64, String, Bool).self) {
+            for try await row in rows.decode((String, String, String, String, Int64, Int64, String, Bool, String?).self) {
                 orphans.append(OrphanedRun(id: RunID(rawValue: row.0), job: row.1, node: row.2,
                                            trigger: RunTrigger(rawValue: row.3) ?? .schedule,
                                            scheduledTime: Timestamp(microseconds: row.4), attempt: Int(row.5),
-                                           fireID: RunID(rawValue: row.6), started: row.7))
+                                           fireID: RunID(rawValue: row.6), started: row.7, triggeredBy: row.8))
             }
             // A first attempt that never started runs again only where its claim moves to (or
             // stays with) the taker: a claim given back or taken meanwhile belongs to another

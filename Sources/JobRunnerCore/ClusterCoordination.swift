@@ -90,9 +90,12 @@ public struct OrphanedRun: Sendable, Hashable {
     /// Whether its process had started (then it is retried per the job's policy; otherwise
     /// the fire simply runs here).
     public var started: Bool
+    /// A fire of `after:`: the run whose end fired it (kept when it is taken over).
+    public var triggeredBy: String?
 
     public init(id: RunID, job: String, node: String, trigger: RunTrigger, scheduledTime: Timestamp, attempt: Int, fireID: RunID,
-                started: Bool) {
+                started: Bool, triggeredBy: String? = nil) {
+        self.triggeredBy = triggeredBy
         self.id = id
         self.job = job
         self.node = node

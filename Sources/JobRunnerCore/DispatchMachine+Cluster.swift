@@ -117,14 +117,17 @@ extension DispatchMachine {
             if !orphan.started && orphan.attempt > 1 {
                 // A retry that never started runs here as the same attempt of the same fire.
                 scheduleRetry(of: job, scheduledTime: orphan.scheduledTime, after: orphan.attempt - 1, fireID: orphan.fireID,
-                              previous: "not started on node \(orphan.node)", trigger: orphan.trigger, now: now, uptime: uptime)
+                              previous: "not started on node \(orphan.node)", trigger: orphan.trigger, triggeredBy: orphan.triggeredBy,
+                              now: now, uptime: uptime)
                 taken += 1
             } else if !orphan.started {
-                fire(job, scheduledTime: orphan.scheduledTime, trigger: orphan.trigger, queueBehind: true, now: now)
+                fire(job, scheduledTime: orphan.scheduledTime, trigger: orphan.trigger, queueBehind: true, triggeredBy: orphan.triggeredBy,
+                     now: now)
                 taken += 1
             } else if let retry = job.retry, orphan.attempt < retry.attempts {
                 scheduleRetry(of: job, scheduledTime: orphan.scheduledTime, after: orphan.attempt, fireID: orphan.fireID,
-                              previous: "interrupted on node \(orphan.node)", trigger: orphan.trigger, now: now, uptime: uptime)
+                              previous: "interrupted on node \(orphan.node)", trigger: orphan.trigger, triggeredBy: orphan.triggeredBy,
+                              now: now, uptime: uptime)
                 taken += 1
             } else {
                 log(.notice, "run of a dead node stays interrupted (no retry attempts left)", [

@@ -159,3 +159,20 @@ import Testing
         #expect(Drive.starts(drive.end(id, .succeeded)).map(\.job.name) == ["report"])
     }
 }
+
+/// A follower left unstarted by a dead node runs on the taker, still knowing what fired it.
+@Suite struct ChainTakeoverTests {
+    @Test func aTakenOverFollowerKeepsItsCause() throws {
+        var report = try job("report", shell: "true")
+        report.after = [AfterCondition(job: "build")]
+        var drive = Drive([try job("build", shell: "true"), report], node: "n2")
+        let orphan = OrphanedRun(id: RunID(rawValue: "o1"), job: "report", node: "n1", trigger: .after, scheduledTime: drive.now,
+                                 attempt: 1, fireID: RunID(rawValue: "o1"), started: false, triggeredBy: "build/b1")
+        let (taken, actions) = drive.machine.takeOver([orphan], now: drive.now, uptime: drive.uptime)
+        _ = drive.record(actions)
+        #expect(taken == 1)
+        let started = try #require(Drive.starts(actions).first)
+        #expect(started.job.name == "report" && started.triggeredBy == "build/b1")
+        #expect(Drive.fired(actions).first?.trigger == .after)
+    }
+}

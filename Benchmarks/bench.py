@@ -468,7 +468,7 @@ def figure_http():
         ours_cpu = (cpu["after"] - cpu["before"]) / n
         record("HTTP jobs, 8 in flight, against a local server", round(rate), "calls/s", round(n / curl_seconds),
                "curl as a process per call, 8 at once", round(rate / (n / curl_seconds), 2), "-", None,
-               note="the test server is Python's http.server, on the same 2 cores; it bounds both")
+               note="against Python's http.server on the same 2 cores (its CPU is in neither figure)")
         record("CPU per HTTP call (daemon, with its history)", round(ours_cpu * 1e6), "µs", round(curl_cpu * 1e6),
                "curl's own CPU per call (its process)", round(ours_cpu / curl_cpu, 2) if curl_cpu > 0 else None, "< 1×",
                ours_cpu < curl_cpu)

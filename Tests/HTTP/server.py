@@ -55,6 +55,8 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as written (no Nagle wait for the delayed ACK of the headers).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

@@ -186,7 +186,12 @@ public struct JobDefinition: Sendable, Hashable {
     /// A run made of steps (in sequence, groups at once); empty when the run is ``command``.
     public var steps: [JobStep]
     /// A run that is one HTTP request, made in-process (`http:` in place of `command`).
-    public var http: HTTPCall?
+    public var http: HTTPCall? {
+        get { httpStorage.first }
+        set { httpStorage = newValue.map { [$0] } ?? [] }
+    }
+    /// Out of line (most jobs have none): a definition's size is paid per job.
+    private var httpStorage: [HTTPCall] = []
     public var trigger: JobTrigger?
     /// Jobs whose final outcomes fire this one (`after:`), besides its own trigger.
     public var after: [AfterCondition] = []

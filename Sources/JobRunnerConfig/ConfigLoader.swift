@@ -580,9 +580,12 @@ public struct ConfigLoader: Sendable {
 
     /// Every `after:` names a job that exists, and no job follows itself through a chain.
     private func checkChains(_ jobs: [JobDefinition], defined: [String: SourceLocation], reader: inout NodeReader) {
-        for job in jobs {
-            for condition in job.after where defined[condition.job] == nil {
-                var message = "job '\(job.name)': after: no job named '\(condition.job)'"
+        // Only the edges: a file of many jobs, few of them chained, costs next to nothing here.
+        let edges = Dictionary(jobs.lazy.filter { !$0.after.isEmpty }.map { ($0.name, $0.after) }, uniquingKeysWith: { first, _ in first })
+        guard !edges.isEmpty else { return }
+        for (name, after) in edges.sorted(by: { $0.key < $1.key }) {
+            for condition in after where defined[condition.job] == nil {
+                var message = "job '\(name)': after: no job named '\(condition.job)'"
                 if let suggestion = Suggestion.closest(to: condition.job, among: Array(defined.keys).sorted()) {
                     message += " (did you mean '\(suggestion)'?)"
                 }
@@ -590,7 +593,6 @@ public struct ConfigLoader: Sendable {
             }
         }
         // Depth-first: a job met again while on the path closes a cycle.
-        let byName = Dictionary(jobs.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var state: [String: Bool] = [:]  // false: on the path; true: done
         var reported: Set<String> = []
         func visit(_ name: String, path: [String]) {
@@ -598,20 +600,21 @@ public struct ConfigLoader: Sendable {
             if state[name] == false {
                 let cycle = Array(path[path.firstIndex(of: name)!...]) + [name]
                 let key = Set(cycle).sorted().joined(separator: ",")
-                guard reported.insert(key).inserted, let from = byName[cycle[cycle.count - 2]],
-                    let condition = from.after.first(where: { $0.job == name }), let target = defined[name]
+                let from = cycle[cycle.count - 2]
+                guard reported.insert(key).inserted, let condition = edges[from]?.first(where: { $0.job == name }),
+                    let target = defined[name]
                 else { return }
                 reader.fail(.cycle, at: condition.location,
-                            "job '\(from.name)': after: '\(name)' makes a cycle (\(cycle.joined(separator: " → "))); '\(name)' is defined at \(target.file):\(target.line):\(target.column)")
+                            "job '\(from)': after: '\(name)' makes a cycle (\(cycle.joined(separator: " → "))); '\(name)' is defined at \(target.file):\(target.line):\(target.column)")
                 return
             }
             state[name] = false
-            for condition in byName[name]?.after ?? [] where byName[condition.job] != nil {
+            for condition in edges[name] ?? [] where edges[condition.job] != nil {
                 visit(condition.job, path: path + [name])
             }
             state[name] = true
         }
-        for job in jobs { visit(job.name, path: []) }
+        for name in edges.keys.sorted() { visit(name, path: []) }
     }
 
     // MARK: - http:

@@ -179,72 +179,209 @@ extension JobTrigger {
 
 /// One job, validated.
 public struct JobDefinition: Sendable, Hashable {
+    /// The definition's values, shared by copies of it until one is changed (copy on write):
+    /// the engine, the registry and the API hold a job's definition several times over.
+    struct Fields: Sendable {
+        var name: String
+        var command: JobCommand
+        var steps: [JobStep]
+        var http: HTTPCall? = nil
+        var trigger: JobTrigger?
+        var after: [AfterCondition] = []
+        var timeZone: TimeZoneRules
+        var timeout: Duration?
+        var killGrace: Duration
+        var environment: [String: String]
+        var workingDirectory: String?
+        var enabled: Bool
+        var randomDelay: Duration?
+        var fixedRandomDelay: Bool
+        var runOnStart: Bool
+        var overlap: OverlapPolicy
+        var pool: String?
+        var retry: RetryPolicy?
+        var identity: RunIdentity?
+        var umask: UInt32?
+        var nice: Int?
+        var limits: ResourceLimits
+        var inheritEnvironment: [String]
+        var onFailure: JobCommand?
+        var onSuccess: JobCommand?
+        var hookTimeout: Duration
+        var catchUp: CatchUpPolicy
+        var catchUpMax: Int
+        var onReload: ReloadPolicy
+        var onRemove: RemovalPolicy
+        var location: SourceLocation
+    }
+
+    /// Mutated only while uniquely referenced (``mutate(_:)``), so sharing it is safe.
+    final class Box: @unchecked Sendable {
+        var fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private var box: Box
+
+    private mutating func mutate(_ change: (inout Fields) -> Void) {
+        if !isKnownUniquelyReferenced(&box) { box = Box(box.fields) }
+        change(&box.fields)
+    }
+
     /// The job's name (its key under `jobs:`), `[A-Za-z0-9_.-]+`.
-    public var name: String
+    public var name: String {
+        get { box.fields.name }
+        set { mutate { $0.name = newValue } }
+    }
     /// The process a run executes; unused when the job has ``steps``.
-    public var command: JobCommand
+    public var command: JobCommand {
+        get { box.fields.command }
+        set { mutate { $0.command = newValue } }
+    }
     /// A run made of steps (in sequence, groups at once); empty when the run is ``command``.
-    public var steps: [JobStep]
+    public var steps: [JobStep] {
+        get { box.fields.steps }
+        set { mutate { $0.steps = newValue } }
+    }
     /// A run that is one HTTP request, made in-process (`http:` in place of `command`).
     public var http: HTTPCall? {
-        get { httpStorage.first }
-        set { httpStorage = newValue.map { [$0] } ?? [] }
+        get { box.fields.http }
+        set { mutate { $0.http = newValue } }
     }
-    /// Out of line (most jobs have none): a definition's size is paid per job.
-    private var httpStorage: [HTTPCall] = []
-    public var trigger: JobTrigger?
+    public var trigger: JobTrigger? {
+        get { box.fields.trigger }
+        set { mutate { $0.trigger = newValue } }
+    }
     /// Jobs whose final outcomes fire this one (`after:`), besides its own trigger.
-    public var after: [AfterCondition] = []
+    public var after: [AfterCondition] {
+        get { box.fields.after }
+        set { mutate { $0.after = newValue } }
+    }
     /// Zone the job's wall-clock schedule is computed in.
-    public var timeZone: TimeZoneRules
+    public var timeZone: TimeZoneRules {
+        get { box.fields.timeZone }
+        set { mutate { $0.timeZone = newValue } }
+    }
     /// After this long a run is sent SIGTERM (its whole process group); nil means no limit.
-    public var timeout: Duration?
+    public var timeout: Duration? {
+        get { box.fields.timeout }
+        set { mutate { $0.timeout = newValue } }
+    }
     /// After SIGTERM, how long before SIGKILL reaches whatever is left of the run's processes.
-    public var killGrace: Duration
+    public var killGrace: Duration {
+        get { box.fields.killGrace }
+        set { mutate { $0.killGrace = newValue } }
+    }
     /// Variables set for the run, on top of the inherited PATH, LANG and LC_ALL.
-    public var environment: [String: String]
+    public var environment: [String: String] {
+        get { box.fields.environment }
+        set { mutate { $0.environment = newValue } }
+    }
     /// Where the run starts; nil means the daemon's working directory.
-    public var workingDirectory: String?
+    public var workingDirectory: String? {
+        get { box.fields.workingDirectory }
+        set { mutate { $0.workingDirectory = newValue } }
+    }
     /// A disabled job never fires on its own.
-    public var enabled: Bool
+    public var enabled: Bool {
+        get { box.fields.enabled }
+        set { mutate { $0.enabled = newValue } }
+    }
     /// Each fire is delayed by a random amount in [0, randomDelay): spreads load.
-    public var randomDelay: Duration?
+    public var randomDelay: Duration? {
+        get { box.fields.randomDelay }
+        set { mutate { $0.randomDelay = newValue } }
+    }
     /// With `randomDelay`: one stable delay per job (and machine) instead of a fresh one per fire.
-    public var fixedRandomDelay: Bool
+    public var fixedRandomDelay: Bool {
+        get { box.fields.fixedRandomDelay }
+        set { mutate { $0.fixedRandomDelay = newValue } }
+    }
     /// Also fire once when the daemon starts (not on reload).
-    public var runOnStart: Bool
+    public var runOnStart: Bool {
+        get { box.fields.runOnStart }
+        set { mutate { $0.runOnStart = newValue } }
+    }
     /// What a fire does while the job's previous run is alive.
-    public var overlap: OverlapPolicy
+    public var overlap: OverlapPolicy {
+        get { box.fields.overlap }
+        set { mutate { $0.overlap = newValue } }
+    }
     /// The named pool whose slots this job's runs take, if any.
-    public var pool: String?
+    public var pool: String? {
+        get { box.fields.pool }
+        set { mutate { $0.pool = newValue } }
+    }
     /// Whether and how failed attempts are retried.
-    public var retry: RetryPolicy?
+    public var retry: RetryPolicy? {
+        get { box.fields.retry }
+        set { mutate { $0.retry = newValue } }
+    }
     /// The user (and groups) runs execute as; nil means the daemon's own.
-    public var identity: RunIdentity?
+    public var identity: RunIdentity? {
+        get { box.fields.identity }
+        set { mutate { $0.identity = newValue } }
+    }
     /// File mode creation mask for runs.
-    public var umask: UInt32?
+    public var umask: UInt32? {
+        get { box.fields.umask }
+        set { mutate { $0.umask = newValue } }
+    }
     /// Scheduling priority for runs (-20…19).
-    public var nice: Int?
+    public var nice: Int? {
+        get { box.fields.nice }
+        set { mutate { $0.nice = newValue } }
+    }
     /// Resource limits for runs.
-    public var limits: ResourceLimits
+    public var limits: ResourceLimits {
+        get { box.fields.limits }
+        set { mutate { $0.limits = newValue } }
+    }
     /// Variables copied from the daemon's environment (default PATH, LANG, LC_ALL).
-    public var inheritEnvironment: [String]
+    public var inheritEnvironment: [String] {
+        get { box.fields.inheritEnvironment }
+        set { mutate { $0.inheritEnvironment = newValue } }
+    }
     /// Run after a fire fails for good (its last attempt).
-    public var onFailure: JobCommand?
+    public var onFailure: JobCommand? {
+        get { box.fields.onFailure }
+        set { mutate { $0.onFailure = newValue } }
+    }
     /// Run after a fire succeeds.
-    public var onSuccess: JobCommand?
+    public var onSuccess: JobCommand? {
+        get { box.fields.onSuccess }
+        set { mutate { $0.onSuccess = newValue } }
+    }
     /// How long a hook may run before it is torn down.
-    public var hookTimeout: Duration
+    public var hookTimeout: Duration {
+        get { box.fields.hookTimeout }
+        set { mutate { $0.hookTimeout = newValue } }
+    }
     /// Occurrences missed while the daemon was down.
-    public var catchUp: CatchUpPolicy
+    public var catchUp: CatchUpPolicy {
+        get { box.fields.catchUp }
+        set { mutate { $0.catchUp = newValue } }
+    }
     /// Most missed occurrences run with `catch_up: all`.
-    public var catchUpMax: Int
+    public var catchUpMax: Int {
+        get { box.fields.catchUpMax }
+        set { mutate { $0.catchUpMax = newValue } }
+    }
     /// A running run when the job's definition changes.
-    public var onReload: ReloadPolicy
+    public var onReload: ReloadPolicy {
+        get { box.fields.onReload }
+        set { mutate { $0.onReload = newValue } }
+    }
     /// A running run when the job is removed.
-    public var onRemove: RemovalPolicy
+    public var onRemove: RemovalPolicy {
+        get { box.fields.onRemove }
+        set { mutate { $0.onRemove = newValue } }
+    }
     /// Where the job is defined (not part of its identity: moving a job in the file does not change it).
-    public var location: SourceLocation
+    public var location: SourceLocation {
+        get { box.fields.location }
+        set { mutate { $0.location = newValue } }
+    }
 
     public static let defaultKillGrace: Duration = .seconds(10)
     public static let defaultHookTimeout: Duration = .seconds(60)
@@ -282,39 +419,42 @@ public struct JobDefinition: Sendable, Hashable {
         onRemove: RemovalPolicy = .finish,
         location: SourceLocation = SourceLocation(file: "<memory>", line: 1, column: 1)
     ) {
-        self.name = name
-        self.command = command
-        self.steps = steps
-        self.trigger = trigger
-        self.timeZone = timeZone
-        self.timeout = timeout
-        self.killGrace = killGrace
-        self.environment = environment
-        self.workingDirectory = workingDirectory
-        self.enabled = enabled
-        self.randomDelay = randomDelay
-        self.fixedRandomDelay = fixedRandomDelay
-        self.runOnStart = runOnStart
-        self.overlap = overlap
-        self.pool = pool
-        self.retry = retry
-        self.identity = identity
-        self.umask = umask
-        self.nice = nice
-        self.limits = limits
-        self.inheritEnvironment = inheritEnvironment
-        self.onFailure = onFailure
-        self.onSuccess = onSuccess
-        self.hookTimeout = hookTimeout
-        self.catchUp = catchUp
-        self.catchUpMax = catchUpMax
-        self.onReload = onReload
-        self.onRemove = onRemove
-        self.location = location
+        box = Box(Fields(
+            name: name,
+            command: command,
+            steps: steps,
+            trigger: trigger,
+            timeZone: timeZone,
+            timeout: timeout,
+            killGrace: killGrace,
+            environment: environment,
+            workingDirectory: workingDirectory,
+            enabled: enabled,
+            randomDelay: randomDelay,
+            fixedRandomDelay: fixedRandomDelay,
+            runOnStart: runOnStart,
+            overlap: overlap,
+            pool: pool,
+            retry: retry,
+            identity: identity,
+            umask: umask,
+            nice: nice,
+            limits: limits,
+            inheritEnvironment: inheritEnvironment,
+            onFailure: onFailure,
+            onSuccess: onSuccess,
+            hookTimeout: hookTimeout,
+            catchUp: catchUp,
+            catchUpMax: catchUpMax,
+            onReload: onReload,
+            onRemove: onRemove,
+            location: location
+        ))
     }
 
     public static func == (lhs: JobDefinition, rhs: JobDefinition) -> Bool {
-        lhs.name == rhs.name && lhs.command == rhs.command && lhs.steps == rhs.steps && lhs.http == rhs.http && lhs.trigger == rhs.trigger && lhs.after == rhs.after
+        if lhs.box === rhs.box { return true }
+        return lhs.name == rhs.name && lhs.command == rhs.command && lhs.steps == rhs.steps && lhs.http == rhs.http && lhs.trigger == rhs.trigger && lhs.after == rhs.after
             && lhs.timeZone == rhs.timeZone && lhs.timeout == rhs.timeout && lhs.killGrace == rhs.killGrace
             && lhs.environment == rhs.environment && lhs.workingDirectory == rhs.workingDirectory
             && lhs.enabled == rhs.enabled && lhs.randomDelay == rhs.randomDelay

@@ -29,7 +29,10 @@ extension DispatchMachine {
         for job in configuration.jobs {
             if let old = jobs[job.name] {
                 if old.definition == job {
-                    newJobs[job.name] = Job(definition: job, due: old.due)
+                    // Unchanged: the definition already held stays (unless only its place in the
+                    // file moved), and the loaded copy goes with the loaded file, so reloads of
+                    // an unchanged file allocate nothing that stays.
+                    newJobs[job.name] = old.definition.location == job.location ? old : Job(definition: job, due: old.due)
                 } else if old.definition.sameSchedule(as: job) {
                     newJobs[job.name] = Job(definition: job, due: old.due)
                     changed.append(job.name)

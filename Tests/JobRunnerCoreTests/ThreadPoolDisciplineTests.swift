@@ -35,7 +35,9 @@ import Testing
         let runs = registry.history().filter { $0.outcome == .succeeded }
         let lateness = runs.compactMap { run in run.startedAt.map { run.scheduledTime.duration(to: $0) } }
         #expect(lateness.count >= 5)
-        #expect(lateness.allSatisfy { $0 < .milliseconds(200) }, "lateness: \(lateness)")
+        // Waiting for the pool would make runs seconds late (its thread is busy for 4 s); other
+        // suites running beside this one on two cores can make one start 0.2 s late.
+        #expect(lateness.allSatisfy { $0 < .seconds(1) }, "lateness: \(lateness)")
         // The pool really was busy the whole time.
         #expect(registry.history().count >= 5)
         await group.triggerGracefulShutdown()

@@ -99,14 +99,8 @@ public enum EngineMetrics {
         }
         family("jobrunner_run_duration_seconds", "histogram") { text in
             for (job, stats) in all.sorted(by: { $0.key < $1.key }) where stats.durationCount > 0 {
-                var cumulative = 0
-                for (bound, count) in zip(durationBuckets, stats.buckets) {
-                    cumulative += count
-                    text += "jobrunner_run_duration_seconds_bucket{job=\"\(job)\",le=\"\(bound)\"} \(cumulative)\n"
-                }
-                text += "jobrunner_run_duration_seconds_bucket{job=\"\(job)\",le=\"+Inf\"} \(stats.durationCount)\n"
-                text += "jobrunner_run_duration_seconds_sum{job=\"\(job)\"} \(stats.durationSum)\n"
-                text += "jobrunner_run_duration_seconds_count{job=\"\(job)\"} \(stats.durationCount)\n"
+                histogram("jobrunner_run_duration_seconds", job: job, bounds: durationBuckets, counts: stats.buckets,
+                          count: stats.durationCount, sum: stats.durationSum, into: &text)
             }
         }
         family("jobrunner_last_run_timestamp_seconds", "gauge") { text in
@@ -148,17 +142,23 @@ public enum EngineMetrics {
         }
         family("jobrunner_http_request_duration_seconds", "histogram") { text in
             for (job, stats) in all.sorted(by: { $0.key < $1.key }) where stats.requestCount > 0 {
-                var cumulative = 0
-                for (bound, count) in zip(requestBuckets, stats.requestBuckets) {
-                    cumulative += count
-                    text += "jobrunner_http_request_duration_seconds_bucket{job=\"\(job)\",le=\"\(bound)\"} \(cumulative)\n"
-                }
-                text += "jobrunner_http_request_duration_seconds_bucket{job=\"\(job)\",le=\"+Inf\"} \(stats.requestCount)\n"
-                text += "jobrunner_http_request_duration_seconds_sum{job=\"\(job)\"} \(stats.requestSum)\n"
-                text += "jobrunner_http_request_duration_seconds_count{job=\"\(job)\"} \(stats.requestCount)\n"
+                histogram("jobrunner_http_request_duration_seconds", job: job, bounds: requestBuckets, counts: stats.requestBuckets,
+                          count: stats.requestCount, sum: stats.requestSum, into: &text)
             }
         }
         return text
+    }
+
+    /// One job's series of a histogram family: cumulative buckets, `+Inf`, sum and count.
+    static func histogram(_ name: String, job: String, bounds: [Double], counts: [Int], count: Int, sum: Double, into text: inout String) {
+        var cumulative = 0
+        for (bound, inBucket) in zip(bounds, counts) {
+            cumulative += inBucket
+            text += "\(name)_bucket{job=\"\(job)\",le=\"\(bound)\"} \(cumulative)\n"
+        }
+        text += "\(name)_bucket{job=\"\(job)\",le=\"+Inf\"} \(count)\n"
+        text += "\(name)_sum{job=\"\(job)\"} \(sum)\n"
+        text += "\(name)_count{job=\"\(job)\"} \(count)\n"
     }
 
     /// What each family means (`# HELP`), the engine's and the global ones alike.

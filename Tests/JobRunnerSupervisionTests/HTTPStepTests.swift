@@ -232,7 +232,9 @@ import Testing
         defer { directory.remove() }
         let server = try await TestHTTPServer(in: directory)
         defer { server.stop() }
-        let other = try await TestHTTPServer(in: TemporaryDirectory("jobrunner-http-other"))
+        let otherDirectory = TemporaryDirectory("jobrunner-http-other")
+        defer { otherDirectory.remove() }
+        let other = try await TestHTTPServer(in: otherDirectory)
         defer { other.stop() }
         let token = directory.write("token", "Bearer s3cret\n")
         let away = HTTPCall(url: server.url("/away/\(other.port)/header/Authorization"), headerFiles: [.init("Authorization", token)])

@@ -177,6 +177,18 @@ extension JobTrigger {
     }
 }
 
+/// A value most jobs do not set, kept on the heap: absent, it costs a job 8 bytes where the
+/// value inline would cost its whole size.
+enum Rare<Value: Sendable>: Sendable {
+    indirect case some(Value)
+
+    init(_ value: Value) { self = .some(value) }
+
+    var value: Value {
+        switch self { case .some(let value): value }
+    }
+}
+
 /// One job, validated.
 public struct JobDefinition: Sendable, Hashable {
     /// The definition's values, shared by copies of it until one is changed (copy on write):
@@ -185,7 +197,7 @@ public struct JobDefinition: Sendable, Hashable {
         var name: String
         var command: JobCommand
         var steps: [JobStep]
-        var http: HTTPCall? = nil
+        var http: Rare<HTTPCall>? = nil
         var trigger: JobTrigger?
         var after: [AfterCondition] = []
         var timeZone: TimeZoneRules
@@ -199,11 +211,12 @@ public struct JobDefinition: Sendable, Hashable {
         var runOnStart: Bool
         var overlap: OverlapPolicy
         var pool: String?
-        var retry: RetryPolicy?
-        var identity: RunIdentity?
+        var retry: Rare<RetryPolicy>?
+        var identity: Rare<RunIdentity>?
         var umask: UInt32?
         var nice: Int?
-        var limits: ResourceLimits
+        /// Nil when no limit is set.
+        var limits: Rare<ResourceLimits>?
         var inheritEnvironment: [String]
         var onFailure: JobCommand?
         var onSuccess: JobCommand?
@@ -245,8 +258,8 @@ public struct JobDefinition: Sendable, Hashable {
     }
     /// A run that is one HTTP request, made in-process (`http:` in place of `command`).
     public var http: HTTPCall? {
-        get { box.fields.http }
-        set { mutate { $0.http = newValue } }
+        get { box.fields.http?.value }
+        set { mutate { $0.http = newValue.map(Rare.init) } }
     }
     public var trigger: JobTrigger? {
         get { box.fields.trigger }
@@ -314,13 +327,13 @@ public struct JobDefinition: Sendable, Hashable {
     }
     /// Whether and how failed attempts are retried.
     public var retry: RetryPolicy? {
-        get { box.fields.retry }
-        set { mutate { $0.retry = newValue } }
+        get { box.fields.retry?.value }
+        set { mutate { $0.retry = newValue.map(Rare.init) } }
     }
     /// The user (and groups) runs execute as; nil means the daemon's own.
     public var identity: RunIdentity? {
-        get { box.fields.identity }
-        set { mutate { $0.identity = newValue } }
+        get { box.fields.identity?.value }
+        set { mutate { $0.identity = newValue.map(Rare.init) } }
     }
     /// File mode creation mask for runs.
     public var umask: UInt32? {
@@ -334,8 +347,8 @@ public struct JobDefinition: Sendable, Hashable {
     }
     /// Resource limits for runs.
     public var limits: ResourceLimits {
-        get { box.fields.limits }
-        set { mutate { $0.limits = newValue } }
+        get { box.fields.limits?.value ?? ResourceLimits() }
+        set { mutate { $0.limits = newValue.isEmpty ? nil : Rare(newValue) } }
     }
     /// Variables copied from the daemon's environment (default PATH, LANG, LC_ALL).
     public var inheritEnvironment: [String] {
@@ -435,11 +448,11 @@ public struct JobDefinition: Sendable, Hashable {
             runOnStart: runOnStart,
             overlap: overlap,
             pool: pool,
-            retry: retry,
-            identity: identity,
+            retry: retry.map(Rare.init),
+            identity: identity.map(Rare.init),
             umask: umask,
             nice: nice,
-            limits: limits,
+            limits: limits.isEmpty ? nil : Rare(limits),
             inheritEnvironment: inheritEnvironment,
             onFailure: onFailure,
             onSuccess: onSuccess,

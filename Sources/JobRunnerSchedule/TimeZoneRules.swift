@@ -30,23 +30,52 @@ public struct TimeZoneRules: Sendable, Hashable, CustomStringConvertible {
         case skipped(gapEnd: Int64)
     }
 
+    /// The zone's values, held once however many jobs keep the zone: a job holds one reference
+    /// (8 bytes) where the values inline took 168.
+    private final class Storage: Sendable, Hashable {
+        let identifier: String
+        let transitionTimes: [Int64]
+        let transitionTypeIndices: [UInt8]
+        let types: [LocalTimeType]
+        let footer: PosixTimeZone?
+
+        init(identifier: String, transitionTimes: [Int64], transitionTypeIndices: [UInt8], types: [LocalTimeType],
+             footer: PosixTimeZone?) {
+            self.identifier = identifier
+            self.transitionTimes = transitionTimes
+            self.transitionTypeIndices = transitionTypeIndices
+            self.types = types
+            self.footer = footer
+        }
+
+        static func == (lhs: Storage, rhs: Storage) -> Bool {
+            lhs === rhs || (lhs.identifier == rhs.identifier && lhs.transitionTimes == rhs.transitionTimes
+                && lhs.transitionTypeIndices == rhs.transitionTypeIndices && lhs.types == rhs.types && lhs.footer == rhs.footer)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(identifier)
+            hasher.combine(transitionTimes)
+            hasher.combine(types)
+        }
+    }
+
+    private let storage: Storage
+
     /// The zone's name, e.g. `Europe/Berlin` or `UTC`.
-    public let identifier: String
-    let transitionTimes: [Int64]
-    let transitionTypeIndices: [UInt8]
-    let types: [LocalTimeType]
-    let footer: PosixTimeZone?
+    public var identifier: String { storage.identifier }
+    var transitionTimes: [Int64] { storage.transitionTimes }
+    var transitionTypeIndices: [UInt8] { storage.transitionTypeIndices }
+    var types: [LocalTimeType] { storage.types }
+    var footer: PosixTimeZone? { storage.footer }
 
     /// Coordinated Universal Time.
     public static let utc = TimeZoneRules(fixedOffset: 0, identifier: "UTC")
 
     /// A zone with one fixed offset east of UTC and no transitions.
     public init(fixedOffset seconds: Int, identifier: String) {
-        self.identifier = identifier
-        self.transitionTimes = []
-        self.transitionTypeIndices = []
-        self.types = [LocalTimeType(utcOffset: seconds, isDaylightTime: false, abbreviation: identifier)]
-        self.footer = nil
+        storage = Storage(identifier: identifier, transitionTimes: [], transitionTypeIndices: [],
+                          types: [LocalTimeType(utcOffset: seconds, isDaylightTime: false, abbreviation: identifier)], footer: nil)
     }
 
     /// A zone defined by a POSIX TZ string only, e.g. `CET-1CEST,M3.5.0,M10.5.0/3`.
@@ -54,11 +83,9 @@ public struct TimeZoneRules: Sendable, Hashable, CustomStringConvertible {
         guard let rule = PosixTimeZone(posixRule) else {
             throw TimeZoneError(message: "'\(posixRule)' is not a valid POSIX TZ rule")
         }
-        self.identifier = identifier ?? posixRule
-        self.transitionTimes = []
-        self.transitionTypeIndices = []
-        self.types = [LocalTimeType(utcOffset: rule.standardOffset, isDaylightTime: false, abbreviation: rule.standardName)]
-        self.footer = rule
+        storage = Storage(identifier: identifier ?? posixRule, transitionTimes: [], transitionTypeIndices: [],
+                          types: [LocalTimeType(utcOffset: rule.standardOffset, isDaylightTime: false, abbreviation: rule.standardName)],
+                          footer: rule)
     }
 
     /// Parses the contents of a TZif file (versions 1–4).
@@ -74,11 +101,8 @@ public struct TimeZoneRules: Sendable, Hashable, CustomStringConvertible {
         guard !parsed.types.isEmpty else {
             throw TimeZoneError(message: "zone '\(identifier)' has no local time types")
         }
-        self.identifier = identifier
-        self.transitionTimes = parsed.times
-        self.transitionTypeIndices = parsed.typeIndices
-        self.types = parsed.types
-        self.footer = parsed.footer.flatMap { $0.isEmpty ? nil : PosixTimeZone($0) }
+        storage = Storage(identifier: identifier, transitionTimes: parsed.times, transitionTypeIndices: parsed.typeIndices,
+                          types: parsed.types, footer: parsed.footer.flatMap { $0.isEmpty ? nil : PosixTimeZone($0) })
     }
 
     public var description: String { identifier }

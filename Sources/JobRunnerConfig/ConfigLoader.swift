@@ -4,7 +4,6 @@ import Glibc
 import Musl
 #endif
 import JobRunnerSchedule
-import Yams
 
 /// Reads a configuration file and validates all of it, reporting every problem as
 /// `file:line:column: message`.
@@ -13,10 +12,6 @@ import Yams
 public struct ConfigLoader: Sendable {
     /// Largest configuration file accepted; a bigger one is almost certainly a mistake.
     public static let maximumFileSize = 8 << 20
-    /// No implicit typing of scalars (it runs a regular expression per scalar): every value is
-    /// read as the type its key expects (`NodeReader`), so `yes` is only a bool where a bool goes.
-    static let resolver = Resolver.basic
-
     /// Deepest `[`/`{` nesting accepted (the YAML composer recurses once per level).
     public static let maximumNesting = 256
 
@@ -70,9 +65,9 @@ public struct ConfigLoader: Sendable {
                         "nesting deeper than \(Self.maximumNesting) levels")
             throw ConfigErrors(reader.errors)
         }
-        let root: Node?
+        let root: YAMLNode?
         do {
-            root = try Yams.compose(yaml: text, Self.resolver)
+            root = try YAMLNode.compose(text)
         } catch {
             throw ConfigErrors([Self.syntaxError(error, file: path, text: text)])
         }
@@ -123,7 +118,7 @@ public struct ConfigLoader: Sendable {
         return Configuration(path: path, daemon: daemon, jobs: jobs, contentHash: StableHash.hex(reader.sources.joined(separator: "\u{0}")))
     }
 
-    private func readJobs(_ node: Node, daemon: DaemonSettings, reader: inout NodeReader, into jobs: inout [JobDefinition],
+    private func readJobs(_ node: YAMLNode, daemon: DaemonSettings, reader: inout NodeReader, into jobs: inout [JobDefinition],
                           seen: inout [String: SourceLocation]) {
         guard !NodeReader.isNull(node), let entries = reader.mapping(node, what: "jobs") else { return }
         for entry in entries {
@@ -143,9 +138,9 @@ public struct ConfigLoader: Sendable {
 
     /// `include:` globs, relative to the main file, expanded in sorted order; each file holds a
     /// `jobs:` section. A pattern without wildcards names a file that must exist.
-    private func readIncludes(_ node: Node, mainPath: String, daemon: DaemonSettings, reader: inout NodeReader,
+    private func readIncludes(_ node: YAMLNode, mainPath: String, daemon: DaemonSettings, reader: inout NodeReader,
                               into jobs: inout [JobDefinition], seen: inout [String: SourceLocation]) {
-        let patterns: [(String, Node)]
+        let patterns: [(String, YAMLNode)]
         if case .sequence(let sequence) = node {
             patterns = sequence.compactMap { item in reader.nonEmptyString(item, what: "include").map { ($0, item) } }
         } else if let single = reader.nonEmptyString(node, what: "include") {
@@ -185,9 +180,9 @@ public struct ConfigLoader: Sendable {
             fileReader.fail(.syntax, at: SourceLocation(file: file, line: deep.line, column: deep.column), "nesting deeper than \(Self.maximumNesting) levels")
             return
         }
-        let root: Node?
+        let root: YAMLNode?
         do {
-            root = try Yams.compose(yaml: text, Self.resolver)
+            root = try YAMLNode.compose(text)
         } catch {
             let syntax = Self.syntaxError(error, file: file, text: text)
             fileReader.fail(.syntax, at: syntax.location, syntax.message)
@@ -217,7 +212,7 @@ public struct ConfigLoader: Sendable {
     // MARK: - daemon:
 
     /// `daemon.cluster: {database, node_name, lease}`.
-    private func readCluster(_ node: Node, reader: inout NodeReader) -> ClusterSettings? {
+    private func readCluster(_ node: YAMLNode, reader: inout NodeReader) -> ClusterSettings? {
         guard let entries = reader.mapping(node, what: "daemon.cluster") else { return nil }
         reader.checkKeys(entries, known: Self.clusterKeys, context: "in 'daemon.cluster'")
         var database: PostgresURL?
@@ -263,7 +258,7 @@ public struct ConfigLoader: Sendable {
         return ClusterSettings(database: database, nodeName: nodeName, lease: lease)
     }
 
-    private func readDaemon(_ node: Node, reader: inout NodeReader) -> (settings: DaemonSettings, zoneGiven: Bool)? {
+    private func readDaemon(_ node: YAMLNode, reader: inout NodeReader) -> (settings: DaemonSettings, zoneGiven: Bool)? {
         guard let pairs = reader.mapping(node, what: "daemon") else { return nil }
         reader.checkKeys(pairs, known: Self.daemonKeys, context: "in 'daemon'")
         var settings = DaemonSettings(timeZone: .utc)
@@ -295,7 +290,7 @@ public struct ConfigLoader: Sendable {
                     // `db: 2`, or `db: {size: 2, cluster_wide: true}` (the limit holds across a cluster).
                     if case .mapping = pool.value, let entries = reader.mapping(pool.value, what: "\(what()).\(pool.key)") {
                         reader.checkKeys(entries, known: ["size", "cluster_wide"], context: "in '\(what()).\(pool.key)'")
-                        let keyed = Dictionary(entries.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+                        let keyed = KeyedPairs(entries)
                         guard let sizeEntry = keyed["size"] else {
                             reader.fail(.missingKey, at: pool.value, "\(what()).\(pool.key): missing 'size'")
                             continue
@@ -409,7 +404,7 @@ public struct ConfigLoader: Sendable {
 
     // MARK: - jobs:
 
-    private func readJob(name: String, keyNode: Node, node: Node, daemon: DaemonSettings, reader: inout NodeReader) -> JobDefinition? {
+    private func readJob(name: String, keyNode: YAMLNode, node: YAMLNode, daemon: DaemonSettings, reader: inout NodeReader) -> JobDefinition? {
         let errorsBefore = reader.errors.count
         if !Self.isValidJobName(name) {
             reader.fail(.invalidName, at: keyNode, "job name '\(name)' may only contain letters, digits, '_', '.' and '-'")
@@ -417,7 +412,7 @@ public struct ConfigLoader: Sendable {
         let context = "job '\(name)'"
         guard let pairs = reader.mapping(node, what: context) else { return nil }
         reader.checkKeys(pairs, known: Self.jobKeys, context: "in \(context)")
-        let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+        let keyed = KeyedPairs(pairs)
 
         // command / shell / steps / http: exactly one.
         var command: JobCommand?
@@ -425,7 +420,7 @@ public struct ConfigLoader: Sendable {
         var http: HTTPCall?
         let found = readCommand(keyed, context: context, reader: &reader)
         let works = ["command", "shell", "steps", "http"].compactMap { keyed[$0] }
-            .sorted { ($0.keyNode.mark?.line ?? 0, $0.keyNode.mark?.column ?? 0) < ($1.keyNode.mark?.line ?? 0, $1.keyNode.mark?.column ?? 0) }
+            .sorted { ($0.keyNode.mark.line, $0.keyNode.mark.column) < ($1.keyNode.mark.line, $1.keyNode.mark.column) }
         // (command and shell together are readCommand's to report.)
         func kind(_ key: String) -> String { key == "shell" ? "command" : key }
         if let first = works.first, let later = works.first(where: { kind($0.key) != kind(first.key) }) {
@@ -461,7 +456,7 @@ public struct ConfigLoader: Sendable {
         var trigger: JobTrigger?
         let schedulePairs = ["schedule", "on_calendar", "every"].compactMap { keyed[$0] }
         if schedulePairs.count > 1 {
-            let sorted = schedulePairs.sorted { ($0.keyNode.mark?.line ?? 0, $0.keyNode.mark?.column ?? 0) < ($1.keyNode.mark?.line ?? 0, $1.keyNode.mark?.column ?? 0) }
+            let sorted = schedulePairs.sorted { ($0.keyNode.mark.line, $0.keyNode.mark.column) < ($1.keyNode.mark.line, $1.keyNode.mark.column) }
             reader.fail(.conflictingKeys, at: sorted[1].keyNode,
                         "\(context) has both '\(sorted[0].key)' and '\(sorted[1].key)'; a job has at most one of schedule, on_calendar and every")
         } else if let pair = schedulePairs.first {
@@ -533,10 +528,10 @@ public struct ConfigLoader: Sendable {
     // MARK: - after:
 
     /// `after:` — `[build]`, `build`, or `{build: succeeded, test: any}`.
-    private func readAfter(_ node: Node, context: String, reader: inout NodeReader) -> [AfterCondition] {
+    private func readAfter(_ node: YAMLNode, context: String, reader: inout NodeReader) -> [AfterCondition] {
         let what = "\(context): after"
         let outcomes = AfterCondition.Outcome.allCases.map(\.rawValue).joined(separator: ", ")
-        func name(_ node: Node) -> String? {
+        func name(_ node: YAMLNode) -> String? {
             guard let text = reader.nonEmptyString(node, what: what) else { return nil }
             guard Self.isValidJobName(text) else {
                 reader.fail(.invalidName, at: node, "\(what): '\(text)' is not a job name")
@@ -623,10 +618,10 @@ public struct ConfigLoader: Sendable {
     static let httpMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
     /// `http: {url, method, headers, header_files, body, expect_status, ca_file, follow_redirects}`.
-    private func readHTTP(_ node: Node, what: String, reader: inout NodeReader) -> HTTPCall? {
+    private func readHTTP(_ node: YAMLNode, what: String, reader: inout NodeReader) -> HTTPCall? {
         guard let pairs = reader.mapping(node, what: what) else { return nil }
         reader.checkKeys(pairs, known: Self.httpKeys, context: "in \(what)")
-        let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+        let keyed = KeyedPairs(pairs)
         let errorsBefore = reader.errors.count
         guard let urlPair = keyed["url"] else {
             reader.fail(.missingKey, at: node, "\(what) needs 'url' (http:// or https://)")
@@ -689,8 +684,8 @@ public struct ConfigLoader: Sendable {
     }
 
     /// `[200-299, 304]`, `200`, or `"200-204"`: statuses 100–599.
-    private func statusRanges(_ node: Node, what: String, reader: inout NodeReader) -> [ClosedRange<Int>]? {
-        var items: [Node] = []
+    private func statusRanges(_ node: YAMLNode, what: String, reader: inout NodeReader) -> [ClosedRange<Int>]? {
+        var items: [YAMLNode] = []
         if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
         guard !items.isEmpty else {
             reader.fail(.invalidValue, at: node, "\(what): must list at least one status")
@@ -714,7 +709,7 @@ public struct ConfigLoader: Sendable {
 
     // MARK: - Run policies
 
-    private typealias Pair = (key: String, keyNode: Node, value: Node)
+    private typealias Pair = (key: String, keyNode: YAMLNode, value: YAMLNode)
 
     /// `command:` (an argv) or `shell:` (a command line), exactly one: nil (with an error) when
     /// both are there or a value is wrong, `.absent` when neither is.
@@ -723,11 +718,11 @@ public struct ConfigLoader: Sendable {
         case found(JobCommand?)
     }
 
-    private func readCommand(_ keyed: [String: Pair], context: String, reader: inout NodeReader) -> CommandKeys {
+    private func readCommand(_ keyed: KeyedPairs, context: String, reader: inout NodeReader) -> CommandKeys {
         let commandPair = keyed["command"]
         let shellPair = keyed["shell"]
         if let commandPair, let shellPair {
-            let later = commandPair.keyNode.mark?.line ?? 0 > shellPair.keyNode.mark?.line ?? 0 ? commandPair : shellPair
+            let later = commandPair.keyNode.mark.line > shellPair.keyNode.mark.line ? commandPair : shellPair
             reader.fail(.conflictingKeys, at: later.keyNode, "\(context) has both 'command' and 'shell'; keep one (command: runs an argv directly, shell: runs /bin/sh -c)")
             return .found(nil)
         } else if let commandPair {
@@ -757,7 +752,7 @@ public struct ConfigLoader: Sendable {
 
     /// `steps:` — a non-empty list of steps: `{name, command|shell, timeout, continue_on_failure}`
     /// or `{parallel: {max, steps}, name, continue_on_failure}`.
-    private func readSteps(_ node: Node, what: String, context: String, names: inout StepNames, reader: inout NodeReader) -> [JobStep]? {
+    private func readSteps(_ node: YAMLNode, what: String, context: String, names: inout StepNames, reader: inout NodeReader) -> [JobStep]? {
         guard case .sequence(let sequence) = node else {
             reader.fail(.wrongType, at: node, "\(what): expected a list of steps, found \(NodeReader.describe(node))")
             return nil
@@ -776,9 +771,9 @@ public struct ConfigLoader: Sendable {
         return reader.errors.count == errorsBefore ? steps : nil
     }
 
-    private func readStep(_ node: Node, what: String, context: String, names: inout StepNames, reader: inout NodeReader) -> JobStep? {
+    private func readStep(_ node: YAMLNode, what: String, context: String, names: inout StepNames, reader: inout NodeReader) -> JobStep? {
         guard let pairs = reader.mapping(node, what: what) else { return nil }
-        let keyed = Dictionary(pairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+        let keyed = KeyedPairs(pairs)
         let errorsBefore = reader.errors.count
         let isGroup = keyed["parallel"] != nil
         // (A group with a command is reported once, as a conflict, not also as an unknown key.)
@@ -816,7 +811,7 @@ public struct ConfigLoader: Sendable {
             let groupWhat = "\(what): parallel"
             guard let groupPairs = reader.mapping(groupPair.value, what: groupWhat) else { return nil }
             reader.checkKeys(groupPairs, known: Self.parallelKeys, context: "in \(groupWhat)")
-            let groupKeyed = Dictionary(groupPairs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+            let groupKeyed = KeyedPairs(groupPairs)
             var max: Int?
             if let pair = groupKeyed["max"] {
                 max = reader.integer(pair.value, what: "\(groupWhat).max (most steps at once, at least 1)", range: 1...10_000)
@@ -859,7 +854,7 @@ public struct ConfigLoader: Sendable {
         return JobStep(name: name, work: work, timeout: timeout, continueOnFailure: continueOnFailure)
     }
 
-    private func readRunPolicies(_ job: inout JobDefinition, keyed: [String: Pair], keyNode: Node, context: String,
+    private func readRunPolicies(_ job: inout JobDefinition, keyed: KeyedPairs, keyNode: YAMLNode, context: String,
                                  daemon: DaemonSettings, reader: inout NodeReader) {
         var overlapName = "skip"
         if let pair = keyed["overlap"], let name = reader.nonEmptyString(pair.value, what: "\(context): overlap") {
@@ -1016,7 +1011,7 @@ public struct ConfigLoader: Sendable {
     }
 
     /// A hook: an argv list, or a string for /bin/sh -c; null means none.
-    private func hookCommand(_ node: Node, what: @autoclosure () -> String, reader: inout NodeReader) -> JobCommand? {
+    private func hookCommand(_ node: YAMLNode, what: @autoclosure () -> String, reader: inout NodeReader) -> JobCommand? {
         if NodeReader.isNull(node) { return nil }
         if case .sequence = node {
             guard let argv = reader.stringList(node, what: what()) else { return nil }
@@ -1031,7 +1026,7 @@ public struct ConfigLoader: Sendable {
 
     /// `user`, `group`, `supplementary_groups`: resolved to ids now, so a typo is a positioned
     /// error at load time rather than a failed run at 3 a.m.
-    private func readIdentity(_ job: inout JobDefinition, keyed: [String: Pair], context: String, reader: inout NodeReader) {
+    private func readIdentity(_ job: inout JobDefinition, keyed: KeyedPairs, context: String, reader: inout NodeReader) {
         let userPair = keyed["user"]
         let groupPair = keyed["group"]
         let supplementaryPair = keyed["supplementary_groups"]
@@ -1077,7 +1072,7 @@ public struct ConfigLoader: Sendable {
         job.identity = resolved
     }
 
-    private func size(_ node: Node, what: @autoclosure () -> String, reader: inout NodeReader) -> UInt64? {
+    private func size(_ node: YAMLNode, what: @autoclosure () -> String, reader: inout NodeReader) -> UInt64? {
         guard let text = reader.string(node, what: what()) else { return nil }
         do {
             return try SizeText.parse(text)
@@ -1087,7 +1082,7 @@ public struct ConfigLoader: Sendable {
         }
     }
 
-    private func cronTrigger(_ node: Node, context: String, reader: inout NodeReader) -> JobTrigger? {
+    private func cronTrigger(_ node: YAMLNode, context: String, reader: inout NodeReader) -> JobTrigger? {
         guard let text = reader.nonEmptyString(node, what: "\(context): schedule") else { return nil }
         do {
             let schedule: CronSchedule
@@ -1112,8 +1107,8 @@ public struct ConfigLoader: Sendable {
         }
     }
 
-    private func calendarTrigger(_ node: Node, context: String, reader: inout NodeReader) -> JobTrigger? {
-        var items: [Node] = []
+    private func calendarTrigger(_ node: YAMLNode, context: String, reader: inout NodeReader) -> JobTrigger? {
+        var items: [YAMLNode] = []
         if case .sequence(let sequence) = node {
             items = Array(sequence)
             if items.isEmpty {
@@ -1135,7 +1130,7 @@ public struct ConfigLoader: Sendable {
         return events.count == items.count ? .calendar(events) : nil
     }
 
-    private func duration(_ node: Node, what: @autoclosure () -> String, allowZero: Bool, reader: inout NodeReader) -> Duration? {
+    private func duration(_ node: YAMLNode, what: @autoclosure () -> String, allowZero: Bool, reader: inout NodeReader) -> Duration? {
         guard let text = reader.string(node, what: what()) else { return nil }
         do {
             let value = try DurationText.parse(text)
@@ -1168,8 +1163,9 @@ public struct ConfigLoader: Sendable {
     }
 
     /// The column where the n-th whitespace-separated field of a one-line scalar starts.
-    static func column(ofField field: Int, in text: String, node: Node) -> Int? {
-        guard case .scalar(let scalar) = node, let mark = scalar.mark else { return nil }
+    static func column(ofField field: Int, in text: String, node: YAMLNode) -> Int? {
+        guard case .scalar(let scalar) = node else { return nil }
+        let mark = scalar.mark
         let quoted = scalar.style == .singleQuoted || scalar.style == .doubleQuoted
         guard scalar.style == .plain || quoted else { return nil }
         var index = 0
@@ -1227,8 +1223,8 @@ public struct ConfigLoader: Sendable {
         return nil
     }
 
-    static func syntaxError(_ error: any Error, file: String, text: String? = nil) -> ConfigError {
-        func at(_ mark: Mark?, _ message: String, code: ConfigError.Code = .syntax) -> ConfigError {
+    static func syntaxError(_ error: YAMLError, file: String, text: String? = nil) -> ConfigError {
+        func at(_ mark: YAMLNode.Mark?, _ message: String, code: ConfigError.Code = .syntax) -> ConfigError {
             var message = message
             // A tab where YAML wants indentation is the commonest cause: name it.
             if let line = mark?.line, let text, let source = text.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(line - 1).first,
@@ -1238,25 +1234,20 @@ public struct ConfigLoader: Sendable {
             }
             return ConfigError(code: code, location: SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1), message: message)
         }
-        guard let yamlError = error as? YamlError else {
-            return at(nil, "cannot read YAML: \(error)")
-        }
-        switch yamlError {
-        case .scanner(let context, let problem, let mark, _):
-            return at(mark, "YAML syntax error: \(problem)" + (context.map { " \($0.text)" } ?? ""))
-        case .parser(let context, let problem, let mark, _):
-            return at(mark, "YAML syntax error: \(problem)" + (context.map { " \($0.text)" } ?? ""))
-        case .composer(let context, let problem, let mark, _):
-            return at(mark, "YAML error: \(problem)" + (context.map { " \($0.text)" } ?? ""))
-        case .reader(let problem, let offset, _, let yaml):
-            let position = offset.map { lineAndColumn(ofUTF8Offset: $0, in: yaml) } ?? (1, 1)
+        switch error {
+        case .scanner(let problem, let context, let mark), .parser(let problem, let context, let mark):
+            return at(mark, "YAML syntax error: \(problem)" + (context.map { " \($0)" } ?? ""))
+        case .composer(let problem, let context, let mark):
+            return at(mark, "YAML error: \(problem)" + (context.map { " \($0)" } ?? ""))
+        case .reader(let problem, let offset):
+            let position = text.map { lineAndColumn(ofUTF8Offset: offset, in: $0) } ?? (1, 1)
             return ConfigError(code: .syntax, location: SourceLocation(file: file, line: position.0, column: position.1),
                                message: "cannot read the file as YAML text: \(problem)")
-        case .duplicatedKeysInMapping(let duplicates, let context):
-            return at(context.mark, "duplicate key '\(duplicates.joined(separator: "', '"))' (each key, and each job name, may appear once)",
+        case .duplicateKeys(let duplicates, let mark):
+            return at(mark, "duplicate key '\(duplicates.joined(separator: "', '"))' (each key, and each job name, may appear once)",
                       code: .duplicateKey)
-        default:
-            return at(nil, "YAML error: \(yamlError)")
+        case .memory:
+            return at(nil, "YAML error: out of memory")
         }
     }
 

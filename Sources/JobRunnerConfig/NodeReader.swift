@@ -1,12 +1,11 @@
 import JobRunnerSchedule
-import Yams
 
 /// Reads typed values out of a composed YAML tree and collects every problem with its position,
 /// so one pass reports all errors of a file instead of stopping at the first.
 ///
-/// Scalars are converted with Yams' own constructors (`Int`, `Bool`, `String`), the same ones
-/// its `Decodable` support uses; walking the tree ourselves is what gives each error the exact
-/// position of its key or value.
+/// A scalar is read as the type its key expects (``YAMLNode/Scalar/bool``,
+/// ``YAMLNode/Scalar/integer``), so `yes` is only a bool where a bool goes; walking the tree
+/// ourselves is what gives each error the exact position of its key or value.
 struct NodeReader {
     let file: String
     private(set) var errors: [ConfigError] = []
@@ -25,12 +24,12 @@ struct NodeReader {
 
     // MARK: - Positions and errors
 
-    func location(_ node: Node?) -> SourceLocation {
+    func location(_ node: YAMLNode?) -> SourceLocation {
         let mark = node?.mark
         return SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1)
     }
 
-    mutating func fail(_ code: ConfigError.Code, at node: Node?, _ message: String) {
+    mutating func fail(_ code: ConfigError.Code, at node: YAMLNode?, _ message: String) {
         errors.append(ConfigError(code: code, location: location(node), message: message))
     }
 
@@ -44,7 +43,7 @@ struct NodeReader {
     }
 
     /// How a node is described in "found …" messages.
-    static func describe(_ node: Node) -> String {
+    static func describe(_ node: YAMLNode) -> String {
         switch node {
         case .scalar(let scalar):
             if isNull(node) { return "nothing (null)" }
@@ -52,23 +51,22 @@ struct NodeReader {
             return "'\(text)'"
         case .mapping: return "a mapping"
         case .sequence: return "a list"
-        case .alias: return "an alias"
         }
     }
 
-    static func isNull(_ node: Node) -> Bool {
-        node.null != nil
+    static func isNull(_ node: YAMLNode) -> Bool {
+        node.isNull
     }
 
     // MARK: - Structures
 
     /// The key/value pairs of a mapping whose keys are strings; reports a wrong type.
-    mutating func mapping(_ node: Node, what: @autoclosure () -> String) -> [(key: String, keyNode: Node, value: Node)]? {
+    mutating func mapping(_ node: YAMLNode, what: @autoclosure () -> String) -> [(key: String, keyNode: YAMLNode, value: YAMLNode)]? {
         guard case .mapping(let mapping) = node else {
             fail(.wrongType, at: node, "\(what()): expected a mapping, found \(Self.describe(node))")
             return nil
         }
-        var pairs: [(key: String, keyNode: Node, value: Node)] = []
+        var pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)] = []
         for (keyNode, value) in mapping {
             guard case .scalar(let scalar) = keyNode else {
                 fail(.wrongType, at: keyNode, "\(what()): keys must be plain names, found \(Self.describe(keyNode))")
@@ -80,7 +78,7 @@ struct NodeReader {
     }
 
     /// Reports every key not in `known`, suggesting the closest known one.
-    mutating func checkKeys(_ pairs: [(key: String, keyNode: Node, value: Node)], known: [String], context: String) {
+    mutating func checkKeys(_ pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)], known: [String], context: String) {
         for pair in pairs where !known.contains(pair.key) {
             var message = "unknown key '\(pair.key)' \(context)"
             if let suggestion = Suggestion.closest(to: pair.key, among: known) {
@@ -94,7 +92,7 @@ struct NodeReader {
 
     // MARK: - Scalars
 
-    mutating func string(_ node: Node, what: @autoclosure () -> String) -> String? {
+    mutating func string(_ node: YAMLNode, what: @autoclosure () -> String) -> String? {
         guard case .scalar(let scalar) = node, !Self.isNull(node) else {
             fail(.wrongType, at: node, "\(what()): expected a string, found \(Self.describe(node))")
             return nil
@@ -107,7 +105,7 @@ struct NodeReader {
         return scalar.string
     }
 
-    mutating func nonEmptyString(_ node: Node, what: @autoclosure () -> String) -> String? {
+    mutating func nonEmptyString(_ node: YAMLNode, what: @autoclosure () -> String) -> String? {
         guard let text = string(node, what: what()) else { return nil }
         guard !text.isEmpty else {
             fail(.invalidValue, at: node, "\(what()): must not be empty")
@@ -116,16 +114,16 @@ struct NodeReader {
         return text
     }
 
-    mutating func bool(_ node: Node, what: @autoclosure () -> String) -> Bool? {
-        guard case .scalar(let scalar) = node, let value = Bool.construct(from: scalar) else {
+    mutating func bool(_ node: YAMLNode, what: @autoclosure () -> String) -> Bool? {
+        guard case .scalar(let scalar) = node, let value = scalar.bool else {
             fail(.wrongType, at: node, "\(what()): expected true or false, found \(Self.describe(node))")
             return nil
         }
         return value
     }
 
-    mutating func integer(_ node: Node, what: @autoclosure () -> String, range: ClosedRange<Int>) -> Int? {
-        guard case .scalar(let scalar) = node, let value = Int.construct(from: scalar) else {
+    mutating func integer(_ node: YAMLNode, what: @autoclosure () -> String, range: ClosedRange<Int>) -> Int? {
+        guard case .scalar(let scalar) = node, let value = scalar.integer else {
             if case .scalar(let scalar) = node, Self.isWholeNumberLiteral(scalar.string) {
                 // A whole number too large for 64 bits: not a type error, a range error.
                 fail(.invalidValue, at: node, "\(what()): \(Self.describe(node)) is out of range \(range.lowerBound)–\(range.upperBound)")
@@ -146,7 +144,7 @@ struct NodeReader {
     static let idRange: ClosedRange<UInt32> = 0...4_294_967_294
 
     /// Reports a user or group written as a number outside ``idRange``; true when it did.
-    mutating func rejectsOutOfRangeID(_ text: String, at node: Node, what: @autoclosure () -> String) -> Bool {
+    mutating func rejectsOutOfRangeID(_ text: String, at node: YAMLNode, what: @autoclosure () -> String) -> Bool {
         guard Self.isWholeNumberLiteral(text) else { return false }
         if let value = UInt32(text), Self.idRange.contains(value) { return false }
         fail(.invalidValue, at: node, "\(what()): \(text) is out of range \(Self.idRange.lowerBound)–\(Self.idRange.upperBound)")
@@ -160,7 +158,7 @@ struct NodeReader {
         return !digits.isEmpty && digits.allSatisfy { ($0.isASCII && $0.isNumber) || $0 == "_" } && digits.contains { $0 != "_" }
     }
 
-    mutating func stringList(_ node: Node, what: @autoclosure () -> String) -> [String]? {
+    mutating func stringList(_ node: YAMLNode, what: @autoclosure () -> String) -> [String]? {
         guard case .sequence(let sequence) = node else {
             fail(.wrongType, at: node, "\(what()): expected a list of strings, found \(Self.describe(node))")
             return nil
@@ -177,7 +175,7 @@ struct NodeReader {
         return ok ? result : nil
     }
 
-    mutating func stringMap(_ node: Node, what: @autoclosure () -> String) -> [String: String]? {
+    mutating func stringMap(_ node: YAMLNode, what: @autoclosure () -> String) -> [String: String]? {
         guard let pairs = mapping(node, what: what()) else { return nil }
         var result: [String: String] = [:]
         var ok = true
@@ -192,5 +190,20 @@ struct NodeReader {
             }
         }
         return ok ? result : nil
+    }
+}
+
+/// The pairs of one mapping, found by key. A mapping of a configuration holds a handful of keys
+/// (a job's, a step's, a retry's), so a scan is cheaper than hashing every key looked up; keys are
+/// unique (the composer refuses a mapping that names one twice).
+struct KeyedPairs {
+    let pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)]
+
+    init(_ pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)]) {
+        self.pairs = pairs
+    }
+
+    subscript(key: String) -> (key: String, keyNode: YAMLNode, value: YAMLNode)? {
+        pairs.first { $0.key == key }
     }
 }

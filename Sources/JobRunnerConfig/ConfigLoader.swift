@@ -709,8 +709,6 @@ public struct ConfigLoader: Sendable {
 
     // MARK: - Run policies
 
-    private typealias Pair = (key: String, keyNode: YAMLNode, value: YAMLNode)
-
     /// `command:` (an argv) or `shell:` (a command line), exactly one: nil (with an error) when
     /// both are there or a value is wrong, `.absent` when neither is.
     private enum CommandKeys {

@@ -6,6 +6,9 @@ import JobRunnerSchedule
 /// A scalar is read as the type its key expects (``YAMLNode/Scalar/bool``,
 /// ``YAMLNode/Scalar/integer``), so `yes` is only a bool where a bool goes; walking the tree
 /// ourselves is what gives each error the exact position of its key or value.
+/// One entry of a mapping: its key's text, the key's node (for positions) and the value.
+typealias MappingPair = (key: String, keyNode: YAMLNode, value: YAMLNode)
+
 struct NodeReader {
     let file: String
     private(set) var errors: [ConfigError] = []
@@ -61,12 +64,12 @@ struct NodeReader {
     // MARK: - Structures
 
     /// The key/value pairs of a mapping whose keys are strings; reports a wrong type.
-    mutating func mapping(_ node: YAMLNode, what: @autoclosure () -> String) -> [(key: String, keyNode: YAMLNode, value: YAMLNode)]? {
+    mutating func mapping(_ node: YAMLNode, what: @autoclosure () -> String) -> [MappingPair]? {
         guard case .mapping(let mapping) = node else {
             fail(.wrongType, at: node, "\(what()): expected a mapping, found \(Self.describe(node))")
             return nil
         }
-        var pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)] = []
+        var pairs: [MappingPair] = []
         for (keyNode, value) in mapping {
             guard case .scalar(let scalar) = keyNode else {
                 fail(.wrongType, at: keyNode, "\(what()): keys must be plain names, found \(Self.describe(keyNode))")
@@ -78,7 +81,7 @@ struct NodeReader {
     }
 
     /// Reports every key not in `known`, suggesting the closest known one.
-    mutating func checkKeys(_ pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)], known: [String], context: String) {
+    mutating func checkKeys(_ pairs: [MappingPair], known: [String], context: String) {
         for pair in pairs where !known.contains(pair.key) {
             var message = "unknown key '\(pair.key)' \(context)"
             if let suggestion = Suggestion.closest(to: pair.key, among: known) {
@@ -197,13 +200,13 @@ struct NodeReader {
 /// (a job's, a step's, a retry's), so a scan is cheaper than hashing every key looked up; keys are
 /// unique (the composer refuses a mapping that names one twice).
 struct KeyedPairs {
-    let pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)]
+    let pairs: [MappingPair]
 
-    init(_ pairs: [(key: String, keyNode: YAMLNode, value: YAMLNode)]) {
+    init(_ pairs: [MappingPair]) {
         self.pairs = pairs
     }
 
-    subscript(key: String) -> (key: String, keyNode: YAMLNode, value: YAMLNode)? {
+    subscript(key: String) -> MappingPair? {
         pairs.first { $0.key == key }
     }
 }

@@ -551,9 +551,8 @@ public struct DispatchMachine: Sendable {
         while let next = slotQueue.popFirst() {
             guard var entry = work[next.id], entry.order == next.order, entry.stage == .waiting else { continue }
             guard running < settings.maxConcurrentRuns else {
-                kept.append(next)
-                kept.append(contentsOf: slotQueue)
-                slotQueue = []
+                // Back in front, where it was: a run's end costs O(1), not a copy of the queue.
+                slotQueue.prepend(next)
                 break
             }
             if let pool = entry.fire.pool, let size = settings.pools[pool] {
@@ -586,7 +585,7 @@ public struct DispatchMachine: Sendable {
             out.append(.waitingFor(next.id, nil))
             out.append(.start(entry.request))
         }
-        slotQueue = kept
+        slotQueue.prepend(contentsOf: kept)
     }
 
     // MARK: - Events

@@ -262,12 +262,19 @@ public final class SQLiteHistory: HistoryStore {
     // MARK: - Retention
 
     public func prune(jobs: Set<String>, keepPerJob: Int, endedBefore cutoff: Timestamp) async throws {
-        for job in jobs {
+        // A hundred jobs per transaction: one commit for them, not one each, and still no
+        // write lock held for long.
+        let names = jobs.sorted()
+        for start in stride(from: 0, to: names.count, by: 100) {
+            let chunk = names[start..<min(start + 100, names.count)]
             try await database.write { db in
-                try db.execute(sql: """
+                let statement = try db.cachedStatement(sql: """
                     DELETE FROM runs WHERE job = ? AND ended_at IS NOT NULL AND id < (
                         SELECT id FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
-                    """, arguments: [job, job, keepPerJob - 1])
+                    """)
+                for job in chunk {
+                    try statement.execute(arguments: [job, job, keepPerJob - 1])
+                }
             }
         }
         while true {

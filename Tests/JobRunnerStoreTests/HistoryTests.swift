@@ -182,6 +182,13 @@ struct RunningWriter {
         for index in 0..<3 {
             running.writer.record(.finished(record("quiet", "q\(index)", scheduled: now - 50, outcome: .succeeded)))
         }
+        // More jobs than one pruning transaction takes (100): the last, by name, is pruned too.
+        for index in 0..<150 {
+            running.writer.record(.finished(record(String(format: "f%03d", index), "f\(index)", scheduled: now - 60, outcome: .succeeded)))
+        }
+        for index in 0..<8 {
+            running.writer.record(.finished(record("zz", "z\(index)", scheduled: now - 40 + Int64(index), outcome: .succeeded)))
+        }
         // Two runs far older than max_age.
         running.writer.record(.finished(record("old", "o1", scheduled: now - 7200, outcome: .succeeded)))
         running.writer.record(.finished(record("old", "o2", scheduled: now - 7300, outcome: .succeeded)))
@@ -191,6 +198,8 @@ struct RunningWriter {
         #expect(try await history.runs(job: "busy", limit: 10).map(\.id.rawValue) == ["b0011", "b0010", "b0009", "b0008", "b0007"])
         #expect(try await history.count(job: "quiet") == 3)
         #expect(try await history.count(job: "old") == 0)
+        #expect(try await history.count(job: "zz") == 5)
+        #expect(try await history.count(job: "f149") == 1)
         await running.stop()
     }
 

@@ -52,6 +52,9 @@ public enum DaemonExitCode {
 /// The daemon: wires the engine, the control API and systemd together and runs them as one
 /// service group until SIGTERM or SIGINT.
 public enum Daemon {
+    /// How much lower than the daemon's other threads the blocking pool runs (nice increment).
+    static let blockingPoolNice: Int32 = 10
+
     /// `--check-config`: validates the file, prints every error, and returns the exit code.
     public static func checkConfig(path: String) async -> Int32 {
         do {
@@ -206,7 +209,8 @@ public enum Daemon {
         Gauge(label: "jobrunner_config_generation").record(1)
         let access = AccessPolicy(configuration.daemon.control)
         let pool = NIOThreadPool(numberOfThreads: configuration.daemon.blockingThreads)
-        pool.start()
+        // Its threads run at nice +10 relative to the daemon's others (see README, blocking_threads).
+        onLowerPriorityThread(niceIncrement: Self.blockingPoolNice) { pool.start() }
         let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
         let registry = RunRegistry()
         let broadcast = OutputBroadcast()

@@ -124,3 +124,33 @@ package func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
     pthread_attr_destroy(&attributes)
     precondition(rc == 0, "cannot start a thread: \(rc)")
 }
+
+/// Runs `body` on a new OS thread whose priority is `niceIncrement` below the caller's, and
+/// waits for it. Threads started by `body` inherit that priority (Linux keeps nice per thread):
+/// the blocking pool is started this way, so a reload parsing a big file or a sweep of /proc
+/// yields the CPU to the threads that start runs on a busy machine.
+package func onLowerPriorityThread(niceIncrement: Int32, _ body: @escaping @Sendable () -> Void) {
+    final class Box: @unchecked Sendable {
+        // Handed to the new thread once; the caller waits for it to end.
+        let body: @Sendable () -> Void
+        let niceIncrement: Int32
+        init(_ body: @escaping @Sendable () -> Void, _ niceIncrement: Int32) {
+            self.body = body
+            self.niceIncrement = niceIncrement
+        }
+    }
+    let box = Unmanaged.passRetained(Box(body, niceIncrement))
+    var handle = pthread_t()
+    let rc = pthread_create(&handle, nil, { argument in
+        let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+        // `who` 0 with PRIO_PROCESS is the calling thread on Linux. Failing (a limit) leaves the
+        // priority as it was: the pool still works.
+        errno = 0
+        let current = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        if errno == 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, current + box.niceIncrement) }
+        box.body()
+        return nil
+    }, box.toOpaque())
+    precondition(rc == 0, "cannot start a thread: \(rc)")
+    pthread_join(handle, nil)
+}

@@ -153,4 +153,36 @@ import Testing
         #expect(peak - before <= 32 << 20, "resident memory \(before >> 20) → peak \(peak >> 20) MiB with 10 stalled followers")
         #expect(daemon.isRunning)
     }
+
+    /// Each thread of a process: its name and nice value, from /proc/PID/task/TID/stat.
+    static func threadNiceness(of pid: Int32) -> [(name: String, nice: Int)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { tid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+                  let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { return nil }
+            // After the name: state is field 3, nice is field 19.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 16, let nice = Int(fields[16]) else { return nil }
+            return (String(stat[stat.index(after: open)..<close]), nice)
+        }
+    }
+
+    @Test func theBlockingPoolRunsBelowTheThreadsThatStartRuns() async throws {
+        let daemon = try DaemonHarness(config: """
+            daemon:
+              blocking_threads: 3
+            jobs:
+              a: { command: ["/bin/true"] }
+            """, logLevel: "warning")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let threads = Self.threadNiceness(of: daemon.pid)
+        let pool = threads.filter { $0.name.hasPrefix("TP-#") }
+        let main = try #require(threads.first { $0.name == "jobrunnerd" }, "\(threads)")
+        #expect(pool.count >= 3, "\(threads)")
+        #expect(pool.allSatisfy { $0.nice == min(19, main.nice + 10) }, "\(threads)")
+        // No other thread is lowered (libdispatch raises some of its own by their QoS): run
+        // starts are not slowed.
+        #expect(threads.filter { !$0.name.hasPrefix("TP-#") }.allSatisfy { $0.nice <= main.nice }, "\(threads)")
+    }
 }

@@ -201,12 +201,15 @@ struct NodeReader {
 /// unique (the composer refuses a mapping that names one twice).
 struct KeyedPairs {
     let pairs: [MappingPair]
+    /// The keys alone: scanning them copies no node.
+    private let keys: [String]
 
     init(_ pairs: [MappingPair]) {
         self.pairs = pairs
+        keys = pairs.map(\.key)
     }
 
     subscript(key: String) -> MappingPair? {
-        pairs.first { $0.key == key }
+        keys.firstIndex(of: key).map { pairs[$0] }
     }
 }

@@ -24,6 +24,7 @@ extension DispatchMachine {
     /// - added jobs are scheduled from now.
     public mutating func apply(_ configuration: Configuration, now: Timestamp, uptime: Duration) -> (ReloadSummary, [DispatchAction]) {
         var newJobs: OrderedDictionary<String, Job> = [:]
+        newJobs.reserveCapacity(configuration.jobs.count)
         var added: [String] = []
         var changed: [String] = []
         for job in configuration.jobs {
@@ -47,7 +48,8 @@ extension DispatchMachine {
                 added.append(job.name)
             }
         }
-        let removed = Array(jobs.keys.filter { newJobs[$0] == nil })
+        // Every new job that is not added was an old one: with as many as before, none is gone.
+        let removed = newJobs.count - added.count == jobs.count ? [] : Array(jobs.keys.filter { newJobs[$0] == nil })
         for name in removed {
             dropPending(ofJob: name, outcome: .cancelled, reason: "job removed by reload", now: now)
         }
@@ -80,7 +82,7 @@ extension DispatchMachine {
             restarts.append(job)
         }
         if !added.isEmpty { out.append(.journal(.known(jobs: added, at: now))) }
-        paused.formIntersection(Set(newJobs.keys))
+        paused = paused.filter { newJobs[$0] != nil }
         jobs = newJobs
         indexFollowers()
         settings = configuration.daemon

@@ -252,7 +252,8 @@ let package = Package(
             dependencies: ["Systemd", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["JobRunnerFuzzing"], swiftSettings: strict),
+        // The regression inputs are read from the source tree (#filePath), not bundled.
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["JobRunnerFuzzing"], exclude: ["regressions"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["JobRunnerAPI", "JobRunnerSchedule", "TestSupport"],

@@ -8,11 +8,12 @@ import Testing
         try YAMLNode.compose(text)
     }
 
+    struct NotAScalar: Error {
+        let text: String
+    }
+
     func scalar(_ text: String) throws -> YAMLNode.Scalar {
-        guard case .scalar(let scalar) = try compose(text) else {
-            Issue.record("'\(text)' is not a scalar")
-            throw YAMLError.memory
-        }
+        guard case .scalar(let scalar) = try compose(text) else { throw NotAScalar(text: text) }
         return scalar
     }
 

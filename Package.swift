@@ -154,6 +154,7 @@ let package = Package(
         .target(
             name: "JobRunnerDaemon",
             dependencies: [
+                "CLinuxSupport",
                 "JobRunnerAPI",
                 "JobRunnerCluster",
                 "JobRunnerConfig",

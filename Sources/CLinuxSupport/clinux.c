@@ -5,9 +5,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -388,4 +391,88 @@ int jr_is_socket_type(int type) {
 
 void jr_release_free_memory(void) {
     (void)malloc_trim(0);
+}
+
+/* The runtime's hook (swift/Runtime/ConcurrencyHooks.def): called with the job and the default
+   implementation, in Swift's calling convention. */
+typedef void (*jr_enqueue_global_original)(void *job) __attribute__((swiftcall));
+typedef void (*jr_enqueue_global_hook_t)(void *job, jr_enqueue_global_original original) __attribute__((swiftcall));
+extern jr_enqueue_global_hook_t swift_task_enqueueGlobal_hook;
+
+/* A ring of job pointers under one mutex; it doubles when full. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t ready;
+    void **jobs;
+    size_t capacity, head, count;
+    int idle;
+    void (*run)(void *job);
+} jr_pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0, NULL };
+
+void jr_task_pool_enqueue(void *job) {
+    pthread_mutex_lock(&jr_pool.lock);
+    if (jr_pool.count == jr_pool.capacity) {
+        size_t capacity = jr_pool.capacity * 2;
+        void **jobs = malloc(capacity * sizeof *jobs);
+        if (jobs == NULL) abort();
+        for (size_t i = 0; i < jr_pool.count; i++) jobs[i] = jr_pool.jobs[(jr_pool.head + i) % jr_pool.capacity];
+        free(jr_pool.jobs);
+        jr_pool.jobs = jobs;
+        jr_pool.capacity = capacity;
+        jr_pool.head = 0;
+    }
+    jr_pool.jobs[(jr_pool.head + jr_pool.count) % jr_pool.capacity] = job;
+    jr_pool.count++;
+    int wake = jr_pool.idle > 0;
+    pthread_mutex_unlock(&jr_pool.lock);
+    if (wake) pthread_cond_signal(&jr_pool.ready);
+}
+
+__attribute__((swiftcall)) static void jr_enqueue_global(void *job, jr_enqueue_global_original original) {
+    (void)original;
+    jr_task_pool_enqueue(job);
+}
+
+static void *jr_task_pool_thread(void *unused) {
+    (void)unused;
+    for (;;) {
+        pthread_mutex_lock(&jr_pool.lock);
+        while (jr_pool.count == 0) {
+            jr_pool.idle++;
+            pthread_cond_wait(&jr_pool.ready, &jr_pool.lock);
+            jr_pool.idle--;
+        }
+        void *job = jr_pool.jobs[jr_pool.head];
+        jr_pool.head = (jr_pool.head + 1) % jr_pool.capacity;
+        jr_pool.count--;
+        pthread_mutex_unlock(&jr_pool.lock);
+        jr_pool.run(job);
+    }
+    return NULL;
+}
+
+int jr_task_pool_start(int threads, const char *name, void (*run)(void *job)) {
+    if (swift_task_enqueueGlobal_hook != NULL || run == NULL || threads < 1 || jr_pool.run != NULL) return -1;
+    jr_pool.capacity = 256;
+    jr_pool.jobs = malloc(jr_pool.capacity * sizeof *jr_pool.jobs);
+    if (jr_pool.jobs == NULL) return -1;
+    jr_pool.run = run;
+    /* The threads take no signals (they inherit the mask they are created with). */
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int started = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, jr_task_pool_thread, NULL) != 0) break;
+        char label[16];
+        snprintf(label, sizeof label, "%.12s-%d", name, i);
+        pthread_setname_np(thread, label);
+        pthread_detach(thread);
+        started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (started == 0) return -1;
+    swift_task_enqueueGlobal_hook = jr_enqueue_global;
+    return 0;
 }

@@ -303,7 +303,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 lastError = ClusterDatabase.describe(error)
             }
             attempt += 1
-            try? await Task.sleep(for: .milliseconds(min(1000, 100 * attempt)))
+            try? await Pause.sleep(for: .milliseconds(min(1000, 100 * attempt)))
         }
         return count(Array(repeating: .unavailable(reason: lastError), count: requests.count), since: started)
     }
@@ -399,7 +399,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                 if member { await loseLease(reason) }
                 return .refused(reason)
             }
-            try? await Task.sleep(for: .milliseconds(20))
+            try? await Pause.sleep(for: .milliseconds(20))
         }
         let reason: String
         switch await recordDispatch(run) {
@@ -655,7 +655,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
     private func keepAlive() async {
         let interval = lease / 4
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+            try? await Pause.sleep(for: interval)
             guard !Task.isShuttingDownGracefully && !Task.isCancelled else { break }
             await beat()
         }
@@ -909,7 +909,7 @@ public final class ClusterCoordinator: ClusterCoordination, Service {
                     logger.warning("cluster notifications interrupted; reconnecting", metadata: ["error": "\(ClusterDatabase.describe(error))"])
                 }
             }
-            try? await Task.sleep(for: .milliseconds(min(2000, 200 * max(1, failures))))
+            try? await Pause.sleep(for: .milliseconds(min(2000, 200 * max(1, failures))))
         }
     }
 }

@@ -1,3 +1,4 @@
+import JobRunnerCore
 import JobRunnerHistory
 import JobRunnerConfig
 import JobRunnerSchedule
@@ -83,7 +84,7 @@ public final class ClusterDatabase: Service {
             try await withCheckedThrowingContinuation { continuation in
                 let answer = FirstAnswer(continuation)
                 let timer = Task {
-                    try await Task.sleep(for: limit)
+                    try await Pause.sleep(for: limit)
                     answer.resume(with: .failure(ClusterError("\(what): no answer from \(url) within \(DurationText.format(limit))")))
                     work.value?.cancel()
                 }

@@ -319,7 +319,7 @@ public final class OutputBroadcast: Sendable {
             if state.ticker == nil {
                 state.ticker = Task.detached { [weak self, idleInterval] in
                     while !Task.isCancelled {
-                        try? await Task.sleep(for: idleInterval)
+                        try? await Pause.sleep(for: idleInterval)
                         guard let self, self.tick() else { return }
                     }
                 }

@@ -218,7 +218,7 @@ public actor Scheduler: Service {
             group.addTask {
                 let granted = await cluster.acquireSlot(pool: pool, size: size, run: run, since: since)
                 // A refused slot is asked for again half a second later.
-                if !granted { try? await Task.sleep(for: .milliseconds(500)) }
+                if !granted { try? await Pause.sleep(for: .milliseconds(500)) }
                 inbox.post(.slot(run, pool: pool, granted: granted))
             }
         case .releaseSlot(let pool, let run):
@@ -323,7 +323,7 @@ public actor Scheduler: Service {
         }
         if !others.isEmpty {
             group.addTask {
-                try? await Task.sleep(for: cluster.handoff)
+                try? await Pause.sleep(for: cluster.handoff)
                 inbox.post(.claimed(others, await cluster.claim(others)))
             }
         }

@@ -266,7 +266,7 @@ struct EngineControlHandler: ControlHandler {
                     }
                 }
             }
-            try? await Task.sleep(for: .milliseconds(250))
+            try? await Pause.sleep(for: .milliseconds(250))
         }
         return Self.runInfo(record, now: clock.now())
     }

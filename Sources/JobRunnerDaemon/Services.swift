@@ -109,7 +109,7 @@ actor StatusReporter: Service {
                 notifier.status(current)
             }
             // At most ten lines a second: a burst of runs ending does not cost a line each.
-            try? await Task.sleep(for: .milliseconds(100))
+            try? await Pause.sleep(for: .milliseconds(100))
         }
     }
 }

@@ -102,7 +102,7 @@ public final class HistoryWriter: RunJournal, Service {
                 let failing = state.withLock { $0.failure != nil }
                 if failing {
                     // Retry after a pause, or sooner if more events arrive.
-                    try? await Task.sleep(for: Self.retryInterval)
+                    try? await Pause.sleep(for: Self.retryInterval)
                 } else if await iterator.next() == nil {
                     break
                 }

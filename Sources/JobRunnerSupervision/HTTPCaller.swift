@@ -79,7 +79,7 @@ public final class HTTPCaller: Sendable {
         return await withTaskGroup(of: Answer?.self) { group -> Answer in
             group.addTask { await self.gated(call, outputLimit: outputLimit) }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                try? await Pause.sleep(for: timeout)
                 return nil
             }
             let first = await group.next()!

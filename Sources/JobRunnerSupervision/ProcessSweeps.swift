@@ -32,7 +32,7 @@ actor ProcessSweeps {
         var mine: [Int32] = []
         while !batch.isEmpty {
             if let lastSweep, ContinuousClock.now - lastSweep < Self.spacing {
-                try? await Task.sleep(until: lastSweep + Self.spacing)
+                try? await Pause.sleep(until: lastSweep + Self.spacing)
                 batch += queued.map { ($0.run, $0.continuation) }
                 queued = []
             }

@@ -7,6 +7,13 @@ extension LogFormat: ExpressibleByArgument {}
 
 @main
 struct JobRunnerDaemonCommand: AsyncParsableCommand {
+    /// The entry point. Before the first task starts, the daemon's own task pool takes the place
+    /// of libdispatch's (see `Daemon.useOwnTaskPool`); then the arguments are parsed and run.
+    static func main() async {
+        Daemon.useOwnTaskPool()
+        await main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "jobrunnerd",
         abstract: "Runs jobs on schedules, each a tracked process tree with a timeout, under systemd or on its own.",

@@ -167,6 +167,51 @@ import Testing
         }
     }
 
+    /// Each thread's voluntary context switches (its wakeups), by thread id.
+    static func wakeups(of pid: Int32) -> [String: (name: String, switches: Int)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var result: [String: (name: String, switches: Int)] = [:]
+        for tid in tasks {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/status", encoding: .utf8) else { continue }
+            var name = "", switches: Int?
+            for line in status.split(separator: "\n") {
+                if line.hasPrefix("Name:") { name = line.dropFirst(5).trimmingCharacters(in: .whitespaces) }
+                if line.hasPrefix("voluntary_ctxt_switches:") { switches = Int(line.dropFirst(24).trimmingCharacters(in: .whitespaces)) }
+            }
+            if let switches { result[tid] = (name, switches) }
+        }
+        return result
+    }
+
+    /// Idle after work, nothing due: no thread of the daemon wakes. (libdispatch's global pool,
+    /// once a task has run on it, wakes once a second for good; `Task.sleep` would start it.) A
+    /// periodic wakeup shows in every window; what the runs set off ends within one.
+    @Test func anIdleDaemonDoesNotWakeAfterItsRuns() async throws {
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              a: { command: ["/bin/true"], schedule: "0 0 1 1 *" }
+            """, logLevel: "warning")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        // Runs (each request waits for its run: the run wait's poll), their ends (the status
+        // line's rate limit, the process sweep), and a status query.
+        #expect(try await Self.run("a", times: 6, parallel: 1, on: daemon) == ["succeeded": 6])
+        _ = try await Self.idleDescriptors(daemon)
+        var windows: [[String]] = []
+        for _ in 0..<4 {
+            let before = Self.wakeups(of: daemon.pid)
+            try await Task.sleep(for: .seconds(3))
+            let after = Self.wakeups(of: daemon.pid)
+            let woke = after.compactMap { tid, now -> String? in
+                guard let then = before[tid], now.switches > then.switches else { return nil }
+                return "\(now.name) (\(tid)): \(now.switches - then.switches)"
+            }
+            windows.append(woke.sorted())
+            if woke.isEmpty { break }
+        }
+        #expect(windows.last == [], "wakeups in each 3 s window: \(windows)")
+    }
+
     @Test func theBlockingPoolRunsBelowTheThreadsThatStartRuns() async throws {
         let daemon = try DaemonHarness(config: """
             daemon:

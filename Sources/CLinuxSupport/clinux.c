@@ -393,6 +393,10 @@ void jr_release_free_memory(void) {
     (void)malloc_trim(0);
 }
 
+void jr_name_current_thread(const char *name) {
+    prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}
+
 /* The runtime's hook (swift/Runtime/ConcurrencyHooks.def): called with the job and the default
    implementation, in Swift's calling convention. */
 typedef void (*jr_enqueue_global_original)(void *job) __attribute__((swiftcall));
@@ -457,9 +461,12 @@ int jr_task_pool_start(int threads, const char *name, void (*run)(void *job)) {
     jr_pool.jobs = malloc(jr_pool.capacity * sizeof *jr_pool.jobs);
     if (jr_pool.jobs == NULL) return -1;
     jr_pool.run = run;
-    /* The threads take no signals (they inherit the mask they are created with). */
+    /* The threads take no asynchronous signals (they inherit the mask they are created with);
+       a fault or a trap in one still reaches the runtime's crash handler. */
     sigset_t all, previous;
     sigfillset(&all);
+    int synchronous[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT };
+    for (size_t i = 0; i < sizeof synchronous / sizeof synchronous[0]; i++) sigdelset(&all, synchronous[i]);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     int started = 0;
     for (int i = 0; i < threads; i++) {

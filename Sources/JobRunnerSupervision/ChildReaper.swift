@@ -122,7 +122,7 @@ public final class ChildReaper: Sendable {
     }
 
     private func startThread() {
-        startDetachedThread { [self] in self.loop() }
+        startDetachedThread(named: "jr-reaper") { [self] in self.loop() }
     }
 
     private func loop() {

@@ -70,7 +70,7 @@ public final class NotifyHub: Sendable {
             close(token)
             return .failure(SpawnError("notify socket @\(name): epoll: \(error)"))
         }
-        if startThread { startDetachedThread { [self] in loop() } }
+        if startThread { startDetachedThread(named: "jr-notify") { [self] in loop() } }
         return .success(NotifyEndpoint(token: token, path: "@" + name, hub: self))
     }
 

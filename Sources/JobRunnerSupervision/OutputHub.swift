@@ -51,7 +51,7 @@ public final class OutputHub: Sendable {
             stop(token)
             return nil
         }
-        if startThread { startDetachedThread { [self] in loop() } }
+        if startThread { startDetachedThread(named: "jr-output") { [self] in loop() } }
         return token
     }
 

@@ -32,7 +32,7 @@ public final class SystemClock: SchedulerClock {
         timer = jr_realtime_timer_create()
         precondition(timer >= 0, "timerfd_create failed: \(errno)")
         let fd = timer
-        startDetachedThread { [self] in self.loop(fd) }
+        startDetachedThread(named: "jr-clock") { [self] in self.loop(fd) }
     }
 
     public func now() -> Timestamp {
@@ -104,20 +104,26 @@ public final class SystemClock: SchedulerClock {
 
 // MARK: - Threads
 
-/// Starts a detached OS thread for a loop that blocks in a system call.
-package func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
+/// Starts a detached OS thread for a loop that blocks in a system call, named `name` (at most
+/// 15 bytes: what `top -H` and /proc/PID/task/TID/comm show).
+package func startDetachedThread(named name: String, _ body: @escaping @Sendable () -> Void) {
     final class Box: @unchecked Sendable {
         // Handed from the creating thread to the new thread once, never shared.
+        let name: String
         let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        init(_ name: String, _ body: @escaping @Sendable () -> Void) {
+            self.name = name
+            self.body = body
+        }
     }
     var attributes = pthread_attr_t()
     pthread_attr_init(&attributes)
     pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-    let box = Unmanaged.passRetained(Box(body))
+    let box = Unmanaged.passRetained(Box(name, body))
     var handle = pthread_t()
     let rc = pthread_create(&handle, &attributes, { argument in
         let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+        jr_name_current_thread(box.name)
         box.body()
         return nil
     }, box.toOpaque())

@@ -136,6 +136,10 @@ int64_t jr_realtime_microseconds(void);
 /// a configuration parsed on a pool thread leaves its arena at the parse's peak otherwise.
 void jr_release_free_memory(void);
 
+/// Names the calling thread (at most 15 bytes are kept): what `top -H` and
+/// /proc/PID/task/TID/comm show.
+void jr_name_current_thread(const char *name);
+
 /// Runs every job bound for Swift's global executor (every task not on an actor's own executor)
 /// on `threads` threads of its own, in place of libdispatch's global pool: `run` is called on one
 /// of them with each job (a Swift `UnownedJob`'s pointer), first in first out. An idle thread

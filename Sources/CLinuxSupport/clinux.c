@@ -403,6 +403,12 @@ typedef void (*jr_enqueue_global_original)(void *job) __attribute__((swiftcall))
 typedef void (*jr_enqueue_global_hook_t)(void *job, jr_enqueue_global_original original) __attribute__((swiftcall));
 extern jr_enqueue_global_hook_t swift_task_enqueueGlobal_hook;
 
+/* Runs a job (swift/Runtime/Concurrency.h). The executor reference (swift/ABI/Executor.h) with
+   a null identity is the generic one: the job runs as libdispatch's threads run it, so the
+   runtime may switch executors inline from it. */
+struct jr_serial_executor_ref { void *identity; uintptr_t implementation; };
+extern void swift_job_run(void *job, struct jr_serial_executor_ref executor) __attribute__((swiftcall));
+
 /* A ring of job pointers under one mutex; it doubles when full. */
 static struct {
     pthread_mutex_t lock;
@@ -410,10 +416,10 @@ static struct {
     void **jobs;
     size_t capacity, head, count;
     int idle;
-    void (*run)(void *job);
-} jr_pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0, NULL };
+    int started;
+} jr_pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0, 0 };
 
-void jr_task_pool_enqueue(void *job) {
+static void jr_task_pool_enqueue(void *job) {
     pthread_mutex_lock(&jr_pool.lock);
     if (jr_pool.count == jr_pool.capacity) {
         size_t capacity = jr_pool.capacity * 2;
@@ -450,22 +456,23 @@ static void *jr_task_pool_thread(void *unused) {
         jr_pool.head = (jr_pool.head + 1) % jr_pool.capacity;
         jr_pool.count--;
         pthread_mutex_unlock(&jr_pool.lock);
-        jr_pool.run(job);
+        swift_job_run(job, (struct jr_serial_executor_ref){ NULL, 0 });
     }
     return NULL;
 }
 
-int jr_task_pool_start(int threads, const char *name, void (*run)(void *job)) {
-    if (swift_task_enqueueGlobal_hook != NULL || run == NULL || threads < 1 || jr_pool.run != NULL) return -1;
+int jr_task_pool_start(int threads, const char *name) {
+    if (swift_task_enqueueGlobal_hook != NULL || threads < 1 || jr_pool.started) return -1;
+    jr_pool.started = 1;
     jr_pool.capacity = 256;
     jr_pool.jobs = malloc(jr_pool.capacity * sizeof *jr_pool.jobs);
     if (jr_pool.jobs == NULL) return -1;
-    jr_pool.run = run;
-    /* The threads take no asynchronous signals (they inherit the mask they are created with);
-       a fault or a trap in one still reaches the runtime's crash handler. */
+    /* The threads take no asynchronous signals (threads they start inherit the mask): a fault or
+       a trap in one still reaches the runtime's crash handler, which also stops each thread with
+       SIGPROF to read its stack. */
     sigset_t all, previous;
     sigfillset(&all);
-    int synchronous[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT };
+    int synchronous[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT, SIGPROF };
     for (size_t i = 0; i < sizeof synchronous / sizeof synchronous[0]; i++) sigdelset(&all, synchronous[i]);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     int started = 0;

@@ -141,15 +141,13 @@ void jr_release_free_memory(void);
 void jr_name_current_thread(const char *name);
 
 /// Runs every job bound for Swift's global executor (every task not on an actor's own executor)
-/// on `threads` threads of its own, in place of libdispatch's global pool: `run` is called on one
-/// of them with each job (a Swift `UnownedJob`'s pointer), first in first out. An idle thread
-/// waits on a condition variable and costs no wakeups. The pool takes over through the runtime's
-/// `swift_task_enqueueGlobal_hook`, which is linked here rather than looked up with dlsym, so it
-/// also works with the Swift runtime linked statically (whose symbols are not exported).
-/// Returns 0; -1 when a hook was already installed or a thread could not be started. Call it
-/// once, before any task starts.
-int jr_task_pool_start(int threads, const char *name, void (*run)(void *job));
-/// Queues one job on the pool (what the hook does; for the pool's `TaskExecutor.enqueue`).
-void jr_task_pool_enqueue(void *job);
+/// on `threads` threads of its own, named `name-N`, in place of libdispatch's global pool: each
+/// job is run as libdispatch runs it (`swift_job_run` on the generic executor), first in first
+/// out. An idle thread waits on a condition variable and costs no wakeups. The pool takes over
+/// through the runtime's `swift_task_enqueueGlobal_hook`, which is linked here rather than
+/// looked up with dlsym, so it also works with the Swift runtime linked statically (whose
+/// symbols are not exported). Returns 0; -1 when a hook was already installed, the pool was
+/// started before, or no thread could be started. Call it once, before any task starts.
+int jr_task_pool_start(int threads, const char *name);
 
 #endif

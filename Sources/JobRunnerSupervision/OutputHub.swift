@@ -67,6 +67,19 @@ public final class OutputHub: Sendable {
         reader?.closed()
     }
 
+    /// Whether every writer of these pipes is gone (each still being read shows `POLLHUP`), so
+    /// that each one's end of file is on its way without waiting on anyone outside the run: a
+    /// run's exit then needs no drain deadline. A pipe already at its end counts as gone.
+    func writersGone(_ tokens: [UInt64]) -> Bool {
+        state.withLock { state in
+            // Under the lock: a descriptor still registered is the run's own, never one reused.
+            var polled = tokens.compactMap { state.readers[$0].map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) } }
+            guard !polled.isEmpty else { return true }
+            guard poll(&polled, nfds_t(polled.count), 0) == polled.count else { return false }
+            return polled.allSatisfy { $0.revents & Int16(POLLHUP) != 0 }
+        }
+    }
+
     private func loop() {
         var tokens = [UInt64](repeating: 0, count: 64)
         var buffer = [UInt8](repeating: 0, count: 65_536)

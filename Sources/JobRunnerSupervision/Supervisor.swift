@@ -21,6 +21,12 @@ import Glibc
 public final class Supervisor: RunExecutor, Sendable {
     /// How long output may keep flowing after the run's processes are gone.
     static let outputDrainLimit: TimeAmount = .seconds(2)
+    /// `/dev/null`, opened once (close-on-exec) and given to every run as its stdin: reading it
+    /// holds no state, so one descriptor serves them all and a run costs no `open`.
+    private static let devNull: (fd: Int32, error: String) = {
+        let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        return (fd, fd >= 0 ? "" : lastError())
+    }()
 
     private let eventLoopGroup: any EventLoopGroup
     private let reaper: ChildReaper
@@ -226,8 +232,19 @@ public final class Supervisor: RunExecutor, Sendable {
         // Pipes for stdout and stderr; the daemon keeps the read ends, the child gets the write ends.
         guard let output = Pipe.make() else { return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger) }
         guard let errors = Pipe.make() else { return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger) }
-        guard let input = stdin ?? Descriptor.open("/dev/null", O_RDONLY) else {
-            return spawnFailed(SpawnError("/dev/null: \(lastError())"), logger: logger)
+        // stdin: what the caller gave (a hook's output tail), else the daemon's one `/dev/null`.
+        let input = stdin
+        let stdinDescriptor: Int32
+        let given: Int32? = switch input {
+        case .some(let descriptor): descriptor.raw
+        case .none: nil
+        }
+        if let given {
+            stdinDescriptor = given
+        } else if Self.devNull.fd >= 0 {
+            stdinDescriptor = Self.devNull.fd
+        } else {
+            return spawnFailed(SpawnError("/dev/null: \(Self.devNull.error)"), logger: logger)
         }
 
         var spec = LaunchSpec(
@@ -235,7 +252,7 @@ public final class Supervisor: RunExecutor, Sendable {
             arguments: command.arguments,
             environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
             workingDirectory: job.workingDirectory,
-            stdin: input.raw,
+            stdin: stdinDescriptor,
             stdout: output.write.raw,
             stderr: errors.write.raw
         )
@@ -321,7 +338,9 @@ public final class Supervisor: RunExecutor, Sendable {
                     exitStatus = status
                     usage = cost
                     timer?.cancel()
-                    if openStreams > 0 {
+                    // Pipes whose every writer is gone reach their end by themselves; only one
+                    // held open from outside the run's process group needs the drain deadline.
+                    if openStreams > 0 && !outputHub.writersGone(readers) {
                         timer = eventLoop.scheduleTask(in: Self.outputDrainLimit) { mailbox.post(.drainTimeout) }
                     }
                 case .deadline where exitStatus == nil && imposed == nil:

@@ -64,6 +64,27 @@ import Testing
         #expect(left.isEmpty, "left behind: \(left)")
     }
 
+    @Test func aRunWhoseOutputIsHeldOpenFromOutsideEndsAtTheDrainLimit() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let escaped = directory.file("escaped")
+        // A process in a session of its own keeps the run's stdout and stderr open after the run's exit.
+        let shell = "echo before; setsid sh -c 'echo $$ > \(escaped).new; mv \(escaped).new \(escaped); exec sleep 60' & "
+            + "while [ ! -e \(escaped) ]; do sleep 0.01; done"
+        let lines = Mutex<[String]>([])
+        let started = ContinuousClock.now
+        let result = await supervisor.run(request(try job("held", shell: shell)), onLine: { line in lines.withLock { $0.append(line.text) } })
+        let elapsed = ContinuousClock.now - started
+        if let pid = Int32((try? String(contentsOfFile: escaped, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") {
+            kill(pid, SIGKILL)
+        }
+        #expect(result.outcome == .succeeded)
+        #expect(lines.withLock { $0 } == ["before"])
+        // Not before the drain limit (2 s), and not much after it.
+        #expect(elapsed >= .seconds(2), "\(elapsed)")
+        #expect(elapsed < .seconds(6), "\(elapsed)")
+    }
+
     @Test func leaderIgnoringSigtermIsKilledAfterGrace() async throws {
         let started = ContinuousClock.now
         let result = await supervisor.run(request(try job("stubborn", shell: "trap '' TERM; sleep 300 & wait; sleep 300",

@@ -469,11 +469,15 @@ int jr_task_pool_start(int threads, const char *name) {
     if (jr_pool.jobs == NULL) return -1;
     /* The threads take no asynchronous signals (threads they start inherit the mask): a fault or
        a trap in one still reaches the runtime's crash handler, which also stops each thread with
-       SIGPROF to read its stack. */
+       SIGPROF to read its stack. SIGCHLD stays unblocked too: runs are started on these threads,
+       and the kernel drops a child's SIGCHLD at once (its action is the default, ignore) only if
+       the thread that started the child does not block it; blocked, it was queued to the process
+       and woke the one thread that takes every signal (libdispatch parks the main thread in
+       sigsuspend with none blocked), once a run. A run's exit is heard on its pidfd. */
     sigset_t all, previous;
     sigfillset(&all);
-    int synchronous[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT, SIGPROF };
-    for (size_t i = 0; i < sizeof synchronous / sizeof synchronous[0]; i++) sigdelset(&all, synchronous[i]);
+    int unblocked[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT, SIGPROF, SIGCHLD };
+    for (size_t i = 0; i < sizeof unblocked / sizeof unblocked[0]; i++) sigdelset(&all, unblocked[i]);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     int started = 0;
     for (int i = 0; i < threads; i++) {

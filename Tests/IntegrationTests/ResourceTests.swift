@@ -212,6 +212,27 @@ import Testing
         #expect(windows.last == [], "wakeups in each 3 s window: \(windows)")
     }
 
+    /// A run's exit is heard on its pidfd; the kernel's SIGCHLD to the daemon is dropped at once
+    /// (the threads that start runs leave it unblocked, and its action is the default), so it
+    /// wakes no thread. The main thread (parked by libdispatch with no signal blocked) woke for
+    /// most of them.
+    @Test func aRunsExitWakesNoThreadWithItsSignal() async throws {
+        let daemon = try DaemonHarness(config: """
+            jobs:
+              a: { command: ["/bin/true"] }
+            """, logLevel: "warning")
+        defer { daemon.cleanUp() }
+        try await daemon.waitUntilReady()
+        let main = "\(daemon.pid)"
+        let before = try #require(Self.wakeups(of: daemon.pid)[main])
+        #expect(try await Self.run("a", times: 40, parallel: 1, on: daemon) == ["succeeded": 40])
+        let after = try #require(Self.wakeups(of: daemon.pid)[main])
+        let pending = try String(contentsOfFile: "/proc/\(daemon.pid)/status", encoding: .utf8)
+            .split(separator: "\n").first { $0.hasPrefix("ShdPnd:") } ?? ""
+        #expect(after.switches - before.switches < 4, "the main thread woke \(after.switches - before.switches) times for 40 runs")
+        #expect(pending.hasSuffix("0000000000000000"), "a signal is left pending: \(pending)")
+    }
+
     @Test func theBlockingPoolRunsBelowTheThreadsThatStartRuns() async throws {
         let daemon = try DaemonHarness(config: """
             daemon:

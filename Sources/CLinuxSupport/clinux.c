@@ -76,9 +76,13 @@ int jr_spawn(const struct jr_spawn_request *request, pid_t *pid, int *stage) {
     volatile int child_stage = JR_STAGE_NONE;
     volatile int child_errno = 0;
 
-    // Block every signal so no handler of the daemon runs in the child before exec.
+    // Block every signal so no handler of the daemon runs in the child before exec. But SIGCHLD,
+    // whose action is the default (the child has no children of its own to send one): blocked
+    // here, an earlier run's exit during the spawn would be queued to the process instead of
+    // dropped (see jr_task_pool_start).
     sigset_t all, previous;
     sigfillset(&all);
+    sigdelset(&all, SIGCHLD);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
 
     pid_t child = vfork();
@@ -473,7 +477,7 @@ int jr_task_pool_start(int threads, const char *name) {
        and the kernel drops a child's SIGCHLD at once (its action is the default, ignore) only if
        the thread that started the child does not block it; blocked, it was queued to the process
        and woke the one thread that takes every signal (libdispatch parks the main thread in
-       sigsuspend with none blocked), once a run. A run's exit is heard on its pidfd. */
+       sigsuspend with none blocked), once a run. Exits are heard by the reaper's waitid. */
     sigset_t all, previous;
     sigfillset(&all);
     int unblocked[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT, SIGPROF, SIGCHLD };

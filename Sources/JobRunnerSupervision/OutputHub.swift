@@ -48,7 +48,8 @@ public final class OutputHub: Sendable {
             return (state.nextToken, !state.threadStarted)
         }
         guard jr_epoll_add(epoll, fd, token) == 0 else {
-            stop(token)
+            // Never read, so never closed: the caller counts no stream for a nil token.
+            _ = remove(token)
             return nil
         }
         if startThread { startDetachedThread(named: "jr-output") { [self] in loop() } }
@@ -58,13 +59,16 @@ public final class OutputHub: Sendable {
     /// Stops reading a pipe before its end (something outside the run still holds it open) and
     /// closes it; its `closed` is called.
     func stop(_ token: UInt64) {
-        let reader = state.withLock { state -> Reader? in
+        remove(token)?.closed()
+    }
+
+    private func remove(_ token: UInt64) -> Reader? {
+        state.withLock { state -> Reader? in
             guard let reader = state.readers.removeValue(forKey: token) else { return nil }
             _ = jr_epoll_remove(epoll, reader.fd)
             close(reader.fd)
             return reader
         }
-        reader?.closed()
     }
 
     /// Whether every writer of these pipes is gone (each still being read shows `POLLHUP`), so

@@ -19,14 +19,13 @@ import Glibc
 /// The run is a process in a session of its own, so signals aimed at its group never reach the
 /// daemon, and the reaper kills whatever is left of the group the moment its leader exits.
 public final class Supervisor: RunExecutor, Sendable {
-    /// How long output may keep flowing after the run's processes are gone.
+    /// How long output may keep flowing after the run's exit while something still holds its
+    /// pipes open (with every writer gone, the rest is read to its end).
     static let outputDrainLimit: TimeAmount = .seconds(2)
-    /// `/dev/null`, opened once (close-on-exec) and given to every run as its stdin: reading it
-    /// holds no state, so one descriptor serves them all and a run costs no `open`.
-    private static let devNull: (fd: Int32, error: String) = {
-        let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        return (fd, fd >= 0 ? "" : lastError())
-    }()
+    /// `/dev/null`, opened once (close-on-exec, at the first run) and given to every run as its
+    /// stdin: reading it holds no state, so one descriptor serves them all and a run costs no
+    /// `open`. If that first `open` failed (descriptors exhausted), each run opens its own.
+    private static let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
 
     private let eventLoopGroup: any EventLoopGroup
     private let reaper: ChildReaper
@@ -233,18 +232,15 @@ public final class Supervisor: RunExecutor, Sendable {
         guard let output = Pipe.make() else { return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger) }
         guard let errors = Pipe.make() else { return spawnFailed(SpawnError("pipe: \(lastError())"), logger: logger) }
         // stdin: what the caller gave (a hook's output tail), else the daemon's one `/dev/null`.
-        let input = stdin
+        let input = stdin ?? (Self.devNull >= 0 ? nil : Descriptor.open("/dev/null", O_RDONLY))
         let stdinDescriptor: Int32
-        let given: Int32? = switch input {
-        case .some(let descriptor): descriptor.raw
-        case .none: nil
-        }
-        if let given {
-            stdinDescriptor = given
-        } else if Self.devNull.fd >= 0 {
-            stdinDescriptor = Self.devNull.fd
-        } else {
-            return spawnFailed(SpawnError("/dev/null: \(Self.devNull.error)"), logger: logger)
+        switch input {
+        case .some(let descriptor):
+            stdinDescriptor = descriptor.raw
+        case .none where Self.devNull >= 0:
+            stdinDescriptor = Self.devNull
+        case .none:
+            return spawnFailed(SpawnError("/dev/null: \(lastError())"), logger: logger)
         }
 
         var spec = LaunchSpec(
@@ -339,7 +335,8 @@ public final class Supervisor: RunExecutor, Sendable {
                     usage = cost
                     timer?.cancel()
                     // Pipes whose every writer is gone reach their end by themselves; only one
-                    // held open from outside the run's process group needs the drain deadline.
+                    // still held open (from outside the run's process group, or by a member not
+                    // yet gone) needs the drain deadline.
                     if openStreams > 0 && !outputHub.writersGone(readers) {
                         timer = eventLoop.scheduleTask(in: Self.outputDrainLimit) { mailbox.post(.drainTimeout) }
                     }

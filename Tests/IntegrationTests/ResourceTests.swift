@@ -212,7 +212,7 @@ import Testing
         #expect(windows.last == [], "wakeups in each 3 s window: \(windows)")
     }
 
-    /// A run's exit is heard on its pidfd; the kernel's SIGCHLD to the daemon is dropped at once
+    /// A run's exit is heard by the reaper's `waitid`; the kernel's SIGCHLD to the daemon is dropped at once
     /// (the threads that start runs leave it unblocked, and its action is the default), so it
     /// wakes no thread. The main thread (parked by libdispatch with no signal blocked) woke for
     /// most of them.

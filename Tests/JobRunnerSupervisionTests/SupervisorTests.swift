@@ -73,7 +73,7 @@ import Testing
             + "while [ ! -e \(escaped) ]; do sleep 0.01; done"
         let lines = Mutex<[String]>([])
         let started = ContinuousClock.now
-        let result = await supervisor.run(request(try job("held", shell: shell)), onLine: { line in lines.withLock { $0.append(line.text) } })
+        let result = await supervisor.run(request(try job("held", shell: shell, timeout: .seconds(20))), onLine: { line in lines.withLock { $0.append(line.text) } })
         let elapsed = ContinuousClock.now - started
         if let pid = Int32((try? String(contentsOfFile: escaped, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") {
             kill(pid, SIGKILL)

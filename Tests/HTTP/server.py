@@ -15,6 +15,7 @@ prints the port it listens on (127.0.0.1), then serves until killed. Paths:
     /header/NAME           200 with the request's header NAME as body
     /big/N                 200 with N bytes of "x"
     /count/PATH            200 with how many requests PATH has had
+    /arrivals/PATH         200 with when each request to PATH arrived (monotonic seconds, a line each)
     /accepts               200 with how many connections were accepted so far
     /stall                 200 with its headers and 10 of 100 bytes, then nothing
     /sleep/SECONDS         200 after SECONDS
@@ -31,12 +32,14 @@ import time
 lock = threading.Lock()
 accepts = 0
 counts = {}
+arrivals = {}
 sleeping = 0
 most = 0
 
 
 def seen(key):
     with lock:
+        arrivals.setdefault(key, []).append(time.monotonic())
         counts[key] = counts.get(key, 0) + 1
         return counts[key]
 
@@ -103,6 +106,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with lock:
                 count = counts.get("/" + "/".join(parts[1:]), 0)
             self.answer(200, b"%d\n" % count)
+        elif kind == "arrivals":
+            with lock:
+                times = list(arrivals.get("/" + "/".join(parts[1:]), []))
+            self.answer(200, "".join(f"{t:.6f}\n" for t in times).encode())
         elif kind == "stall":
             self.send_response(200)
             self.send_header("Content-Length", "100")

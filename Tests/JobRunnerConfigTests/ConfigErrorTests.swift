@@ -7,18 +7,9 @@ import Testing
 
 /// Every class of configuration error, with the exact position it must be reported at.
 @Suite struct ConfigErrorTests {
-    func errors(_ yaml: String) -> [ConfigError] {
-        do {
-            _ = try ConfigLoader().parse(yaml, path: "jobs.yaml")
-            Issue.record("expected the configuration to be rejected")
-            return []
-        } catch {
-            return error.errors
-        }
-    }
 
     func single(_ yaml: String) -> ConfigError? {
-        let found = errors(yaml)
+        let found = configErrors(yaml)
         #expect(found.count == 1, "\(found)")
         return found.first
     }
@@ -182,7 +173,7 @@ import Testing
     }
 
     @Test func everyErrorOfAFileIsReported() {
-        let found = errors("""
+        let found = configErrors("""
             daemon:
               blocking_threads: 0
             jobs:
@@ -324,14 +315,6 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         try ConfigLoader().parse(yaml, path: "jobs.yaml")
     }
 
-    func errors(_ yaml: String) -> [String] {
-        do {
-            _ = try load(yaml)
-            return []
-        } catch {
-            return error.errors.map(\.description)
-        }
-    }
 
     @Test func everySupervisionKey() throws {
         let configuration = try load("""
@@ -385,37 +368,37 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
     }
 
     @Test func unknownUserIsAPositionedError() {
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    user: no-such-user-here\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    user: no-such-user-here\n")
             == ["jobs.yaml:4:11: job 'a': user: no such user 'no-such-user-here'"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    group: no-such-group\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    group: no-such-group\n")
             == ["jobs.yaml:4:12: job 'a': group: no such group 'no-such-group'"])
     }
 
     @Test func badSupervisionValues() {
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    overlap: sometimes\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    overlap: sometimes\n")
             == ["jobs.yaml:4:14: job 'a': overlap: 'sometimes' is not one of skip, queue, replace, allow"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    max_queue: 2\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    max_queue: 2\n")
             == ["jobs.yaml:4:5: job 'a': max_queue only applies with 'overlap: queue'"])
-        #expect(errors("daemon:\n  pools: {db: 2}\njobs:\n  a:\n    shell: \"true\"\n    pool: bd\n")
+        #expect(configMessages("daemon:\n  pools: {db: 2}\njobs:\n  a:\n    shell: \"true\"\n    pool: bd\n")
             == ["jobs.yaml:6:11: job 'a': pool 'bd' is not defined under daemon.pools (did you mean 'db'?)"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {backoff: 5s}\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    retry: {backoff: 5s}\n")
             == ["jobs.yaml:4:5: job 'a': retry needs 'attempts' (the total number of tries)"])
         // An out-of-range count is one error, not that plus "needs 'attempts'".
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {attempts: 0}\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    retry: {attempts: 0}\n")
             == ["jobs.yaml:4:23: job 'a': retry.attempts (the total number of tries, 1 = no retry): 0 is out of range 1–100"])
         // A tab used for indentation is named as the cause.
-        #expect(errors("jobs:\n  a:\n\tshell: \"true\"\n")
+        #expect(configMessages("jobs:\n  a:\n\tshell: \"true\"\n")
             == ["jobs.yaml:3:1: YAML syntax error: found character that cannot start any token while scanning for the next token"
                 + " (line 3 is indented with a tab: YAML allows only spaces for indentation)"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    retry: {attempts: 2, on: [failure, crash]}\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    retry: {attempts: 2, on: [failure, crash]}\n")
             == ["jobs.yaml:4:30: job 'a': retry.on: 'crash' is not one of failure, timeout, signal"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    umask: 27\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    umask: 27\n")
             == ["jobs.yaml:4:12: job 'a': umask: expected an octal mode such as \"0027\", found '27'"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    nice: 40\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    nice: 40\n")
             == ["jobs.yaml:4:11: job 'a': nice: 40 is out of range -20–19"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    limits: {as: 2XB}\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    limits: {as: 2XB}\n")
             == ["jobs.yaml:4:18: job 'a': limits.as: '2XB' is not a size: unknown unit 'XB' (use B, KiB, MiB, GiB, TiB)"])
-        #expect(errors("jobs:\n  a:\n    shell: \"true\"\n    limits: {nfile: 10}\n")
+        #expect(configMessages("jobs:\n  a:\n    shell: \"true\"\n    limits: {nfile: 10}\n")
             == ["jobs.yaml:4:14: unknown key 'nfile' in job 'a': limits (did you mean 'nofile'?)"])
     }
 }

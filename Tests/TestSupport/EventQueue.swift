@@ -13,6 +13,9 @@ public final class EventQueue<Element: Sendable>: Sendable {
     private struct Waiter {
         var predicate: @Sendable (Element) -> Bool
         var continuation: CheckedContinuation<Element, any Error>
+        /// A `first` waiter consumes the event (one of them gets it); a `seen` waiter does not
+        /// (every one it satisfies gets it).
+        var consumes: Bool
     }
 
     private struct State {
@@ -26,18 +29,25 @@ public final class EventQueue<Element: Sendable>: Sendable {
 
     public init() {}
 
-    /// Adds an event (from any thread) and wakes a waiter it satisfies.
+    /// Adds an event (from any thread) and wakes the waiters it satisfies: the oldest `first`
+    /// waiter, and every `seen` waiter.
     public func push(_ element: Element) {
-        let resumed = state.withLock { state -> CheckedContinuation<Element, any Error>? in
+        let resumed = state.withLock { state -> [CheckedContinuation<Element, any Error>] in
             state.history.append(element)
+            var resumed: [CheckedContinuation<Element, any Error>] = []
+            var consumed = false
             for (token, waiter) in state.waiters.sorted(by: { $0.key < $1.key }) where waiter.predicate(element) {
+                if waiter.consumes {
+                    if consumed { continue }
+                    consumed = true
+                    state.cursor = state.history.count
+                }
                 state.waiters.removeValue(forKey: token)
-                state.cursor = state.history.count
-                return waiter.continuation
+                resumed.append(waiter.continuation)
             }
-            return nil
+            return resumed
         }
-        resumed?.resume(returning: element)
+        for continuation in resumed { continuation.resume(returning: element) }
     }
 
     /// Everything received so far.
@@ -68,7 +78,7 @@ public final class EventQueue<Element: Sendable>: Sendable {
                     state.cursor += 1
                     if predicate(element) { return element }
                 }
-                state.waiters[token] = Waiter(predicate: predicate, continuation: continuation)
+                state.waiters[token] = Waiter(predicate: predicate, continuation: continuation, consumes: true)
                 return nil
             }
             if let ready { continuation.resume(returning: ready) }
@@ -96,7 +106,7 @@ public final class EventQueue<Element: Sendable>: Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             let ready = state.withLock { state -> Element? in
                 if let found = state.history.first(where: predicate) { return found }
-                state.waiters[token] = Waiter(predicate: predicate, continuation: continuation)
+                state.waiters[token] = Waiter(predicate: predicate, continuation: continuation, consumes: false)
                 return nil
             }
             if let ready { continuation.resume(returning: ready) }

@@ -15,7 +15,7 @@ public final class ScriptedLeaf: Sendable {
         /// Runs until its task is cancelled (then `cancelled`).
         case runUntilCancelled
         /// Succeeds once `count` steps have run at once (proving they overlapped), or after a
-        /// second when that never happens.
+        /// second when that never happens (waiting on the starts' events, not polling).
         case succeedWhenRunning(Int)
     }
 
@@ -38,12 +38,14 @@ public final class ScriptedLeaf: Sendable {
 
     public var leaf: StepTree.Leaf {
         { [self] step, depth in
-            state.withLock { state in
+            let atOnce = state.withLock { state in
                 state.running += 1
                 state.mostAtOnce = max(state.mostAtOnce, state.running)
                 state.started.append(step.name)
+                return state.mostAtOnce
             }
             events.push("started \(step.name)")
+            events.push("at once \(atOnce)")
             let begun = Timestamp(microseconds: 1)
             let outcome: RunOutcome
             switch script[step.name] ?? .succeed {
@@ -58,10 +60,7 @@ public final class ScriptedLeaf: Sendable {
                 try? await Task.sleep(for: .seconds(60))
                 outcome = Task.isCancelled ? .cancelled : .timedOut
             case .succeedWhenRunning(let count):
-                let deadline = ContinuousClock.now + .seconds(1)
-                while state.withLock({ $0.mostAtOnce }) < count, ContinuousClock.now < deadline {
-                    try? await Task.sleep(for: .milliseconds(1))
-                }
+                _ = try? await events.seen(within: .seconds(1), "\(count) at once") { $0 == "at once \(count)" }
                 outcome = .succeeded
             }
             state.withLock { $0.running -= 1 }

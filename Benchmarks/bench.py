@@ -200,21 +200,26 @@ def figure_lateness():
     record("start lateness p99, 1 job every second", round(p99, 2), "ms", round(floor99, 2), "spawn at the instant (floor)",
            round(p99 - floor99, 2), "≤ floor + 1 ms", p99 <= floor99 + 1, note="ratio column: ms above the floor")
 
+    # A burst is over in a fifth of a second, so one stall of this shared machine moves a trial's
+    # ratio by a third: the figure is the median of seven paired trials (ours, then the raw
+    # burst), each a fresh daemon.
     n = 20 if ARGS.smoke else 200
-    ours_p99, base_p99 = [], []
-    for _ in range(trials()):
+    pairs = []
+    for _ in range(1 if ARGS.smoke else 7):
         _, rows, at = burst_runs("", n, 256, command='["/bin/date", "+%s%N"]')
         burst = stamped_lateness([(at * 1000000, r[2]) for r in rows])
         burst_baseline = baseline("burst", n)
         if len(burst) != n or len(burst_baseline) != n:
             raise MeasurementError(f"burst lateness: {len(burst)} stamps from the daemon, {len(burst_baseline)} from the baseline, of {n}")
-        ours_p99.append(percentile(burst, 99) / 1000)
-        base_p99.append(percentile(burst_baseline, 99) / 1000)
-    ours99, base99 = statistics.median(ours_p99), statistics.median(base_p99)
+        pairs.append((percentile(burst, 99) / 1000, percentile(burst_baseline, 99) / 1000))
+    ratios = sorted(ours / base for ours, base in pairs)
+    ours99, base99 = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+    ratio = statistics.median(ratios)
     record(f"start lateness p99, {n} jobs due in the same second", round(ours99, 2), "ms", round(base99, 2),
-           f"raw spawn burst of {n} (C)", round(ours99 / base99, 2), "≤ 1.1×", ours99 <= base99 * 1.1,
-           note=f"median of {trials()} interleaved trials (ours {min(ours_p99):.0f}–{max(ours_p99):.0f} ms, "
-                f"raw {min(base_p99):.0f}–{max(base_p99):.0f} ms)")
+           f"raw spawn burst of {n} (C)", round(ratio, 2), "≤ 1.1×", ratio <= 1.1,
+           note=f"median of {len(pairs)} paired trials' ratios ({ratios[0]:.2f}–{ratios[-1]:.2f}; "
+                f"ours {min(p[0] for p in pairs):.0f}–{max(p[0] for p in pairs):.0f} ms, "
+                f"raw {min(p[1] for p in pairs):.0f}–{max(p[1] for p in pairs):.0f} ms)")
 
 
 def figure_saturated_pool():

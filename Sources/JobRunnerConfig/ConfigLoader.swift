@@ -121,13 +121,16 @@ public struct ConfigLoader: Sendable {
     private func readJobs(_ node: YAMLNode, daemon: DaemonSettings, reader: inout NodeReader, into jobs: inout [JobDefinition],
                           seen: inout [String: SourceLocation]) {
         guard !NodeReader.isNull(node), let entries = reader.mapping(node, what: "jobs") else { return }
+        seen.reserveCapacity(seen.count + entries.count)
+        jobs.reserveCapacity(jobs.count + entries.count)
         for entry in entries {
             let location = reader.location(entry.keyNode)
-            if let first = seen[entry.key] {
+            // One lookup for a new name; a duplicate puts the first place back.
+            if let first = seen.updateValue(location, forKey: entry.key) {
+                seen[entry.key] = first
                 reader.fail(.duplicateJob, at: location, "duplicate job name '\(entry.key)' (also defined at \(first.file):\(first.line))")
                 continue
             }
-            seen[entry.key] = location
             if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
                 jobs.append(job)
             }
@@ -1183,35 +1186,42 @@ public struct ConfigLoader: Sendable {
 
     /// The position of the first `[`/`{` nested beyond the limit, outside quotes and comments.
     func deepNesting(_ text: String) -> (line: Int, column: Int)? {
+        var text = text
+        return text.withUTF8 { Self.deepNesting(in: $0) }
+    }
+
+    /// One pass over the bytes (a reload of a large file reads every one of them here first).
+    private static func deepNesting(in bytes: UnsafeBufferPointer<UInt8>) -> (line: Int, column: Int)? {
         var depth = 0
         var line = 1
-        var column = 0
-        var quote: UInt8?
+        var lineStart = 0
+        var quote: UInt8 = 0  // none; else the quote that closes it
         var inComment = false
         var previous: UInt8 = 0x20
-        for byte in text.utf8 {
-            column += 1
+        for index in bytes.indices {
+            let byte = bytes[index]
             if byte == UInt8(ascii: "\n") {
                 line += 1
-                column = 0
+                lineStart = index + 1
                 inComment = false
                 previous = byte
                 continue
             }
-            defer { previous = byte }
+            let before = previous
+            previous = byte
             if inComment { continue }
-            if let open = quote {
-                if byte == open { quote = nil }
+            if quote != 0 {
+                if byte == quote { quote = 0 }
                 continue
             }
             switch byte {
-            case UInt8(ascii: "#") where previous == 0x20 || previous == 0x09 || column == 1:
+            case UInt8(ascii: "#") where before == 0x20 || before == 0x09 || index == lineStart:
                 inComment = true
             case UInt8(ascii: "\""), UInt8(ascii: "'"):
-                if depth > 0 || previous == 0x20 || previous == UInt8(ascii: ":") { quote = byte }
+                if depth > 0 || before == 0x20 || before == UInt8(ascii: ":") { quote = byte }
             case UInt8(ascii: "["), UInt8(ascii: "{"):
                 depth += 1
-                if depth > Self.maximumNesting { return (line, column) }
+                if depth > Self.maximumNesting { return (line, index - lineStart + 1) }
             case UInt8(ascii: "]"), UInt8(ascii: "}"):
                 depth = max(0, depth - 1)
             default:
@@ -1297,18 +1307,22 @@ func readConfigFile(_ path: String) -> Result<String, ConfigError> {
                                         message: "the file is larger than \(ConfigLoader.maximumFileSize >> 20) MiB; that is not a configuration"))
         }
     }
-    if let bad = firstInvalidUTF8(bytes) {
-        let (line, column) = lineAndColumn(ofByte: bad, in: bytes)
+    // Validated and copied in one pass (the standard library's validator); the place of the
+    // first bad byte is looked for only when there is one.
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        let (line, column) = lineAndColumn(ofByte: firstInvalidUTF8(bytes) ?? 0, in: bytes)
         return .failure(ConfigError(code: .syntax, location: SourceLocation(file: path, line: line, column: column),
                                     message: "not UTF-8 text (a binary file?)"))
     }
-    if bytes.contains(0) {
-        let index = bytes.firstIndex(of: 0)!
-        let (line, column) = lineAndColumn(ofByte: index, in: bytes)
+    let nul = bytes.withUnsafeBytes { buffer in
+        buffer.baseAddress.flatMap { base in memchr(base, 0, buffer.count).map { base.distance(to: UnsafeRawPointer($0)) } }
+    }
+    if let nul {
+        let (line, column) = lineAndColumn(ofByte: nul, in: bytes)
         return .failure(ConfigError(code: .syntax, location: SourceLocation(file: path, line: line, column: column),
                                     message: "contains a NUL byte (a binary file?)"))
     }
-    return .success(String(decoding: bytes, as: UTF8.self))
+    return .success(text)
 }
 
 private func firstInvalidUTF8(_ bytes: [UInt8]) -> Int? {

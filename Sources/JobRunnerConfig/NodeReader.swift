@@ -70,6 +70,7 @@ struct NodeReader {
             return nil
         }
         var pairs: [MappingPair] = []
+        pairs.reserveCapacity(mapping.pairs.count)
         for (keyNode, value) in mapping {
             guard case .scalar(let scalar) = keyNode else {
                 fail(.wrongType, at: keyNode, "\(what()): keys must be plain names, found \(Self.describe(keyNode))")

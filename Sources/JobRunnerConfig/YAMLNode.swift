@@ -244,22 +244,24 @@ private final class Composer {
     /// Refuses a mapping that names a key twice, naming the keys and the first place the first
     /// of them (by name) appears. Most mappings hold a few keys: compared pairwise, not hashed.
     private static func checkDuplicates(_ pairs: [(key: YAMLNode, value: YAMLNode)]) throws(YAMLError) {
-        let keys = pairs.compactMap { pair -> YAMLNode.Scalar? in
-            if case .scalar(let scalar) = pair.key { scalar } else { nil }
+        func scalarKey(_ index: Int) -> YAMLNode.Scalar? {
+            if case .scalar(let scalar) = pairs[index].key { scalar } else { nil }
         }
         var duplicates: Set<String> = []
-        if keys.count <= 16 {
-            for (index, key) in keys.enumerated() where keys[..<index].contains(where: { $0.string == key.string }) {
-                duplicates.insert(key.string)
+        if pairs.count <= 16 {
+            // Pairwise, with no array or set built for the mapping of every job and step.
+            for index in pairs.indices {
+                guard let key = scalarKey(index) else { continue }
+                if (0..<index).contains(where: { scalarKey($0)?.string == key.string }) { duplicates.insert(key.string) }
             }
         } else {
-            var seen = Set<String>(minimumCapacity: keys.count)
-            for key in keys where !seen.insert(key.string).inserted {
-                duplicates.insert(key.string)
+            var seen = Set<String>(minimumCapacity: pairs.count)
+            for index in pairs.indices {
+                if let key = scalarKey(index), !seen.insert(key.string).inserted { duplicates.insert(key.string) }
             }
         }
         guard let first = duplicates.min() else { return }
-        let mark = keys.first { $0.string == first }!.mark
+        let mark = pairs.indices.lazy.compactMap(scalarKey).first { $0.string == first }!.mark
         throw .duplicateKeys(duplicates.sorted(), mark: mark)
     }
 

@@ -122,7 +122,6 @@ public struct ConfigLoader: Sendable {
                           seen: inout [String: SourceLocation]) {
         guard !NodeReader.isNull(node), let entries = reader.mapping(node, what: "jobs") else { return }
         seen.reserveCapacity(seen.count + entries.count)
-        jobs.reserveCapacity(jobs.count + entries.count)
         for entry in entries {
             let location = reader.location(entry.keyNode)
             // One lookup for a new name; a duplicate puts the first place back.

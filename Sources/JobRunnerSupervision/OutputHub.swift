@@ -41,16 +41,24 @@ public final class OutputHub: Sendable {
     func read(_ fd: Int32, stream: OutputStreamKind, deliver: @escaping @Sendable ([OutputLine]) -> Void,
               closed: @escaping @Sendable () -> Void) -> UInt64? {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        let (token, startThread) = state.withLock { state -> (UInt64, Bool) in
+        let token = state.withLock { state -> UInt64 in
             state.nextToken += 1
             state.readers[state.nextToken] = Reader(fd: fd, splitter: LineSplitter(stream: stream), deliver: deliver, closed: closed)
-            defer { state.threadStarted = true }
-            return (state.nextToken, !state.threadStarted)
+            return state.nextToken
         }
         guard jr_epoll_add(epoll, fd, token) == 0 else {
-            // Never read, so never closed: the caller counts no stream for a nil token.
+            // Never read, so never closed: the caller counts no stream for a nil token (and
+            // logs errno, the add's, kept across the removal).
+            let error = errno
             _ = remove(token)
+            errno = error
             return nil
+        }
+        // The thread starts with the first pipe actually in epoll (a failed first add leaves
+        // it for the next one).
+        let startThread = state.withLock { state -> Bool in
+            defer { state.threadStarted = true }
+            return !state.threadStarted
         }
         if startThread { startDetachedThread(named: "jr-output") { [self] in loop() } }
         return token

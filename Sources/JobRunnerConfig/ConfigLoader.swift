@@ -3,7 +3,9 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Dispatch
 import JobRunnerSchedule
+import Synchronization
 
 /// Reads a configuration file and validates all of it, reporting every problem as
 /// `file:line:column: message`.
@@ -122,6 +124,8 @@ public struct ConfigLoader: Sendable {
                           seen: inout [String: SourceLocation]) {
         guard !NodeReader.isNull(node), let entries = reader.mapping(node, what: "jobs") else { return }
         seen.reserveCapacity(seen.count + entries.count)
+        var unique: [MappingPair] = []
+        unique.reserveCapacity(entries.count)
         for entry in entries {
             let location = reader.location(entry.keyNode)
             // One lookup for a new name; a duplicate puts the first place back.
@@ -130,11 +134,45 @@ public struct ConfigLoader: Sendable {
                 reader.fail(.duplicateJob, at: location, "duplicate job name '\(entry.key)' (also defined at \(first.file):\(first.line))")
                 continue
             }
-            if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
-                jobs.append(job)
+            unique.append(entry)
+        }
+        guard unique.count >= Self.parallelReadThreshold else {
+            for entry in unique {
+                if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
+                    jobs.append(job)
+                }
             }
+            return
+        }
+        // A large file is read in two halves at once: each job is read on its own, from a tree
+        // nobody changes, into its half's reader. The halves' jobs join in file order; their
+        // errors are put in file order by `parse` (no two jobs share a position).
+        let middle = unique.count / 2
+        let halves = [unique[..<middle], unique[middle...]]
+        let read = Mutex([(jobs: [JobDefinition], errors: [ConfigError])](repeating: ([], []), count: halves.count))
+        let file = reader.file
+        let schedules = reader.parsedSchedules
+        DispatchQueue.concurrentPerform(iterations: halves.count) { half in
+            var halfReader = NodeReader(file: file)
+            halfReader.parsedSchedules = schedules
+            var halfJobs: [JobDefinition] = []
+            halfJobs.reserveCapacity(halves[half].count)
+            for entry in halves[half] {
+                if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &halfReader) {
+                    halfJobs.append(job)
+                }
+            }
+            read.withLock { $0[half] = (halfJobs, halfReader.errors) }
+        }
+        for half in read.withLock({ $0 }) {
+            jobs.append(contentsOf: half.jobs)
+            reader.adopt(half.errors)
         }
     }
+
+    /// From how many jobs in one `jobs:` section they are read on two threads: below it, a
+    /// second thread costs more than it saves.
+    public static let parallelReadThreshold = 512
 
     // MARK: - include:
 

@@ -446,3 +446,45 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         }
     }
 }
+
+/// A `jobs:` section of more than ``ConfigLoader/parallelReadThreshold`` jobs is read on two
+/// threads: what it yields must not show it.
+@Suite struct LargeFileTests {
+    static let count = 2 * ConfigLoader.parallelReadThreshold + 3
+
+    /// Job `i` runs `echo i` at minute `i % 60`; every seventh is in Europe/Paris.
+    static func job(_ index: Int) -> String {
+        let zone = index % 7 == 0 ? ", time_zone: Europe/Paris" : ""
+        return "  j\(index): { command: [\"/bin/echo\", \"\(index)\"], schedule: \"\(index % 60) 3 * * *\"\(zone) }"
+    }
+
+    @Test func everyJobIsReadInFileOrder() throws {
+        let yaml = "daemon: { time_zone: UTC }\njobs:\n" + (0..<Self.count).map(Self.job).joined(separator: "\n") + "\n"
+        let jobs = try ConfigLoader().parse(yaml, path: "jobs.yaml").jobs
+        try #require(jobs.count == Self.count)
+        // The jobs read otherwise than job `i` of the file should be (none).
+        let misread = jobs.indices.filter { index in
+            let job = jobs[index]
+            return job.name != "j\(index)" || job.command.arguments != ["/bin/echo", "\(index)"] || job.location.line != index + 3
+                || job.timeZone.identifier != (index % 7 == 0 ? "Europe/Paris" : "UTC")
+                || job.trigger != jobs[index % 60].trigger
+        }
+        #expect(misread == [])
+        #expect(Set(jobs.map { "\($0.trigger!)" }).count == 60)
+    }
+
+    @Test func errorsOfBothHalvesAreReportedInFileOrder() {
+        var lines = (0..<Self.count).map(Self.job)
+        let last = Self.count - 2
+        let middle = Self.count / 2
+        lines[3] = "  j3: { command: [\"/bin/true\"], timeout: soon }"
+        lines[middle] = "  \"j \(middle)\": { command: [\"/bin/true\"] }"
+        lines[middle + 1] = "  j\(middle + 1): { command: [\"/bin/true\"], schedul: \"* * * * *\" }"
+        lines[last] = "  j\(last): { command: [\"/bin/true\"], schedule: \"* * * *\" }"
+        let found = configErrors("jobs:\n" + lines.joined(separator: "\n") + "\n")
+        #expect(found.map(\.code) == [.invalidDuration, .invalidName, .unknownKey, .invalidSchedule])
+        #expect(found.map(\.location.line) == [5, middle + 2, middle + 3, last + 2])
+        #expect(found.map(\.description).dropFirst().first
+            == "jobs.yaml:\(middle + 2):3: job name 'j \(middle)' may only contain letters, digits, '_', '.' and '-'")
+    }
+}

@@ -533,7 +533,9 @@ def main():
             FIGURES[name]()
         except Exception as error:  # a figure that cannot be measured is reported, the others go on
             failures.append(f"{name}: {error}")
-            record(name, None, "", note=f"ERROR: {error}")
+            # The row says the figure failed; record() would refuse its missing value.
+            RESULTS.append(dict(name=name, value=None, unit="", baseline=None, baseline_name=None, ratio=None, goal=None,
+                                met=False, note=f"ERROR: {error}"))
     machine = f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}"
     if ARGS.json:
         print(json.dumps(dict(machine=machine, smoke=ARGS.smoke, results=RESULTS), indent=2))

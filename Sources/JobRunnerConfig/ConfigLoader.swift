@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import Dispatch
 import JobRunnerSchedule
 import Synchronization
 
@@ -41,9 +40,13 @@ public struct ConfigLoader: Sendable {
     static let limitKeys = ["nofile", "nproc", "cpu", "as", "core", "fsize"]
 
     let zones: TimeZoneDatabase
+    /// How many threads may read the jobs of a large file (1 or 2): the daemon gives 2 when its
+    /// blocking pool has 2 threads or more.
+    public var readThreads: Int
 
-    public init(zones: TimeZoneDatabase = .system) {
+    public init(zones: TimeZoneDatabase = .system, readThreads: Int = 1) {
         self.zones = zones
+        self.readThreads = readThreads
     }
 
     /// Loads and validates the file at `path`.
@@ -136,7 +139,7 @@ public struct ConfigLoader: Sendable {
             }
             unique.append(entry)
         }
-        guard unique.count >= Self.parallelReadThreshold else {
+        guard readThreads > 1, unique.count >= Self.parallelReadThreshold else {
             for entry in unique {
                 if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
                     jobs.append(job)
@@ -144,34 +147,59 @@ public struct ConfigLoader: Sendable {
             }
             return
         }
-        // A large file is read in two halves at once: each job is read on its own, from a tree
-        // nobody changes, into its half's reader. The halves' jobs join in file order; their
-        // errors are put in file order by `parse` (no two jobs share a position).
+        // A large section is read in two halves at once, the second on a thread of its own: each
+        // job is read alone, from a tree nobody changes, into its half's reader. The halves'
+        // jobs join in file order; their errors are put in file order by `parse` (no two jobs
+        // share a position).
         let middle = unique.count / 2
-        let halves = [unique[..<middle], unique[middle...]]
-        let read = Mutex([(jobs: [JobDefinition], errors: [ConfigError])](repeating: ([], []), count: halves.count))
         let file = reader.file
         let schedules = reader.parsedSchedules
-        DispatchQueue.concurrentPerform(iterations: halves.count) { half in
+        let readHalf = { @Sendable (half: ArraySlice<MappingPair>) -> (jobs: [JobDefinition], errors: [ConfigError]) in
             var halfReader = NodeReader(file: file)
             halfReader.parsedSchedules = schedules
             var halfJobs: [JobDefinition] = []
-            halfJobs.reserveCapacity(halves[half].count)
-            for entry in halves[half] {
+            halfJobs.reserveCapacity(half.count)
+            for entry in half {
                 if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &halfReader) {
                     halfJobs.append(job)
                 }
             }
-            read.withLock { $0[half] = (halfJobs, halfReader.errors) }
+            return (halfJobs, halfReader.errors)
         }
-        for half in read.withLock({ $0 }) {
+        let secondHalf = unique[middle...]
+        let second = Mutex<(jobs: [JobDefinition], errors: [ConfigError])?>(nil)
+        let thread = Self.startThread { second.withLock { $0 = readHalf(secondHalf) } }
+        let first = readHalf(unique[..<middle])
+        if let thread { pthread_join(thread, nil) }
+        let rest = second.withLock { $0 } ?? readHalf(secondHalf)
+        for half in [first, rest] {
             jobs.append(contentsOf: half.jobs)
             reader.adopt(half.errors)
         }
     }
 
-    /// From how many jobs in one `jobs:` section they are read on two threads: below it, a
-    /// second thread costs more than it saves.
+    /// Runs `body` on a new thread (which inherits this one's priority: the blocking pool's),
+    /// or returns nil when the system has no thread to give.
+    private static func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
+        final class Body: Sendable {
+            let run: @Sendable () -> Void
+            init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+        }
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { context in
+            Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            Unmanaged<Body>.fromOpaque(context).release()
+            return nil
+        }
+        return thread
+    }
+
+    /// From how many jobs in one `jobs:` section they are read on two threads (when
+    /// ``readThreads`` allows it): below it, a second thread costs more than it saves.
     public static let parallelReadThreshold = 512
 
     // MARK: - include:

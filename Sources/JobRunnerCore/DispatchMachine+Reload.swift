@@ -23,33 +23,41 @@ extension DispatchMachine {
     ///   `cancelled`); their running run finishes unless `on_remove: cancel`;
     /// - added jobs are scheduled from now.
     public mutating func apply(_ configuration: Configuration, now: Timestamp, uptime: Duration) -> (ReloadSummary, [DispatchAction]) {
-        var newJobs: OrderedDictionary<String, Job> = [:]
-        newJobs.reserveCapacity(configuration.jobs.count)
+        // Built as two arrays and hashed once at the end: a validated configuration names each
+        // job once.
+        var names: [String] = []
+        var newValues: [Job] = []
+        names.reserveCapacity(configuration.jobs.count)
+        newValues.reserveCapacity(configuration.jobs.count)
+        var kept = [Bool](repeating: false, count: jobs.count)
         var added: [String] = []
         var changed: [String] = []
         for job in configuration.jobs {
-            if let old = jobs[job.name] {
-                if old.definition == job {
-                    // Unchanged: the definition already held stays (unless only its place in the
-                    // file moved), and the loaded copy goes with the loaded file, so reloads of
-                    // an unchanged file allocate nothing that stays.
-                    newJobs[job.name] = old.definition.location == job.location ? old : Job(definition: job, due: old.due)
-                } else if old.definition.sameSchedule(as: job) {
-                    newJobs[job.name] = Job(definition: job, due: old.due)
-                    changed.append(job.name)
-                } else {
-                    newJobs[job.name] = Job(definition: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed,
-                                                                                 clustered: clustered))
-                    changed.append(job.name)
-                }
-            } else {
-                newJobs[job.name] = Job(definition: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed,
-                                                                             clustered: clustered))
+            names.append(job.name)
+            guard let index = jobs.index(forKey: job.name) else {
+                newValues.append(Job(definition: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed,
+                                                                         clustered: clustered)))
                 added.append(job.name)
+                continue
+            }
+            kept[index] = true
+            let old = jobs.values[index]
+            if old.definition == job {
+                // Unchanged: the definition already held stays (unless only its place in the
+                // file moved), and the loaded copy goes with the loaded file, so reloads of an
+                // unchanged file allocate nothing that stays.
+                newValues.append(old.definition.location == job.location ? old : Job(definition: job, due: old.due))
+            } else if old.definition.sameSchedule(as: job) {
+                newValues.append(Job(definition: job, due: old.due))
+                changed.append(job.name)
+            } else {
+                newValues.append(Job(definition: job, due: Self.firstDue(of: job, now: now, uptime: uptime, seed: jitterSeed,
+                                                                         clustered: clustered)))
+                changed.append(job.name)
             }
         }
-        // Every new job that is not added was an old one: with as many as before, none is gone.
-        let removed = newJobs.count - added.count == jobs.count ? [] : Array(jobs.keys.filter { newJobs[$0] == nil })
+        let newJobs = OrderedDictionary(uncheckedUniqueKeys: names, values: newValues)
+        let removed = kept.indices.filter { !kept[$0] }.map { jobs.keys[$0] }
         for name in removed {
             dropPending(ofJob: name, outcome: .cancelled, reason: "job removed by reload", now: now)
         }

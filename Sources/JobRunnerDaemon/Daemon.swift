@@ -81,7 +81,8 @@ public enum Daemon {
         let startedUptime = clock.uptime()
 
         // MARK: Configuration
-        let loader = ConfigLoader()
+        // Nothing else runs yet: a large file is read on two threads.
+        let loader = ConfigLoader(readThreads: 2)
         let configuration: Configuration
         do {
             var loaded = try await NIOThreadPool.singleton.runIfActive { () throws -> Configuration in
@@ -233,6 +234,9 @@ public enum Daemon {
         let status = StatusReporter(scheduler: scheduler, notifier: notifier, clock: clock, writer: writer)
         statusBox.reporter = status
         let daemonState = DaemonState(configPath: options.configPath, startedAt: startedAt, startedUptime: startedUptime)
+        // A reload reads on two threads only when the pool may use two (blocking_threads).
+        var loader = loader
+        loader.readThreads = min(2, configuration.daemon.blockingThreads)
         let reloader = Reloader(path: options.configPath, loader: loader, pool: pool, scheduler: scheduler, daemon: daemonState,
                                 writer: writer, clock: clock, logger: logger, notifier: notifier, status: status,
                                 access: access, cluster: cluster.map { ($0.coordinator, $0.settings) })

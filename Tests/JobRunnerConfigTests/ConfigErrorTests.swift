@@ -448,7 +448,7 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
 }
 
 /// A `jobs:` section of more than ``ConfigLoader/parallelReadThreshold`` jobs is read on two
-/// threads: what it yields must not show it.
+/// threads when the loader may use two: what it yields must not show it.
 @Suite struct LargeFileTests {
     static let count = 2 * ConfigLoader.parallelReadThreshold + 3
 
@@ -458,9 +458,9 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         return "  j\(index): { command: [\"/bin/echo\", \"\(index)\"], schedule: \"\(index % 60) 3 * * *\"\(zone) }"
     }
 
-    @Test func everyJobIsReadInFileOrder() throws {
+    @Test(arguments: [1, 2]) func everyJobIsReadInFileOrder(threads: Int) throws {
         let yaml = "daemon: { time_zone: UTC }\njobs:\n" + (0..<Self.count).map(Self.job).joined(separator: "\n") + "\n"
-        let jobs = try ConfigLoader().parse(yaml, path: "jobs.yaml").jobs
+        let jobs = try ConfigLoader(readThreads: threads).parse(yaml, path: "jobs.yaml").jobs
         try #require(jobs.count == Self.count)
         // The jobs read otherwise than job `i` of the file should be (none).
         let misread = jobs.indices.filter { index in
@@ -473,7 +473,7 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         #expect(Set(jobs.map { "\($0.trigger!)" }).count == 60)
     }
 
-    @Test func errorsOfBothHalvesAreReportedInFileOrder() {
+    @Test(arguments: [1, 2]) func errorsOfBothHalvesAreReportedInFileOrder(threads: Int) {
         var lines = (0..<Self.count).map(Self.job)
         let last = Self.count - 2
         let middle = Self.count / 2
@@ -481,7 +481,7 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         lines[middle] = "  \"j \(middle)\": { command: [\"/bin/true\"] }"
         lines[middle + 1] = "  j\(middle + 1): { command: [\"/bin/true\"], schedul: \"* * * * *\" }"
         lines[last] = "  j\(last): { command: [\"/bin/true\"], schedule: \"* * * *\" }"
-        let found = configErrors("jobs:\n" + lines.joined(separator: "\n") + "\n")
+        let found = configErrors("jobs:\n" + lines.joined(separator: "\n") + "\n", loader: ConfigLoader(readThreads: threads))
         #expect(found.map(\.code) == [.invalidDuration, .invalidName, .unknownKey, .invalidSchedule])
         #expect(found.map(\.location.line) == [5, middle + 2, middle + 3, last + 2])
         #expect(found.map(\.description).dropFirst().first

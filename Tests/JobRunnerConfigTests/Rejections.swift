@@ -2,8 +2,8 @@ import JobRunnerConfig
 import Testing
 
 /// The errors a configuration read as `jobs.yaml` is refused with; a test failure if it loads.
-func configErrors(_ yaml: String) -> [ConfigError] {
-    rejection { () throws(ConfigErrors) in try ConfigLoader().parse(yaml, path: "jobs.yaml") }
+func configErrors(_ yaml: String, loader: ConfigLoader = ConfigLoader()) -> [ConfigError] {
+    rejection { () throws(ConfigErrors) in try loader.parse(yaml, path: "jobs.yaml") }
 }
 
 /// ``configErrors(_:)`` as the messages an operator reads (`jobs.yaml:LINE:COLUMN: …`).

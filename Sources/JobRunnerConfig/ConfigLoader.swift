@@ -149,8 +149,9 @@ public struct ConfigLoader: Sendable {
         }
         // A large section is read in two halves at once, the second on a thread of its own: each
         // job is read alone, from a tree nobody changes, into its half's reader. The halves'
-        // jobs join in file order; their errors are put in file order by `parse` (no two jobs
-        // share a position).
+        // jobs join in file order; their errors are adopted in file order and sorted by
+        // position in `parse` with a stable sort, so errors at one position (an alias makes two
+        // jobs share a node) keep the order one thread gives them.
         let middle = unique.count / 2
         let file = reader.file
         let schedules = reader.parsedSchedules

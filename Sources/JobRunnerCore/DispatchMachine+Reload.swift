@@ -23,8 +23,8 @@ extension DispatchMachine {
     ///   `cancelled`); their running run finishes unless `on_remove: cancel`;
     /// - added jobs are scheduled from now.
     public mutating func apply(_ configuration: Configuration, now: Timestamp, uptime: Duration) -> (ReloadSummary, [DispatchAction]) {
-        // Built as two arrays and hashed once at the end: a validated configuration names each
-        // job once.
+        // Built as two arrays and hashed once at the end. A loaded configuration names each job
+        // once; one built otherwise keeps a name's first place and last definition, as before.
         var names: [String] = []
         var newValues: [Job] = []
         names.reserveCapacity(configuration.jobs.count)
@@ -56,7 +56,7 @@ extension DispatchMachine {
                 changed.append(job.name)
             }
         }
-        let newJobs = OrderedDictionary(uncheckedUniqueKeys: names, values: newValues)
+        let newJobs = OrderedDictionary(zip(names, newValues), uniquingKeysWith: { _, last in last })
         let removed = kept.indices.filter { !kept[$0] }.map { jobs.keys[$0] }
         for name in removed {
             dropPending(ofJob: name, outcome: .cancelled, reason: "job removed by reload", now: now)

@@ -277,6 +277,20 @@ struct Drive {
         #expect(Drive.starts(drive.end(id("restart"), .cancelled)).first?.job.environment == ["VERSION": "2"])
     }
 
+    /// A configuration built by hand may name a job twice (a loaded one cannot): the name keeps
+    /// its first place and its last definition, and the machine holds it once.
+    @Test func aReloadNamingAJobTwiceKeepsOneJob() throws {
+        var drive = Drive([try Self.minutely("a"), try Self.minutely("b")])
+        let first = Self.every(try Self.minutely("b")) { $0.timeout = .seconds(5) }
+        let last = Self.every(try Self.minutely("b")) { $0.timeout = .seconds(7) }
+        _ = drive.machine.apply(Configuration(path: "t.yaml", daemon: drive.machine.settings, jobs: [first, try Self.minutely("a"), last]),
+                                now: drive.now, uptime: drive.uptime)
+        let states = drive.machine.jobStates(now: drive.now, uptime: drive.uptime)
+        #expect(states.map(\.definition.name) == ["b", "a"])
+        #expect(states.first?.definition.timeout == .seconds(7))
+        #expect(Drive.starts(drive.advance(to: "2026-01-01T10:31:00Z")).map(\.job.name).sorted() == ["a", "b"])
+    }
+
     @Test func anUnchangedScheduleKeepsItsNextFire() throws {
         var drive = Drive([try Self.minutely("job")])
         let before = drive.machine.nextDeadline(now: drive.now, uptime: drive.uptime)

@@ -43,10 +43,14 @@ public struct ConfigLoader: Sendable {
     /// How many threads may read the jobs of a large file (1 or 2): the daemon gives 2 when its
     /// blocking pool has 2 threads or more.
     public var readThreads: Int
+    /// From how many jobs in one `jobs:` section two threads read it (the fuzzer lowers it, to
+    /// compare the two ways on small files).
+    public var parallelReadFrom: Int
 
-    public init(zones: TimeZoneDatabase = .system, readThreads: Int = 1) {
+    public init(zones: TimeZoneDatabase = .system, readThreads: Int = 1, parallelReadFrom: Int = Self.parallelReadThreshold) {
         self.zones = zones
         self.readThreads = readThreads
+        self.parallelReadFrom = max(2, parallelReadFrom)
     }
 
     /// Loads and validates the file at `path`.
@@ -139,7 +143,7 @@ public struct ConfigLoader: Sendable {
             }
             unique.append(entry)
         }
-        guard readThreads > 1, unique.count >= Self.parallelReadThreshold else {
+        guard readThreads > 1, unique.count >= parallelReadFrom else {
             for entry in unique {
                 if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
                     jobs.append(job)
@@ -199,7 +203,7 @@ public struct ConfigLoader: Sendable {
         return thread
     }
 
-    /// From how many jobs in one `jobs:` section they are read on two threads (when
+    /// From how many jobs in one `jobs:` section they are read on two threads by default (when
     /// ``readThreads`` allows it): below it, a second thread costs more than it saves.
     public static let parallelReadThreshold = 512
 

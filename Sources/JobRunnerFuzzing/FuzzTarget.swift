@@ -67,8 +67,13 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         // `include:` reads other files of the machine; the fuzzer stays inside its input.
         guard !text.contains("include") else { return }
         let path = "/nonexistent/fuzz.yaml"
+        // Read again on two threads from the second job on: the same jobs, or the same errors.
+        let twoThreads = Result { () throws(ConfigErrors) in try ConfigLoader(readThreads: 2, parallelReadFrom: 2).parse(text, path: path) }
         do {
             let configuration = try ConfigLoader().parse(text, path: path)
+            guard case .success(let again) = twoThreads, again.jobs == configuration.jobs, again.contentHash == configuration.contentHash else {
+                preconditionFailure("read on two threads, the file gave \(twoThreads) instead of \(configuration.jobs.count) jobs")
+            }
             for job in configuration.jobs {
                 if case .cron(let expression) = job.trigger, let next = expression.next(after: origin, in: .utc) {
                     precondition(next > origin, "cron next \(next) not after \(origin)")
@@ -80,6 +85,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 }
             }
         } catch {
+            guard case .failure(let again) = twoThreads, again.errors == error.errors else {
+                preconditionFailure("read on two threads, the file gave \(twoThreads) instead of \(error.errors)")
+            }
             precondition(!error.errors.isEmpty, "a refused file names no error")
             for problem in error.errors {
                 precondition(problem.location.line >= 1 && problem.location.column >= 1,

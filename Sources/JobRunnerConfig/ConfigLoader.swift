@@ -43,8 +43,8 @@ public struct ConfigLoader: Sendable {
     /// How many threads may read the jobs of a large file (1 or 2): the daemon gives 2 when its
     /// blocking pool has 2 threads or more.
     public var readThreads: Int
-    /// From how many jobs in one `jobs:` section two threads read it (the fuzzer lowers it, to
-    /// compare the two ways on small files).
+    /// From how many jobs in one `jobs:` section a second thread reads it, in chunks of half as
+    /// many (the fuzzer lowers it, to compare the two ways on small files).
     public var parallelReadFrom: Int
 
     public init(zones: TimeZoneDatabase = .system, readThreads: Int = 1, parallelReadFrom: Int = Self.parallelReadThreshold) {
@@ -74,9 +74,12 @@ public struct ConfigLoader: Sendable {
                         "nesting deeper than \(Self.maximumNesting) levels")
             throw ConfigErrors(reader.errors)
         }
+        // The jobs are read as they are composed, when two threads may read.
+        let stream = readThreads > 1 ? JobStream(loader: self, file: path, daemon: nil, seen: [:], schedules: reader.parsedSchedules) : nil
+        defer { stream?.abandon() }
         let root: YAMLNode?
         do {
-            root = try YAMLNode.compose(text)
+            root = try YAMLNode.compose(text, jobs: stream?.watcher)
         } catch {
             throw ConfigErrors([Self.syntaxError(error, file: path, text: text)])
         }
@@ -89,22 +92,16 @@ public struct ConfigLoader: Sendable {
         }
         reader.checkKeys(top, known: Self.topLevelKeys, context: "at the top level")
 
-        var daemon = DaemonSettings(timeZone: .utc)
-        var daemonZoneKnown = false
-        if let section = top.first(where: { $0.key == "daemon" }), !NodeReader.isNull(section.value) {
-            if let settings = readDaemon(section.value, reader: &reader) {
-                daemon = settings.settings
-                daemonZoneKnown = settings.zoneGiven
-            }
-        }
-        if !daemonZoneKnown {
-            daemon.timeZone = zones.systemZone()
-        }
+        let daemonIndex = top.firstIndex { $0.key == "daemon" }
+        let daemon = daemonSettings(daemonIndex.map { top[$0].value }, reader: &reader)
 
         var jobs: [JobDefinition] = []
         var seen: [String: SourceLocation] = [:]
-        if let section = top.first(where: { $0.key == "jobs" }) {
-            readJobs(section.value, daemon: daemon, reader: &reader, into: &jobs, seen: &seen)
+        if let jobsIndex = top.firstIndex(where: { $0.key == "jobs" }) {
+            // The stream read its jobs with the settings of a `daemon:` written before `jobs:`.
+            let streamed = (daemonIndex.map { $0 < jobsIndex } ?? true) ? stream : nil
+            if streamed == nil { stream?.abandon() }
+            readJobs(top[jobsIndex].value, daemon: daemon, streamed: streamed, reader: &reader, into: &jobs, seen: &seen)
         } else if top.first(where: { $0.key == "include" }) == nil {
             reader.fail(.missingKey, at: root, "missing 'jobs:' section (an empty one, 'jobs: {}', is allowed)")
         }
@@ -127,65 +124,47 @@ public struct ConfigLoader: Sendable {
         return Configuration(path: path, daemon: daemon, jobs: jobs, contentHash: StableHash.hex(reader.sources.joined(separator: "\u{0}")))
     }
 
-    private func readJobs(_ node: YAMLNode, daemon: DaemonSettings, reader: inout NodeReader, into jobs: inout [JobDefinition],
-                          seen: inout [String: SourceLocation]) {
-        guard !NodeReader.isNull(node), let entries = reader.mapping(node, what: "jobs") else { return }
-        seen.reserveCapacity(seen.count + entries.count)
-        var unique: [MappingPair] = []
-        unique.reserveCapacity(entries.count)
-        for entry in entries {
-            let location = reader.location(entry.keyNode)
-            // One lookup for a new name; a duplicate puts the first place back.
-            if let first = seen.updateValue(location, forKey: entry.key) {
-                seen[entry.key] = first
-                reader.fail(.duplicateJob, at: location, "duplicate job name '\(entry.key)' (also defined at \(first.file):\(first.line))")
-                continue
-            }
-            unique.append(entry)
+    /// The `daemon:` section's settings (its defaults where it is missing or wrong), in the
+    /// system's zone unless it names one.
+    func daemonSettings(_ section: YAMLNode?, reader: inout NodeReader) -> DaemonSettings {
+        var daemon = DaemonSettings(timeZone: .utc)
+        var zoneKnown = false
+        if let section, !NodeReader.isNull(section), let settings = readDaemon(section, reader: &reader) {
+            daemon = settings.settings
+            zoneKnown = settings.zoneGiven
         }
-        guard readThreads > 1, unique.count >= parallelReadFrom else {
-            for entry in unique {
-                if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &reader) {
-                    jobs.append(job)
-                }
-            }
+        if !zoneKnown {
+            daemon.timeZone = zones.systemZone()
+        }
+        return daemon
+    }
+
+    /// Reads a `jobs:` section: what `streamed` read of it while it was composed, when it saw
+    /// all of it; otherwise the composed section, anew (on two threads when it is large).
+    private func readJobs(_ node: YAMLNode, daemon: DaemonSettings, streamed: JobStream?, reader: inout NodeReader,
+                          into jobs: inout [JobDefinition], seen: inout [String: SourceLocation]) {
+        guard !NodeReader.isNull(node) else { return }
+        guard case .mapping(let mapping) = node else {
+            _ = reader.mapping(node, what: "jobs")
             return
         }
-        // A large section is read in two halves at once, the second on a thread of its own: each
-        // job is read alone, from a tree nobody changes, into its half's reader. The halves'
-        // jobs join in file order; their errors are adopted in file order and sorted by
-        // position in `parse` with a stable sort, so errors at one position (an alias makes two
-        // jobs share a node) keep the order one thread gives them.
-        let middle = unique.count / 2
-        let file = reader.file
-        let schedules = reader.parsedSchedules
-        let readHalf = { @Sendable (half: ArraySlice<MappingPair>) -> (jobs: [JobDefinition], errors: [ConfigError]) in
-            var halfReader = NodeReader(file: file)
-            halfReader.parsedSchedules = schedules
-            var halfJobs: [JobDefinition] = []
-            halfJobs.reserveCapacity(half.count)
-            for entry in half {
-                if let job = readJob(name: entry.key, keyNode: entry.keyNode, node: entry.value, daemon: daemon, reader: &halfReader) {
-                    halfJobs.append(job)
-                }
-            }
-            return (halfJobs, halfReader.errors)
+        let stream: JobStream
+        if let streamed, streamed.saw(mapping) {
+            stream = streamed
+        } else {
+            streamed?.abandon()
+            stream = JobStream(loader: self, file: reader.file, daemon: daemon, seen: seen, schedules: reader.parsedSchedules)
+            stream.feed(mapping)
         }
-        let secondHalf = unique[middle...]
-        let second = Mutex<(jobs: [JobDefinition], errors: [ConfigError])?>(nil)
-        let thread = Self.startThread { second.withLock { $0 = readHalf(secondHalf) } }
-        let first = readHalf(unique[..<middle])
-        if let thread { pthread_join(thread, nil) }
-        let rest = second.withLock { $0 } ?? readHalf(secondHalf)
-        for half in [first, rest] {
-            jobs.append(contentsOf: half.jobs)
-            reader.adopt(half.errors)
-        }
+        let read = stream.finish()
+        jobs.append(contentsOf: read.jobs)
+        reader.adopt(read.errors)
+        seen = read.seen
     }
 
     /// Runs `body` on a new thread (which inherits this one's priority: the blocking pool's),
     /// or returns nil when the system has no thread to give.
-    private static func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
+    static func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
         final class Body: Sendable {
             let run: @Sendable () -> Void
             init(_ run: @escaping @Sendable () -> Void) { self.run = run }
@@ -253,9 +232,11 @@ public struct ConfigLoader: Sendable {
             fileReader.fail(.syntax, at: SourceLocation(file: file, line: deep.line, column: deep.column), "nesting deeper than \(Self.maximumNesting) levels")
             return
         }
+        let stream = readThreads > 1 ? JobStream(loader: self, file: file, daemon: daemon, seen: seen, schedules: reader.parsedSchedules) : nil
+        defer { stream?.abandon() }
         let root: YAMLNode?
         do {
-            root = try YAMLNode.compose(text)
+            root = try YAMLNode.compose(text, jobs: stream?.watcher)
         } catch {
             let syntax = Self.syntaxError(error, file: file, text: text)
             fileReader.fail(.syntax, at: syntax.location, syntax.message)
@@ -265,7 +246,7 @@ public struct ConfigLoader: Sendable {
         guard let top = fileReader.mapping(root, what: "included file") else { return }
         fileReader.checkKeys(top, known: Self.includedTopLevelKeys, context: "in an included file (only 'jobs:' belongs here)")
         if let section = top.first(where: { $0.key == "jobs" }) {
-            readJobs(section.value, daemon: daemon, reader: &fileReader, into: &jobs, seen: &seen)
+            readJobs(section.value, daemon: daemon, streamed: stream, reader: &fileReader, into: &jobs, seen: &seen)
         }
     }
 
@@ -477,7 +458,7 @@ public struct ConfigLoader: Sendable {
 
     // MARK: - jobs:
 
-    private func readJob(name: String, keyNode: YAMLNode, node: YAMLNode, daemon: DaemonSettings, reader: inout NodeReader) -> JobDefinition? {
+    func readJob(name: String, keyNode: YAMLNode, node: YAMLNode, daemon: DaemonSettings, reader: inout NodeReader) -> JobDefinition? {
         let errorsBefore = reader.errors.count
         if !Self.isValidJobName(name) {
             reader.fail(.invalidName, at: keyNode, "job name '\(name)' may only contain letters, digits, '_', '.' and '-'")

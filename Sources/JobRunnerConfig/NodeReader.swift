@@ -40,6 +40,12 @@ struct NodeReader {
         errors.append(ConfigError(code: code, location: location, message: message))
     }
 
+    /// The errors so far, leaving none.
+    mutating func takeErrors() -> [ConfigError] {
+        defer { errors = [] }
+        return errors
+    }
+
     /// Takes over the errors of another file's reader.
     mutating func adopt(_ other: [ConfigError]) {
         errors.append(contentsOf: other)

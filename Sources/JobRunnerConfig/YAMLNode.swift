@@ -1,7 +1,7 @@
 import CYaml
 
 /// A YAML document as the configuration reader sees it: scalars (their text, style, tag and
-/// position), mappings and lists. Composed straight from libyaml's events (``compose(_:)``) —
+/// position), mappings and lists. Composed straight from libyaml's events (``compose(_:jobs:)``) —
 /// one pass, no event or tag objects, no type resolution: a scalar is only read as a bool or a
 /// number where the configuration asks for one (``Scalar/bool``, ``Scalar/integer``), so `yes`
 /// is a string wherever a string goes.
@@ -127,11 +127,15 @@ enum YAMLError: Error, Sendable {
 extension YAMLNode {
     /// The single document of `text` (nil when the text holds none). Aliases are resolved to the
     /// node their anchor names; a key given twice in a mapping is an error.
-    static func compose(_ text: String) throws(YAMLError) -> YAMLNode? {
+    ///
+    /// With `jobs`, the entries of the root mapping's `jobs:` mapping are handed over as they are
+    /// composed, in file order, so they can be read while the rest of the file is still parsed.
+    static func compose(_ text: String, jobs: JobsWatcher? = nil) throws(YAMLError) -> YAMLNode? {
         var text = text
         let result = text.withUTF8 { bytes -> Result<YAMLNode?, YAMLError> in
             do throws(YAMLError) {
                 let composer = try Composer(bytes)
+                composer.jobs = jobs
                 return .success(try composer.document())
             } catch {
                 return .failure(error)
@@ -141,10 +145,22 @@ extension YAMLNode {
     }
 }
 
+/// What the composer tells about the root mapping's `jobs:` mapping while it composes it (all on
+/// the composing thread): `begin` with the root's pairs before it, then `entry` for each of its
+/// pairs once composed. Nothing is called when `jobs:` is not a mapping written in place.
+struct JobsWatcher {
+    var begin: (_ rootPairsBefore: [(key: YAMLNode, value: YAMLNode)]) -> Void
+    var entry: (_ pair: (key: YAMLNode, value: YAMLNode)) -> Void
+}
+
 /// One pass over libyaml's events; lives only while its input does.
 private final class Composer {
     private var parser = yaml_parser_t()
     private var anchors: [String: YAMLNode] = [:]
+    var jobs: JobsWatcher?
+
+    /// Which mapping's pairs are watched: the root (for its `jobs:` key), then `jobs:` itself.
+    private enum Watch { case none, root, jobs }
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) throws(YAMLError) {
         guard yaml_parser_initialize(&parser) == 1 else { throw .memory }
@@ -165,7 +181,7 @@ private final class Composer {
         }
         yaml_event_delete(&event) // DOCUMENT-START
         var rootEvent = try next()
-        let root = try compose(&rootEvent)
+        let root = try compose(&rootEvent, watch: jobs == nil ? .none : .root)
         try skip() // DOCUMENT-END
         var end = try next()
         defer { yaml_event_delete(&end) }
@@ -188,7 +204,7 @@ private final class Composer {
     }
 
     /// The node `event` starts (the event is consumed).
-    private func compose(_ event: inout yaml_event_t) throws(YAMLError) -> YAMLNode {
+    private func compose(_ event: inout yaml_event_t, watch: Watch = .none) throws(YAMLError) -> YAMLNode {
         defer { yaml_event_delete(&event) }
         let mark = Self.mark(event.start_mark)
         let node: YAMLNode
@@ -228,7 +244,13 @@ private final class Composer {
                 }
                 let key = try compose(&keyEvent)
                 var valueEvent = try next()
-                pairs.append((key, try compose(&valueEvent)))
+                var watchValue = Watch.none
+                if watch == .root, valueEvent.type == YAML_MAPPING_START_EVENT, case .scalar(let scalar) = key, scalar.string == "jobs" {
+                    jobs?.begin(pairs)
+                    watchValue = .jobs
+                }
+                pairs.append((key, try compose(&valueEvent, watch: watchValue)))
+                if watch == .jobs { jobs?.entry(pairs[pairs.count - 1]) }
             }
             try Self.checkDuplicates(pairs)
             node = .mapping(.init(pairs: pairs, mark: mark))

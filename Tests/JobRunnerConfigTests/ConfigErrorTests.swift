@@ -473,7 +473,7 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         #expect(Set(jobs.map { "\($0.trigger!)" }).count == 60)
     }
 
-    @Test(arguments: [1, 2]) func errorsOfBothHalvesAreReportedInFileOrder(threads: Int) {
+    @Test(arguments: [1, 2]) func errorsOfEveryChunkAreReportedInFileOrder(threads: Int) {
         var lines = (0..<Self.count).map(Self.job)
         let last = Self.count - 2
         let middle = Self.count / 2
@@ -486,5 +486,56 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         #expect(found.map(\.location.line) == [5, middle + 2, middle + 3, last + 2])
         #expect(found.map(\.description).dropFirst().first
             == "jobs.yaml:\(middle + 2):3: job name 'j \(middle)' may only contain letters, digits, '_', '.' and '-'")
+    }
+
+    /// The jobs are read while the file is composed, with the `daemon:` settings written before
+    /// `jobs:`; one written after it must still give its zone to every job.
+    @Test(arguments: [(1, false), (2, false), (1, true), (2, true)])
+    func theDaemonZoneReachesEveryJobWhereverItIsWritten(threads: Int, daemonLast: Bool) throws {
+        let daemon = "daemon: { time_zone: Asia/Tokyo }\n"
+        let section = "jobs:\n" + (0..<Self.count).map(Self.job).joined(separator: "\n") + "\n"
+        let jobs = try ConfigLoader(readThreads: threads).parse(daemonLast ? section + daemon : daemon + section, path: "jobs.yaml").jobs
+        try #require(jobs.count == Self.count)
+        let wrongZone = jobs.indices.filter { jobs[$0].timeZone.identifier != ($0 % 7 == 0 ? "Europe/Paris" : "Asia/Tokyo") }
+        #expect(wrongZone == [])
+    }
+
+    /// A file that stops composing after the second reader began (a syntax error near its end)
+    /// is refused with that error alone, and nothing waits for the reader.
+    @Test(arguments: [1, 2]) func aSyntaxErrorLateInALargeFileIsTheOnlyError(threads: Int) {
+        var lines = (0..<Self.count).map(Self.job)
+        lines[3] = "  j3: { command: [\"/bin/true\"], timeout: soon }"
+        lines[Self.count - 2] = "  j\(Self.count - 2): { command: [\"/bin/true\""
+        let found = configErrors("jobs:\n" + lines.joined(separator: "\n") + "\n", loader: ConfigLoader(readThreads: threads))
+        #expect(found.map(\.code) == [.syntax])
+        #expect(found.first.map { $0.location.line >= Self.count - 1 } == true)
+    }
+
+    /// Keys that are not names and names already taken are reported where a one-thread read
+    /// reports them, and the jobs around them are all read.
+    @Test(arguments: [1, 2]) func badKeysOfALargeSectionKeepTheirPlace(threads: Int) throws {
+        var lines = (0..<Self.count).map(Self.job)
+        let middle = Self.count / 2
+        lines[middle] = "  ? [j, \(middle)]\n  : { command: [\"/bin/true\"] }"
+        lines[middle + 1] = "  j\(middle + 1): { command: [\"/bin/true\"], timeout: soon }"
+        let found = configErrors("jobs:\n" + lines.joined(separator: "\n") + "\n", loader: ConfigLoader(readThreads: threads))
+        #expect(found.map(\.code) == [.wrongType, .invalidDuration])
+        #expect(found.map(\.location.line) == [middle + 2, middle + 4])
+    }
+
+    /// An included file's large `jobs:` section is read the same way, and a name the main file
+    /// already took is refused at the included file's line.
+    @Test(arguments: [1, 2]) func aLargeIncludedSectionIsReadInFileOrder(threads: Int) throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let included = directory.write("more.yaml", "jobs:\n" + (0..<Self.count).map(Self.job).joined(separator: "\n") + "\n")
+        let main = directory.write("main.yaml", "include: [\"more.yaml\"]\njobs:\n  first: { shell: \"true\" }\n")
+        let configuration = try ConfigLoader(readThreads: threads).load(path: main)
+        #expect(configuration.jobs.map(\.name) == ["first"] + (0..<Self.count).map { "j\($0)" })
+        #expect(configuration.jobs.last?.location == SourceLocation(file: included, line: Self.count + 1, column: 3))
+
+        directory.write("more.yaml", "jobs:\n" + (0..<Self.count).map(Self.job).joined(separator: "\n") + "\n  first: { shell: \"false\" }\n")
+        let found = fileErrors(main, loader: ConfigLoader(readThreads: threads))
+        #expect(found.map(\.description) == ["\(included):\(Self.count + 2):3: duplicate job name 'first' (also defined at \(main):3)"])
     }
 }

@@ -13,8 +13,8 @@ func configMessages(_ yaml: String) -> [String] {
 
 /// The errors the file at `path` is refused with, loaded as the daemon loads it; a test failure
 /// if it loads.
-func fileErrors(_ path: String) -> [ConfigError] {
-    rejection { () throws(ConfigErrors) in try ConfigLoader().load(path: path) }
+func fileErrors(_ path: String, loader: ConfigLoader = ConfigLoader()) -> [ConfigError] {
+    rejection { () throws(ConfigErrors) in try loader.load(path: path) }
 }
 
 private func rejection(_ load: () throws(ConfigErrors) -> Configuration) -> [ConfigError] {

@@ -45,6 +45,8 @@ let package = Package(
             name: "JobRunnerConfig",
             dependencies: [
                 "JobRunnerSchedule",
+                // To name the second reader's thread.
+                "CLinuxSupport",
                 // For the libyaml it carries (CYaml): the configuration is composed from
                 // libyaml's events directly (YAMLNode.swift), without Yams' node tree.
                 .product(name: "Yams", package: "Yams"),

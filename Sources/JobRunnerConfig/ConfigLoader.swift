@@ -162,8 +162,8 @@ public struct ConfigLoader: Sendable {
         seen = read.seen
     }
 
-    /// Runs `body` on a new thread (which inherits this one's priority: the blocking pool's),
-    /// or returns nil when the system has no thread to give.
+    /// Runs `body` on a new thread (which inherits this one's priority), or returns nil when the
+    /// system has no thread to give.
     static func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
         final class Body: Sendable {
             let run: @Sendable () -> Void

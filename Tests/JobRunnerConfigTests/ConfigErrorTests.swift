@@ -500,6 +500,18 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         #expect(wrongZone == [])
     }
 
+    /// The second reader is one thread, kept between reads (a thread a reload spread the jobs
+    /// it built over malloc's arenas): after two large reads on two threads, `/proc` shows it once.
+    @Test func theSecondReaderIsOneThreadKeptBetweenReads() throws {
+        let yaml = "jobs:\n" + (0..<Self.count).map(Self.job).joined(separator: "\n") + "\n"
+        for _ in 0..<2 {
+            #expect(try ConfigLoader(readThreads: 2).parse(yaml, path: "jobs.yaml").jobs.count == Self.count)
+        }
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
+        let names = tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
+        #expect(names.filter { $0 == "jr-config-read\n" }.count == 1)
+    }
+
     /// A file that stops composing after the second reader began (a syntax error near its end)
     /// is refused with that error alone, and nothing waits for the reader.
     @Test(arguments: [1, 2]) func aSyntaxErrorLateInALargeFileIsTheOnlyError(threads: Int) {

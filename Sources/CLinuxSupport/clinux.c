@@ -397,6 +397,13 @@ void jr_release_free_memory(void) {
     (void)malloc_trim(0);
 }
 
+void jr_bound_free_memory_kept(void) {
+    /* An operator's own setting wins. */
+    const char *tunables = getenv("GLIBC_TUNABLES");
+    if (getenv("MALLOC_TRIM_THRESHOLD_") != NULL || (tunables != NULL && strstr(tunables, "trim_threshold") != NULL)) return;
+    (void)mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+}
+
 void jr_name_current_thread(const char *name) {
     prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }

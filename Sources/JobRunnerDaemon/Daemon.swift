@@ -75,6 +75,8 @@ public enum Daemon {
     /// Runs the daemon to the end and returns its exit code.
     public static func run(_ options: DaemonOptions, logger: Logger) async -> Int32 {
         signal(SIGPIPE, SIG_IGN)
+        // Before the first load: what a reload frees in the second reader's arena goes back.
+        jr_bound_free_memory_kept()
         let notifier = Notifier()
         let clock = SystemClock()
         let startedAt = clock.now()

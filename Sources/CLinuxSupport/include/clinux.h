@@ -136,6 +136,13 @@ int64_t jr_realtime_microseconds(void);
 /// a configuration parsed on a pool thread leaves its arena at the parse's peak otherwise.
 void jr_release_free_memory(void);
 
+/// Keeps glibc's trim threshold at its default 128 KiB instead of letting it grow with the
+/// largest block freed (to 2× it, up to 64 MiB): the free top of a thread's arena above the
+/// threshold goes back to the kernel when it is freed, which `malloc_trim` does not do for
+/// arenas other than the main one. Leaves an operator's MALLOC_TRIM_THRESHOLD_ or
+/// GLIBC_TUNABLES setting alone.
+void jr_bound_free_memory_kept(void);
+
 /// Names the calling thread (at most 15 bytes are kept): what `top -H` and
 /// /proc/PID/task/TID/comm show.
 void jr_name_current_thread(const char *name);

@@ -67,7 +67,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         // `include:` reads other files of the machine; the fuzzer stays inside its input.
         guard !text.contains("include") else { return }
         let path = "/nonexistent/fuzz.yaml"
-        // Read again on two threads (chunks of one job, the second thread from the second job on): the same jobs, or the same errors.
+        // Read again on two threads (chunks of one job, the second thread from the second job
+        // on): the same jobs, or the same errors.
         let twoThreads = Result { () throws(ConfigErrors) in try ConfigLoader(readThreads: 2, parallelReadFrom: 2).parse(text, path: path) }
         do {
             let configuration = try ConfigLoader().parse(text, path: path)

@@ -1,7 +1,7 @@
 import Foundation
 import JobRunnerConfig
 import JobRunnerSchedule
-import JobRunnerSchedule
+import Synchronization
 import TestSupport
 import Testing
 
@@ -510,6 +510,40 @@ func loadOnThread(_ path: String) throws(ConfigErrors) -> Configuration {
         let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
         let names = tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
         #expect(names.filter { $0 == "jr-config-read\n" }.count == 1)
+    }
+
+    /// The second reader reads at the priority of the thread it reads for (the daemon's blocking
+    /// pool runs at nice +10): after a large read from a thread at a higher nice, `/proc` shows
+    /// the reader at that nice. Other tests read at once, and a read that finds the reader busy
+    /// reads alone, so a few reads are tried.
+    @Test func theSecondReaderTakesTheCallersPriority() throws {
+        let yaml = "jobs:\n" + (0..<Self.count).map(Self.job).joined(separator: "\n") + "\n"
+        // The reader exists before the first try, started from this thread's priority.
+        _ = try ConfigLoader(readThreads: 2).parse(yaml, path: "jobs.yaml")
+        var seen: [Int32] = []
+        for _ in 0..<20 {
+            let wanted = Mutex<Int32?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Thread {
+                // `who` 0 with PRIO_PROCESS is the calling thread on Linux; raising nice needs no privilege.
+                let target = min(19, getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) + 5)
+                if setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, target) == 0 {
+                    wanted.withLock { $0 = target }
+                    _ = try? ConfigLoader(readThreads: 2).parse(yaml, path: "jobs.yaml")
+                }
+                done.signal()
+            }.start()
+            done.wait()
+            let target = try #require(wanted.withLock { $0 })
+            let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
+            let reader = tasks.first { (try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8)) == "jr-config-read\n" }
+            let stat = try String(contentsOfFile: "/proc/self/task/\(try #require(reader))/stat", encoding: .utf8)
+            // Field 19, nice, is the 17th after the `)` that ends the name.
+            let nice = try #require(Int32(stat.split(separator: ")").last!.split(separator: " ")[16]))
+            seen.append(nice)
+            if nice == target { return }
+        }
+        Issue.record("the reader's nice after each read: \(seen)")
     }
 
     /// A file that stops composing after the second reader began (a syntax error near its end)
